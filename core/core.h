@@ -1,0 +1,331 @@
+/* core: the computation rules R1–R11 of SPEC.md on plain structs.
+ *
+ * Pure C: libc only, no I/O, no globals, no allocation. Callers own every
+ * buffer; sizes are stated per function. Money is int64 fen, rates are ppm,
+ * months are dense indices (year*12 + month-1), dates are YYYYMMDD integers
+ * (which compare correctly as integers); day counts use core_date_to_days. */
+#ifndef ARREARS_CORE_H
+#define ARREARS_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Always on, one condition each: a broken invariant stops the process
+ * rather than corrupting an answer. */
+#define ASSERT(cond)                           \
+	do {                                   \
+		if (!(cond)) {                 \
+			__builtin_trap();      \
+		}                              \
+	} while (0)
+
+enum core_type {
+	CORE_PENSION,
+	CORE_MEDICAL,
+	CORE_UNEMPLOYMENT,
+	CORE_INJURY,
+	CORE_MATERNITY,
+	CORE_TYPE_COUNT
+};
+enum core_category { CORE_EMPLOYEE, CORE_FLEXIBLE, CORE_CATEGORY_COUNT };
+enum core_share { CORE_SHARE_EMPLOYER, CORE_SHARE_INDIVIDUAL, CORE_SHARE_FLEXIBLE, CORE_SHARE_COUNT };
+enum core_class { CORE_CLASS_M60, CORE_CLASS_F55, CORE_CLASS_F50, CORE_CLASS_COUNT };
+enum core_tier { CORE_TIER_DIRECT, CORE_TIER_VERIFY, CORE_TIER_APPROVAL, CORE_TIER_LEGACY, CORE_TIER_COUNT };
+enum core_withhold_mode { CORE_WITHHOLD_STOP, CORE_WITHHOLD_SKIP };
+enum core_medical_status { CORE_MEDICAL_ACTIVE, CORE_MEDICAL_SUSPENDED, CORE_MEDICAL_NONE };
+
+/* Results of core functions that can fail on input. */
+enum core_rc {
+	CORE_OK = 0,
+	CORE_ERR_OVERFLOW,    /* an amount passed CORE_AMOUNT_MAX: person's error at "overflow" */
+	CORE_ERR_NO_POLICY,   /* R1: no policy for a slot's city: not_found */
+	CORE_ERR_NO_PERIOD,   /* R1: month before the first period: invalid_argument */
+	CORE_ERR_ELECT_MONTH, /* R9: elect_month outside this person's range */
+};
+
+#define CORE_MONEY_MAX 10000000000LL   /* money fields on input: 0..10^10 fen */
+#define CORE_RATE_MAX 1000000u         /* rate fields: 0..10^6 ppm */
+#define CORE_DAILY_RATE_MAX 10000u     /* late-fee daily rate: 0..10^4 ppm */
+#define CORE_AMOUNT_MAX (1LL << 53)    /* every computed amount stays at or below */
+#define CORE_MONTH_FIRST (1950 * 12)   /* 195001 as a dense month */
+#define CORE_MONTH_COUNT 1800u         /* 195001..209912 */
+#define CORE_YEAR_FIRST 1950
+#define CORE_YEAR_COUNT 151u           /* 1950..2100: every year a slot or as_of can be in */
+#define CORE_WINDOW_MAX 600u           /* housing window_months upper bound */
+#define CORE_PERIODS_MAX CORE_MONTH_COUNT /* strictly ascending months allow no more */
+#define CORE_NAME_MAX 255u             /* policy name bytes */
+#define CORE_ID_SIZE 18u               /* resident ID characters */
+
+/* One insurance type, one month, one city (SPEC 3.2). 32 bytes. */
+struct core_slot {
+	int64_t base_fen;
+	int64_t paid_fen;   /* total paid so far, as recorded */
+	int32_t month;      /* dense */
+	int32_t paid_date;  /* YYYYMMDD of the latest payment, 0 when never paid */
+	uint32_t city;      /* 6-digit division code as a number */
+	uint8_t type;       /* enum core_type */
+	uint8_t category;   /* enum core_category */
+	bool deemed;
+};
+
+struct core_period {
+	int32_t from; /* dense month */
+	int64_t base_min_fen;
+	int64_t base_max_fen;
+	uint32_t rate_ppm[CORE_TYPE_COUNT][CORE_SHARE_COUNT];
+};
+
+struct core_year_rate {
+	int32_t year;
+	uint32_t rate_ppm;
+};
+
+/* One city's policy (SPEC 3.3). The caller fills the document fields, then
+ * core_policy_prepare fills the derived tables. periods and interest_rates
+ * are borrowed: they must outlive the policy. */
+struct core_policy {
+	uint32_t city;
+	uint32_t name_size;
+	char name[CORE_NAME_MAX + 1];
+	uint8_t deadline_day;          /* 1..31 */
+	uint8_t deadline_month_offset; /* 0..2 */
+	uint32_t period_count;         /* 1..CORE_PERIODS_MAX, strictly ascending */
+	const struct core_period *periods;
+	uint8_t interest_types;        /* bit per enum core_type */
+	uint8_t interest_categories;   /* bit per enum core_category */
+	uint32_t interest_default_ppm;
+	uint32_t interest_rate_count;  /* strictly ascending years */
+	const struct core_year_rate *interest_rates;
+	uint32_t late_fee_daily_ppm;
+	uint8_t late_fee_categories;
+	bool late_fee_cap_at_principal;
+	uint32_t backpay_direct_max_months;
+	uint32_t backpay_verify_max_months;
+	int32_t backpay_legacy_before; /* dense month */
+	uint32_t backpay_flexible_window_months;
+	uint8_t housing_types;
+	uint32_t housing_window_months;   /* 1..CORE_WINDOW_MAX */
+	uint32_t housing_required_months; /* <= window */
+	uint32_t housing_end_offset_months; /* 0..12 */
+	bool housing_backpay_counts;
+	uint32_t housing_grace_days;
+	uint8_t withhold_order_count;
+	uint8_t withhold_order[CORE_TYPE_COUNT]; /* distinct types, in policy order */
+	uint8_t withhold_mode;                   /* enum core_withhold_mode */
+
+	/* Derived by core_policy_prepare: one lookup per slot instead of searches. */
+	int16_t period_of[CORE_MONTH_COUNT];        /* index into periods, -1 none */
+	int32_t deadline_date[CORE_MONTH_COUNT];    /* R3, YYYYMMDD */
+	uint32_t interest_ppm_of_year[CORE_YEAR_COUNT]; /* R6 r(y) */
+};
+
+/* The policies a computation may use, sorted by city ascending. */
+struct core_policy_set {
+	const struct core_policy *const *items;
+	uint32_t count;
+};
+
+/* Settlement date D with the forms the rules need. */
+struct core_as_of {
+	int32_t date;  /* YYYYMMDD */
+	int32_t days;  /* core_date_to_days(date) */
+	int32_t month; /* dense month(D) */
+};
+
+/* ---- calendar ---- */
+
+/* True when v is a YYYYMM month in 195001..209912; *month gets the dense index. */
+bool core_month_parse(int64_t v, int32_t *month);
+/* Dense month back to YYYYMM. */
+int32_t core_month_yyyymm(int32_t month);
+/* True when v is a valid Gregorian YYYYMMDD date in 19000101..21001231. */
+bool core_date_valid(int64_t v);
+/* Days since 1970-01-01 of a valid YYYYMMDD date. */
+int32_t core_date_to_days(int32_t date);
+/* YYYYMMDD of a day count from core_date_to_days. */
+int32_t core_days_to_date(int32_t days);
+/* Last day (28..31) of a dense month. */
+uint32_t core_month_last_day(int32_t month);
+/* A valid date as the three forms the rules use. */
+struct core_as_of core_as_of_make(int32_t date);
+
+/* ---- person ---- */
+
+/* True when id (size bytes) is a valid 18-character resident ID: 17 digits,
+ * GB 11643 check character (upper-case X only), birth date valid. */
+bool core_id_valid(const char *id, size_t size);
+/* Birth month (dense) and default class of a valid id. */
+int32_t core_id_birth_month(const char *id);
+uint8_t core_id_default_class(const char *id);
+
+/* Set of (month, city, type) keys to find duplicate slots in one pass.
+ * table: caller memory of capacity entries, capacity a power of two at least
+ * twice the slot count. */
+struct core_slot_keys {
+	uint64_t *table;
+	uint32_t capacity;
+};
+void core_slot_keys_init(struct core_slot_keys *keys, uint64_t *table, uint32_t capacity);
+/* Inserts slot's key; false when it was already there (a duplicate). */
+bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *slot);
+
+/* ---- policy ---- */
+
+/* Fills the derived tables of a policy whose document fields are valid. */
+void core_policy_prepare(struct core_policy *policy);
+/* The policy of a city, or NULL. */
+const struct core_policy *core_policy_find(const struct core_policy_set *set, uint32_t city);
+
+/* R1 for every slot in order. Returns CORE_OK, or CORE_ERR_NO_POLICY /
+ * CORE_ERR_NO_PERIOD with *slot_index the first offending slot. */
+int core_person_resolve(const struct core_policy_set *set, const struct core_slot *slots,
+			uint32_t slot_count, uint32_t *slot_index);
+
+/* R2 due of a slot under its policy (R1 resolved). */
+struct core_due {
+	int64_t employer_fen;
+	int64_t individual_fen;
+};
+struct core_due core_slot_due(const struct core_policy *policy, const struct core_slot *slot);
+
+/* ---- arrears (R4–R7) ---- */
+
+struct core_arrears_sums {
+	uint32_t months;
+	int64_t principal_fen;
+	int64_t interest_fen;
+	int64_t late_fee_fen;
+};
+
+struct core_arrears {
+	uint32_t months_owed;
+	int64_t principal_fen;
+	int64_t interest_fen;
+	int64_t late_fee_fen;
+	int64_t total_fen;
+	int64_t pending_fen;
+	uint32_t expired_months;
+	int64_t expired_principal_fen;
+	int32_t first_month; /* dense, -1 when none */
+	int32_t last_month;
+	struct core_arrears_sums by_type[CORE_TYPE_COUNT]; /* months 0: no payable arrears */
+	uint32_t tiers[CORE_TIER_COUNT];
+};
+
+struct core_arrears_item {
+	int64_t due_fen;
+	int64_t paid_fen; /* as of D */
+	int64_t owed_fen;
+	int64_t owed_employer_fen;
+	int64_t owed_individual_fen;
+	int64_t interest_fen;
+	int64_t late_fee_fen;
+	int32_t month;
+	int32_t deadline_date;
+	uint32_t city;
+	uint8_t type;
+	uint8_t category;
+	uint8_t tier;
+	bool expired;
+};
+
+/* Arrears of one person's resolved slots as of D. items: NULL, or room for
+ * slot_count entries, filled with every arrears slot sorted by month, city,
+ * type; *item_count gets their number. Returns CORE_OK or CORE_ERR_OVERFLOW
+ * (out then holds nothing useful). */
+int core_arrears_compute(const struct core_policy_set *set, const struct core_slot *slots,
+			 uint32_t slot_count, struct core_as_of as_of, struct core_arrears *out,
+			 struct core_arrears_item *items, uint32_t *item_count);
+
+/* ---- years (R8) ---- */
+
+struct core_years_type {
+	uint32_t months;
+	uint32_t on_time;
+	uint32_t backpaid;
+	uint32_t deemed;
+};
+struct core_years {
+	struct core_years_type by_type[CORE_TYPE_COUNT];
+};
+/* One city of one duplicate (month, type); consecutive entries with the same
+ * month and type form one duplicate. */
+struct core_duplicate {
+	int32_t month;
+	uint32_t city;
+	uint8_t type;
+};
+
+/* Counted months as of D. duplicates: room for slot_count entries, sorted by
+ * month, type, city; *duplicate_count gets their number. */
+void core_years_compute(const struct core_policy_set *set, const struct core_slot *slots,
+			uint32_t slot_count, struct core_as_of as_of, struct core_years *out,
+			struct core_duplicate *duplicates, uint32_t *duplicate_count);
+
+/* ---- retirement (R9) ---- */
+
+struct core_retirement {
+	uint8_t class_;
+	int32_t birth_month;
+	int32_t original_month;
+	int32_t statutory_month;
+	int32_t retire_month;
+	uint32_t required_months;
+	uint32_t counted_months;
+	uint32_t shortfall;
+	uint32_t payable_arrears_months;
+	bool eligible_now;
+	int32_t eligible_from;
+};
+
+/* elect_month: dense, or -1 when not given. Returns CORE_OK or CORE_ERR_ELECT_MONTH. */
+int core_retirement_check(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
+			  const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
+			  int32_t elect_month, struct core_retirement *out);
+
+/* ---- housing (R10) ---- */
+
+struct core_housing {
+	int32_t window_from;
+	int32_t window_to;
+	uint32_t qualifying;
+	uint32_t required;
+	bool eligible;
+	uint32_t missing_count;
+	int32_t missing[CORE_WINDOW_MAX]; /* ascending dense months */
+	int32_t eligible_from;
+};
+
+/* policy: the requested city's policy, which must be in set. */
+void core_housing_check(const struct core_policy_set *set, const struct core_policy *policy,
+			const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
+			struct core_housing *out);
+
+/* ---- medical (R11) ---- */
+
+struct core_medical {
+	uint8_t status;          /* enum core_medical_status */
+	int32_t suspended_since; /* dense month, -1 nil */
+	int32_t resumes_date;    /* YYYYMMDD, 0 nil */
+	uint32_t arrears_months;
+};
+
+void core_medical_status(const struct core_policy_set *set, const struct core_slot *slots,
+			 uint32_t slot_count, struct core_as_of as_of, struct core_medical *out);
+
+/* Names at the edges: canonical spellings, and parsing (-1 when unknown). */
+extern const char *const core_type_names[CORE_TYPE_COUNT];
+extern const char *const core_category_names[CORE_CATEGORY_COUNT];
+extern const char *const core_class_names[CORE_CLASS_COUNT];
+extern const char *const core_tier_names[CORE_TIER_COUNT];
+int core_name_index(const char *const *names, uint32_t name_count, const char *s, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+/* R10: housing-purchase eligibility in one city's window. */
+#include "core.h"
+#include "internal.h"
+
+/* Months that qualify as of D: for every housing type, a counted non-deemed
+ * slot in the city, paid by deadline + grace unless backpay counts. */
+static void qualifying_months(const struct core_policy_set *set, const struct core_policy *p,
+			      const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
+			      struct month_bits *out)
+{
+	struct month_bits by_type[CORE_TYPE_COUNT];
+	memset(by_type, 0, sizeof(by_type));
+	struct slot_cursor cursor;
+	slot_cursor_init(&cursor, set);
+	for (uint32_t i = 0; i < slot_count; i++) {
+		const struct core_slot *s = &slots[i];
+		if (s->city != p->city || !(p->housing_types >> s->type & 1) || s->deemed) {
+			continue;
+		}
+		struct slot_view v;
+		slot_view_make(&cursor, s, as_of, &v);
+		if (v.state != SLOT_COUNTED) {
+			continue;
+		}
+		bool in_time = p->housing_backpay_counts || v.on_time ||
+			       core_date_to_days(s->paid_date) <=
+				       core_date_to_days(v.deadline_date) + (int64_t)p->housing_grace_days;
+		if (in_time) {
+			month_bits_set(&by_type[s->type], s->month);
+		}
+	}
+	memset(out->w, 0xff, sizeof(out->w));
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		if (p->housing_types >> t & 1) {
+			for (uint32_t w = 0; w < MONTH_WORDS; w++) {
+				out->w[w] &= by_type[t].w[w];
+			}
+		}
+	}
+}
+
+/* Whether month m would qualify if the person paid every month on time from D on. */
+static bool would_qualify(const struct month_bits *q, int32_t m, bool current_can, struct core_as_of as_of)
+{
+	if (m > as_of.month) {
+		return true;
+	}
+	if (m == as_of.month && current_can) {
+		return true;
+	}
+	return month_bits_test(q, m);
+}
+
+void core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_slot *slots,
+			uint32_t slot_count, struct core_as_of as_of, struct core_housing *out)
+{
+	ASSERT(p->housing_window_months >= 1 && p->housing_window_months <= CORE_WINDOW_MAX);
+	ASSERT(p->housing_required_months <= p->housing_window_months);
+	struct month_bits q;
+	qualifying_months(set, p, slots, slot_count, as_of, &q);
+	int32_t window = (int32_t)p->housing_window_months;
+	int32_t end = as_of.month - (int32_t)p->housing_end_offset_months;
+	out->window_to = end;
+	out->window_from = end - window + 1;
+	out->required = p->housing_required_months;
+	out->qualifying = 0;
+	out->missing_count = 0;
+	for (int32_t m = out->window_from; m <= end; m++) {
+		if (month_bits_test(&q, m)) {
+			out->qualifying++;
+		} else {
+			out->missing[out->missing_count++] = m;
+		}
+	}
+	out->eligible = out->qualifying >= out->required;
+
+	/* Slide the window from the one ending month(D) − offset until it holds enough. */
+	int32_t deadline = core_policy_deadline(p, as_of.month);
+	bool current_can = p->housing_backpay_counts ||
+			   (int64_t)as_of.days <= (int64_t)core_date_to_days(deadline) + p->housing_grace_days;
+	uint32_t count = 0;
+	for (int32_t m = out->window_from; m <= end; m++) {
+		count += would_qualify(&q, m, current_can, as_of);
+	}
+	int32_t t = as_of.month;
+	while (count < out->required) {
+		t++;
+		end++;
+		count += would_qualify(&q, end, current_can, as_of);
+		count -= would_qualify(&q, end - window, current_can, as_of);
+	}
+	out->eligible_from = t;
+}

@@ -1,0 +1,167 @@
+/* Helpers shared by the core's rule files; not part of the core's API. */
+#ifndef ARREARS_CORE_INTERNAL_H
+#define ARREARS_CORE_INTERNAL_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+static inline int32_t core_floor_div(int32_t a, int32_t b)
+{
+	return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+static inline int32_t core_floor_mod(int32_t a, int32_t b)
+{
+	return a - core_floor_div(a, b) * b;
+}
+
+/* R3 deadline (YYYYMMDD) of any dense month, inside the table or not. */
+int32_t core_policy_deadline(const struct core_policy *p, int32_t month);
+
+/* YYYYMMDD of day `day` of a dense month (day must exist). */
+int32_t core_month_date(int32_t month, uint32_t day);
+
+/* rh(x / d) of SPEC 2: round half up of a non-negative quotient, d even. The
+ * 64-bit path lets the compiler turn division by a constant into a multiply. */
+static inline uint64_t core_div_round_half_up(unsigned __int128 x, uint64_t d)
+{
+	if ((x >> 64) == 0 && (uint64_t)x <= UINT64_MAX - d / 2) {
+		return ((uint64_t)x + d / 2) / d;
+	}
+	return (uint64_t)((x + d / 2) / d);
+}
+
+/* Adds b to *sum; false when the sum passes CORE_AMOUNT_MAX. Both are at
+ * most CORE_AMOUNT_MAX, so the int64 addition itself cannot overflow. */
+static inline bool core_sum_add(int64_t *sum, int64_t b)
+{
+	*sum += b;
+	return *sum <= CORE_AMOUNT_MAX;
+}
+
+/* A set of dense months 195001..209912, one bit each. */
+#define MONTH_WORDS ((CORE_MONTH_COUNT + 63) / 64)
+struct month_bits {
+	uint64_t w[MONTH_WORDS];
+};
+
+static inline void month_bits_set(struct month_bits *b, int32_t month)
+{
+	uint32_t i = (uint32_t)(month - CORE_MONTH_FIRST);
+	ASSERT(i < CORE_MONTH_COUNT);
+	b->w[i / 64] |= 1ull << (i % 64);
+}
+
+/* Months outside the range are never in a set. */
+static inline bool month_bits_test(const struct month_bits *b, int32_t month)
+{
+	uint32_t i = (uint32_t)(month - CORE_MONTH_FIRST);
+	return i < CORE_MONTH_COUNT && (b->w[i / 64] >> (i % 64) & 1);
+}
+
+static inline uint32_t month_bits_count(const struct month_bits *b)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < MONTH_WORDS; i++) {
+		n += (uint32_t)__builtin_popcountll(b->w[i]);
+	}
+	return n;
+}
+
+/* The state of one slot as of D: everything R2–R5 and R8 say about it. */
+enum slot_state {
+	SLOT_FUTURE,  /* month > month(D): never owed, never counted */
+	SLOT_IDLE,    /* nothing owed, not counted (due 0, not deemed) */
+	SLOT_COUNTED, /* R8 */
+	SLOT_PENDING, /* R4, owed before the deadline */
+	SLOT_ARREARS, /* R4, owed after the deadline */
+};
+
+struct slot_view {
+	const struct core_policy *policy;
+	struct core_due due;
+	int64_t paid_fen; /* as of D */
+	int64_t owed_fen;
+	int32_t deadline_date;
+	uint8_t state;
+	bool on_time;  /* SLOT_COUNTED, not deemed: paid by the deadline */
+	bool expired;  /* SLOT_ARREARS: R5 flexible window passed */
+};
+
+/* Remembers the last city's policy and the last due: timelines are long runs
+ * of one city, type, category and base, so most slots hit both. */
+struct slot_cursor {
+	const struct core_policy_set *set;
+	const struct core_policy *policy;
+	uint32_t city;
+	int16_t period;
+	uint8_t type;
+	uint8_t category;
+	int64_t base_fen;
+	struct core_due due;
+};
+
+static inline void slot_cursor_init(struct slot_cursor *c, const struct core_policy_set *set)
+{
+	memset(c, 0, sizeof(*c));
+	c->set = set;
+	c->period = -1;
+}
+
+static inline const struct core_policy *slot_cursor_policy(struct slot_cursor *c, uint32_t city)
+{
+	if (c->policy == NULL || c->city != city) {
+		c->policy = core_policy_find(c->set, city);
+		c->city = city;
+		c->period = -1;
+		ASSERT(c->policy != NULL); /* core_person_resolve ran first */
+	}
+	return c->policy;
+}
+
+static inline bool slot_is_expired(const struct core_policy *p, const struct core_slot *s, struct core_as_of as_of)
+{
+	return s->category == CORE_FLEXIBLE && p->backpay_flexible_window_months > 0 &&
+	       as_of.month - s->month > (int32_t)p->backpay_flexible_window_months;
+}
+
+static inline void slot_view_make(struct slot_cursor *c, const struct core_slot *s, struct core_as_of as_of,
+				  struct slot_view *v)
+{
+	if (s->month > as_of.month) {
+		v->state = SLOT_FUTURE;
+		return;
+	}
+	const struct core_policy *p = slot_cursor_policy(c, s->city);
+	int16_t period = p->period_of[s->month - CORE_MONTH_FIRST];
+	if (period != c->period || s->type != c->type || s->category != c->category || s->base_fen != c->base_fen) {
+		c->period = period;
+		c->type = s->type;
+		c->category = s->category;
+		c->base_fen = s->base_fen;
+		c->due = core_slot_due(p, s);
+	}
+	v->policy = p;
+	v->due = s->deemed ? (struct core_due){ 0, 0 } : c->due;
+	v->paid_fen = s->paid_date <= as_of.date ? s->paid_fen : 0;
+	v->deadline_date = p->deadline_date[s->month - CORE_MONTH_FIRST];
+	int64_t due = v->due.employer_fen + v->due.individual_fen;
+	v->owed_fen = due > v->paid_fen ? due - v->paid_fen : 0;
+	v->on_time = false;
+	v->expired = false;
+	if (s->deemed || (due > 0 && v->paid_fen >= due)) {
+		v->state = SLOT_COUNTED;
+		v->on_time = !s->deemed && s->paid_date <= v->deadline_date;
+	} else if (v->owed_fen == 0) {
+		v->state = SLOT_IDLE;
+	} else if (as_of.date <= v->deadline_date) {
+		v->state = SLOT_PENDING;
+	} else {
+		v->state = SLOT_ARREARS;
+		v->expired = slot_is_expired(p, s, as_of);
+	}
+}
+
+#endif

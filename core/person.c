@@ -1,0 +1,83 @@
+/* Resident IDs (GB 11643), names, and the duplicate-slot key set. */
+#include "core.h"
+#include "internal.h"
+
+const char *const core_type_names[CORE_TYPE_COUNT] = { "pension", "medical", "unemployment", "injury",
+						       "maternity" };
+const char *const core_category_names[CORE_CATEGORY_COUNT] = { "employee", "flexible" };
+const char *const core_class_names[CORE_CLASS_COUNT] = { "m60", "f55", "f50" };
+const char *const core_tier_names[CORE_TIER_COUNT] = { "direct", "verify", "approval", "legacy" };
+
+int core_name_index(const char *const *names, uint32_t name_count, const char *s, size_t size)
+{
+	for (uint32_t i = 0; i < name_count; i++) {
+		if (strlen(names[i]) == size && memcmp(names[i], s, size) == 0) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static int32_t digits_value(const char *s, uint32_t count)
+{
+	int32_t v = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+bool core_id_valid(const char *id, size_t size)
+{
+	static const uint8_t weight[17] = { 7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2 };
+	static const char check[12] = "10X98765432";
+	if (size != CORE_ID_SIZE) {
+		return false;
+	}
+	uint32_t sum = 0;
+	for (uint32_t i = 0; i < 17; i++) {
+		if (id[i] < '0' || id[i] > '9') {
+			return false;
+		}
+		sum += (uint32_t)(id[i] - '0') * weight[i];
+	}
+	return id[17] == check[sum % 11] && core_date_valid(digits_value(id + 6, 8));
+}
+
+int32_t core_id_birth_month(const char *id)
+{
+	return digits_value(id + 6, 4) * 12 + digits_value(id + 10, 2) - 1;
+}
+
+uint8_t core_id_default_class(const char *id)
+{
+	return (id[16] - '0') % 2 == 1 ? CORE_CLASS_M60 : CORE_CLASS_F55;
+}
+
+void core_slot_keys_init(struct core_slot_keys *keys, uint64_t *table, uint32_t capacity)
+{
+	ASSERT(capacity > 0 && (capacity & (capacity - 1)) == 0);
+	memset(table, 0, sizeof(*table) * capacity);
+	keys->table = table;
+	keys->capacity = capacity;
+}
+
+bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *slot)
+{
+	/* city < 2^20 and type < 2^3 fit below bit 24; +1 keeps 0 free as "empty". */
+	uint64_t key = ((uint64_t)(uint32_t)slot->month << 24 | (uint64_t)slot->city << 3 | slot->type) + 1;
+	uint32_t mask = keys->capacity - 1;
+	uint32_t i = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+	for (uint32_t probes = 0; probes < keys->capacity; probes++) {
+		if (keys->table[i] == 0) {
+			keys->table[i] = key;
+			return true;
+		}
+		if (keys->table[i] == key) {
+			return false;
+		}
+		i = (i + 1) & mask;
+	}
+	ASSERT(false); /* capacity is at least twice the slot count */
+	return false;
+}

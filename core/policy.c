@@ -1,0 +1,106 @@
+/* R1–R3 and R6's rate table: a policy prepared for one lookup per slot. */
+#include "core.h"
+#include "internal.h"
+
+static int32_t deadline_of(const struct core_policy *p, int32_t month)
+{
+	int32_t due_month = month + p->deadline_month_offset;
+	uint32_t last = core_month_last_day(due_month);
+	return core_month_date(due_month, p->deadline_day < last ? p->deadline_day : last);
+}
+
+int32_t core_policy_deadline(const struct core_policy *p, int32_t month)
+{
+	uint32_t i = (uint32_t)(month - CORE_MONTH_FIRST);
+	return i < CORE_MONTH_COUNT ? p->deadline_date[i] : deadline_of(p, month);
+}
+
+void core_policy_prepare(struct core_policy *p)
+{
+	ASSERT(p->period_count >= 1 && p->period_count <= CORE_PERIODS_MAX);
+	ASSERT(p->deadline_day >= 1 && p->deadline_day <= 31);
+	ASSERT(p->deadline_month_offset <= 2);
+	uint32_t next = 0;
+	for (uint32_t i = 0; i < CORE_MONTH_COUNT; i++) {
+		int32_t month = CORE_MONTH_FIRST + (int32_t)i;
+		while (next < p->period_count && p->periods[next].from <= month) {
+			next++;
+		}
+		p->period_of[i] = (int16_t)((int32_t)next - 1);
+		p->deadline_date[i] = deadline_of(p, month);
+	}
+	/* r(y): the rate of the latest table year at or before y, else the default. */
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < CORE_YEAR_COUNT; i++) {
+		int32_t year = CORE_YEAR_FIRST + (int32_t)i;
+		while (k < p->interest_rate_count && p->interest_rates[k].year <= year) {
+			k++;
+		}
+		p->interest_ppm_of_year[i] = k == 0 ? p->interest_default_ppm : p->interest_rates[k - 1].rate_ppm;
+	}
+}
+
+const struct core_policy *core_policy_find(const struct core_policy_set *set, uint32_t city)
+{
+	uint32_t lo = 0;
+	uint32_t hi = set->count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		uint32_t c = set->items[mid]->city;
+		if (c == city) {
+			return set->items[mid];
+		}
+		if (c < city) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	return NULL;
+}
+
+int core_person_resolve(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
+			uint32_t *slot_index)
+{
+	const struct core_policy *p = NULL;
+	for (uint32_t i = 0; i < slot_count; i++) {
+		if (p == NULL || p->city != slots[i].city) {
+			p = core_policy_find(set, slots[i].city);
+		}
+		if (p == NULL) {
+			*slot_index = i;
+			return CORE_ERR_NO_POLICY;
+		}
+		if (p->period_of[slots[i].month - CORE_MONTH_FIRST] < 0) {
+			*slot_index = i;
+			return CORE_ERR_NO_PERIOD;
+		}
+	}
+	return CORE_OK;
+}
+
+/* b ≤ 10^10 and rate ≤ 10^6, so b × rate < 2^64 and rh stays in 64 bits. */
+static int64_t share_fen(int64_t base_fen, uint32_t rate_ppm)
+{
+	return (int64_t)core_div_round_half_up((uint64_t)base_fen * rate_ppm, 1000000u);
+}
+
+struct core_due core_slot_due(const struct core_policy *policy, const struct core_slot *slot)
+{
+	int16_t period_index = policy->period_of[slot->month - CORE_MONTH_FIRST];
+	ASSERT(period_index >= 0);
+	const struct core_period *period = &policy->periods[period_index];
+	int64_t b = slot->base_fen;
+	b = b < period->base_min_fen ? period->base_min_fen : b;
+	b = b > period->base_max_fen ? period->base_max_fen : b;
+	ASSERT(b >= 0 && b <= CORE_MONEY_MAX);
+	const uint32_t *rate = period->rate_ppm[slot->type];
+	struct core_due due = { 0, 0 };
+	if (slot->category == CORE_EMPLOYEE) {
+		due.employer_fen = share_fen(b, rate[CORE_SHARE_EMPLOYER]);
+		due.individual_fen = share_fen(b, rate[CORE_SHARE_INDIVIDUAL]);
+	} else {
+		due.individual_fen = share_fen(b, rate[CORE_SHARE_FLEXIBLE]);
+	}
+	return due;
+}

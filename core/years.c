@@ -1,0 +1,201 @@
+/* R8 counted months, R9 retirement, R11 medical status. */
+#include "core.h"
+#include "internal.h"
+
+struct counted_bits {
+	struct month_bits on_time;
+	struct month_bits backpaid;
+	struct month_bits deemed;
+	struct month_bits paid;      /* counted by a non-deemed slot in some city */
+	struct month_bits duplicate; /* counted by non-deemed slots in two cities or more */
+};
+
+static int duplicate_order(const void *a, const void *b)
+{
+	const struct core_duplicate *x = a;
+	const struct core_duplicate *y = b;
+	if (x->month != y->month) {
+		return x->month < y->month ? -1 : 1;
+	}
+	if (x->type != y->type) {
+		return (int)x->type - (int)y->type;
+	}
+	return x->city < y->city ? -1 : x->city > y->city;
+}
+
+void core_years_compute(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
+			struct core_as_of as_of, struct core_years *out, struct core_duplicate *duplicates,
+			uint32_t *duplicate_count)
+{
+	struct counted_bits bits[CORE_TYPE_COUNT];
+	memset(bits, 0, sizeof(bits));
+	struct slot_cursor cursor;
+	slot_cursor_init(&cursor, set);
+	bool any_duplicate = false;
+	for (uint32_t i = 0; i < slot_count; i++) {
+		const struct core_slot *s = &slots[i];
+		struct slot_view v;
+		slot_view_make(&cursor, s, as_of, &v);
+		if (v.state != SLOT_COUNTED) {
+			continue;
+		}
+		struct counted_bits *b = &bits[s->type];
+		if (s->deemed) {
+			month_bits_set(&b->deemed, s->month);
+			continue;
+		}
+		month_bits_set(v.on_time ? &b->on_time : &b->backpaid, s->month);
+		if (month_bits_test(&b->paid, s->month)) {
+			month_bits_set(&b->duplicate, s->month);
+			any_duplicate = true;
+		}
+		month_bits_set(&b->paid, s->month);
+	}
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		struct counted_bits *b = &bits[t];
+		struct core_years_type *y = &out->by_type[t];
+		y->months = y->on_time = y->backpaid = y->deemed = 0;
+		for (uint32_t w = 0; w < MONTH_WORDS; w++) {
+			uint64_t on_time = b->on_time.w[w];
+			uint64_t backpaid = b->backpaid.w[w] & ~on_time;
+			uint64_t deemed = b->deemed.w[w] & ~on_time & ~backpaid;
+			y->on_time += (uint32_t)__builtin_popcountll(on_time);
+			y->backpaid += (uint32_t)__builtin_popcountll(backpaid);
+			y->deemed += (uint32_t)__builtin_popcountll(deemed);
+		}
+		y->months = y->on_time + y->backpaid + y->deemed;
+	}
+	*duplicate_count = 0;
+	if (!any_duplicate) {
+		return;
+	}
+	/* Rare: a second pass lists the cities of each duplicate month. */
+	slot_cursor_init(&cursor, set);
+	for (uint32_t i = 0; i < slot_count; i++) {
+		const struct core_slot *s = &slots[i];
+		if (s->deemed || !month_bits_test(&bits[s->type].duplicate, s->month)) {
+			continue;
+		}
+		struct slot_view v;
+		slot_view_make(&cursor, s, as_of, &v);
+		if (v.state == SLOT_COUNTED) {
+			duplicates[(*duplicate_count)++] = (struct core_duplicate){ s->month, s->city, s->type };
+		}
+	}
+	qsort(duplicates, *duplicate_count, sizeof(*duplicates), duplicate_order);
+}
+
+/* R9 table: base age, reference birth month (dense), birth months per month of delay, cap. */
+struct reform_row {
+	int32_t base_age_months;
+	int32_t reference_month;
+	int32_t step_months;
+	int32_t cap_months;
+};
+static const struct reform_row reform[CORE_CLASS_COUNT] = {
+	[CORE_CLASS_M60] = { 720, 1965 * 12, 4, 36 },
+	[CORE_CLASS_F55] = { 660, 1970 * 12, 4, 36 },
+	[CORE_CLASS_F50] = { 600, 1975 * 12, 2, 60 },
+};
+
+int core_retirement_check(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
+			  const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
+			  int32_t elect_month, struct core_retirement *out)
+{
+	ASSERT(class_ < CORE_CLASS_COUNT);
+	const struct reform_row *row = &reform[class_];
+	int32_t k = birth_month - row->reference_month;
+	int32_t delay = 0;
+	if (k >= 0) {
+		delay = k / row->step_months + 1;
+		delay = delay < row->cap_months ? delay : row->cap_months;
+	}
+	memset(out, 0, sizeof(*out));
+	out->class_ = class_;
+	out->birth_month = birth_month;
+	out->original_month = birth_month + row->base_age_months;
+	out->statutory_month = out->original_month + delay;
+	if (elect_month >= 0) {
+		int32_t earliest = out->statutory_month - 36;
+		earliest = earliest > out->original_month ? earliest : out->original_month;
+		if (elect_month < earliest || elect_month > out->statutory_month + 36) {
+			return CORE_ERR_ELECT_MONTH;
+		}
+	}
+	out->retire_month = elect_month >= 0 ? elect_month : out->statutory_month;
+	int32_t retire_year = out->retire_month / 12;
+	int32_t required = retire_year <= 2029 ? 180 : 180 + 6 * (retire_year - 2029);
+	out->required_months = (uint32_t)(required < 240 ? required : 240);
+
+	struct month_bits counted = { { 0 } };
+	struct month_bits arrears = { { 0 } };
+	struct slot_cursor cursor;
+	slot_cursor_init(&cursor, set);
+	for (uint32_t i = 0; i < slot_count; i++) {
+		if (slots[i].type != CORE_PENSION) {
+			continue;
+		}
+		struct slot_view v;
+		slot_view_make(&cursor, &slots[i], as_of, &v);
+		if (v.state == SLOT_COUNTED) {
+			month_bits_set(&counted, slots[i].month);
+		} else if (v.state == SLOT_ARREARS && !v.expired) {
+			month_bits_set(&arrears, slots[i].month);
+		}
+	}
+	for (uint32_t w = 0; w < MONTH_WORDS; w++) {
+		arrears.w[w] &= ~counted.w[w];
+	}
+	out->counted_months = month_bits_count(&counted);
+	out->payable_arrears_months = month_bits_count(&arrears);
+	out->shortfall = out->required_months > out->counted_months ? out->required_months - out->counted_months : 0;
+	out->eligible_now = as_of.month >= out->retire_month && out->shortfall == 0;
+	out->eligible_from = out->retire_month;
+	if (out->shortfall > 0 && as_of.month + (int32_t)out->shortfall > out->retire_month) {
+		out->eligible_from = as_of.month + (int32_t)out->shortfall;
+	}
+	return CORE_OK;
+}
+
+void core_medical_status(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
+			 struct core_as_of as_of, struct core_medical *out)
+{
+	struct month_bits arrears = { { 0 } };
+	int32_t suspended_since = -1; /* from an unpaid month */
+	int32_t repaid_since = -1;    /* from a month back-paid on D itself */
+	bool enrolled = false;
+	struct slot_cursor cursor;
+	slot_cursor_init(&cursor, set);
+	for (uint32_t i = 0; i < slot_count; i++) {
+		const struct core_slot *s = &slots[i];
+		if (s->type != CORE_MEDICAL || s->month > as_of.month) {
+			continue;
+		}
+		enrolled = true;
+		struct slot_view v;
+		slot_view_make(&cursor, s, as_of, &v);
+		int32_t from = s->month + 1;
+		if (v.state == SLOT_ARREARS && !v.expired) {
+			month_bits_set(&arrears, s->month);
+			if (from <= as_of.month && (suspended_since < 0 || from < suspended_since)) {
+				suspended_since = from;
+			}
+		} else if (v.state == SLOT_COUNTED && !s->deemed && !v.on_time && s->paid_date == as_of.date &&
+			   from <= as_of.month && (repaid_since < 0 || from < repaid_since)) {
+			repaid_since = from;
+		}
+	}
+	out->arrears_months = month_bits_count(&arrears);
+	out->suspended_since = -1;
+	out->resumes_date = 0;
+	if (suspended_since >= 0) {
+		out->status = CORE_MEDICAL_SUSPENDED;
+		out->suspended_since = suspended_since;
+	} else if (repaid_since >= 0) {
+		out->status = CORE_MEDICAL_SUSPENDED;
+		out->suspended_since = repaid_since;
+		out->resumes_date = core_days_to_date(as_of.days + 1);
+	} else {
+		out->status = enrolled ? CORE_MEDICAL_ACTIVE : CORE_MEDICAL_NONE;
+	}
+}

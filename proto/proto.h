@@ -1,0 +1,182 @@
+/* proto: msgpack-RPC bytes ⇄ typed requests and results (SPEC §5).
+ *
+ * Hides msgpack-c from everyone else. One request path serves the evaluator,
+ * the server, the fuzzer and the benchmarks: frame → parse → decode params →
+ * (core) → write result. */
+#ifndef ARREARS_PROTO_H
+#define ARREARS_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+
+#define PROTO_REQUEST_BYTES_MAX (16u << 20) /* one message; larger: too_large */
+#define PROTO_PERSONS_MAX 100000u           /* persons in one compute request */
+#define PROTO_DEPTH_MAX 32u                 /* our messages nest 8 deep; deeper is malformed */
+#define PROTO_AT_SIZE 96u
+#define PROTO_VERSION "0.1.0"
+
+/* Error codes of SPEC §5. */
+enum proto_code {
+	PROTO_OK = 0,
+	PROTO_MALFORMED = 1,
+	PROTO_UNKNOWN_METHOD = 2,
+	PROTO_INVALID_ARGUMENT = 3,
+	PROTO_NOT_FOUND = 4,
+	PROTO_CONFLICT = 5,
+	PROTO_TOO_LARGE = 6,
+	PROTO_OVERLOADED = 7,
+	PROTO_UNAUTHORIZED = 8,
+	PROTO_INTERNAL = 9,
+};
+
+struct proto_error {
+	int code;                /* enum proto_code */
+	char at[PROTO_AT_SIZE];  /* path of the offending field, "" when none */
+	char message[128];
+};
+
+const char *proto_error_name(int code);
+/* Fills err and returns code. */
+int proto_error_set(struct proto_error *err, int code, const char *message, const char *at_format, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* ---- framing: find where one message ends in a byte stream ---- */
+
+enum proto_frame_rc {
+	PROTO_FRAME_COMPLETE, /* *frame_size bytes hold one message */
+	PROTO_FRAME_MORE,     /* the message is not complete yet: read more, scan again */
+	PROTO_FRAME_INVALID,  /* not msgpack (0xc1) or nested too deep: malformed */
+	PROTO_FRAME_TOO_LARGE /* the message passes max_size: too_large, then close */
+};
+
+/* Resumable scan state: keep it between calls on the same growing buffer. */
+struct proto_frame {
+	size_t offset;      /* bytes of whole elements scanned so far */
+	uint32_t depth;
+	uint64_t remaining[PROTO_DEPTH_MAX + 1];
+};
+
+void proto_frame_reset(struct proto_frame *frame);
+/* Scans buf[0..size) (the same buffer, grown, on each call) for the end of
+ * the first message. Never allocates; declared counts are checked against
+ * max_size before any unpacking. */
+int proto_frame_scan(struct proto_frame *frame, const uint8_t *buf, size_t size, size_t max_size,
+		     size_t *frame_size);
+
+/* ---- a parsed message ---- */
+
+enum proto_kind { PROTO_KIND_REQUEST, PROTO_KIND_NOTIFICATION };
+
+struct proto_params; /* opaque: the params map of a message */
+
+struct proto_envelope {
+	uint8_t kind;         /* enum proto_kind */
+	uint32_t msgid;       /* 0 for notifications and unparseable requests */
+	const char *method;   /* borrows the message */
+	size_t method_size;
+	const struct proto_params *params;
+};
+
+struct proto_message; /* owns the unpacked objects of one frame */
+
+struct proto_message *proto_message_new(void);
+void proto_message_free(struct proto_message *message);
+/* Unpacks a complete frame (its bytes must outlive the envelope's use) and
+ * checks the msgpack-RPC envelope. Returns PROTO_OK or PROTO_MALFORMED (err
+ * set, env->msgid set when it could be read). */
+int proto_message_parse(struct proto_message *message, const uint8_t *frame, size_t frame_size,
+			struct proto_envelope *env, struct proto_error *err);
+
+/* ---- typed params ---- */
+
+/* Decodes params.policy into one malloc'd block (free() releases it all),
+ * prepared for the core. NULL with err set on bad input or no memory. */
+struct core_policy *proto_policy_decode(const struct proto_params *params, struct proto_error *err);
+
+/* A 6-digit city string param named key. */
+int proto_city_decode(const struct proto_params *params, const char *key, uint32_t *city,
+		      struct proto_error *err);
+
+enum proto_method {
+	PROTO_ARREARS,
+	PROTO_YEARS,
+	PROTO_RETIREMENT,
+	PROTO_HOUSING,
+	PROTO_MEDICAL,
+};
+
+enum proto_selector { PROTO_SELECT_IDS, PROTO_SELECT_PERSONS, PROTO_SELECT_SCAN };
+
+struct proto_compute {
+	uint8_t method;   /* enum proto_method */
+	uint8_t selector; /* enum proto_selector */
+	struct core_as_of as_of;
+	uint32_t person_count;   /* ids or persons */
+	bool detail;
+	int32_t elect_month;     /* dense, -1 when absent */
+	uint32_t city;           /* housing */
+	const char *scan_after;  /* NULL: from the start */
+	size_t scan_after_size;
+	uint32_t scan_limit;
+	const void *list;        /* ids or persons array */
+};
+
+/* Request-level checks of a compute method's params (SPEC Appendix A order). */
+int proto_compute_decode(const struct proto_params *params, uint8_t method, struct proto_compute *out,
+			 struct proto_error *err);
+
+/* Reusable memory for decoding persons: grows to the largest person seen. */
+struct proto_person_buf {
+	struct core_slot *slots;
+	uint64_t *keys;
+	uint32_t slot_capacity;
+	uint32_t key_capacity;
+};
+
+struct proto_person {
+	char id[CORE_ID_SIZE + 1];
+	uint8_t class_;
+	uint32_t slot_count;
+	struct core_slot *slots; /* borrows the buf */
+};
+
+/* Structure checks of SPEC §2.1 for one inline person (persons[index]).
+ * id/id_size get the raw id when it is a string (for the error entry). */
+int proto_person_decode(const struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
+			struct proto_person *out, const char **id, size_t *id_size, struct proto_error *err);
+/* The string at ids[index], or false (err set) when it is not a string. */
+bool proto_compute_id(const struct proto_compute *req, uint32_t index, const char **id, size_t *id_size,
+		      struct proto_error *err);
+void proto_person_buf_free(struct proto_person_buf *buf);
+
+/* ---- writing responses ---- */
+
+struct proto_writer; /* one reusable output buffer */
+
+struct proto_writer *proto_writer_new(void);
+void proto_writer_free(struct proto_writer *w);
+void proto_writer_reset(struct proto_writer *w);
+const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size);
+
+void proto_write_error(struct proto_writer *w, uint32_t msgid, const struct proto_error *err);
+void proto_write_pong(struct proto_writer *w, uint32_t msgid);
+void proto_write_ok(struct proto_writer *w, uint32_t msgid);
+void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct core_policy *policy);
+
+/* { "results": [ count entries ], "next"?: ... } */
+void proto_write_results_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next);
+void proto_write_results_next(struct proto_writer *w, const char *next_id, size_t next_id_size);
+void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_size,
+			      const struct proto_error *err);
+void proto_write_arrears(struct proto_writer *w, const char *id, const struct core_arrears *a, bool detail,
+			 const struct core_arrears_item *items, uint32_t item_count);
+void proto_write_years(struct proto_writer *w, const char *id, const struct core_years *y,
+		       const struct core_duplicate *duplicates, uint32_t duplicate_count);
+void proto_write_retirement(struct proto_writer *w, const char *id, const struct core_retirement *r);
+void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, const struct core_housing *h);
+void proto_write_medical(struct proto_writer *w, const char *id, const struct core_medical *m);
+
+#endif

@@ -1,0 +1,443 @@
+/* Responses: [1, msgid, error, result] into one reusable buffer. A failed
+ * append (out of memory) marks the writer; proto_writer_data then says so,
+ * so packing calls need no check each. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct proto_writer {
+	msgpack_packer pk;
+	uint8_t *data;
+	size_t size;
+	size_t capacity;
+	bool failed;
+};
+
+static int writer_append(void *ctx, const char *buf, size_t len)
+{
+	struct proto_writer *w = ctx;
+	if (w->failed) {
+		return -1;
+	}
+	if (w->capacity - w->size < len) {
+		size_t capacity = w->capacity < 4096 ? 4096 : w->capacity;
+		while (capacity - w->size < len) {
+			capacity *= 2;
+		}
+		uint8_t *data = realloc(w->data, capacity);
+		if (data == NULL) {
+			w->failed = true;
+			return -1;
+		}
+		w->data = data;
+		w->capacity = capacity;
+	}
+	memcpy(w->data + w->size, buf, len);
+	w->size += len;
+	return 0;
+}
+
+struct proto_writer *proto_writer_new(void)
+{
+	struct proto_writer *w = calloc(1, sizeof(*w));
+	if (w != NULL) {
+		msgpack_packer_init(&w->pk, w, writer_append);
+	}
+	return w;
+}
+
+void proto_writer_free(struct proto_writer *w)
+{
+	if (w != NULL) {
+		free(w->data);
+		free(w);
+	}
+}
+
+void proto_writer_reset(struct proto_writer *w)
+{
+	w->size = 0;
+	w->failed = false;
+}
+
+const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size)
+{
+	*size = w->size;
+	return w->failed ? NULL : w->data;
+}
+
+static void str(struct proto_writer *w, const char *s)
+{
+	size_t n = strlen(s);
+	msgpack_pack_str(&w->pk, n);
+	msgpack_pack_str_body(&w->pk, s, n);
+}
+
+static void str_n(struct proto_writer *w, const char *s, size_t n)
+{
+	msgpack_pack_str(&w->pk, n);
+	msgpack_pack_str_body(&w->pk, s, n);
+}
+
+static void key_int(struct proto_writer *w, const char *key, int64_t v)
+{
+	str(w, key);
+	msgpack_pack_int64(&w->pk, v);
+}
+
+static void key_bool(struct proto_writer *w, const char *key, bool v)
+{
+	str(w, key);
+	v ? msgpack_pack_true(&w->pk) : msgpack_pack_false(&w->pk);
+}
+
+static void key_month(struct proto_writer *w, const char *key, int32_t month)
+{
+	key_int(w, key, core_month_yyyymm(month));
+}
+
+/* A dense month, or nil when negative. */
+static void key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
+{
+	str(w, key);
+	month < 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, core_month_yyyymm(month));
+}
+
+static void key_city(struct proto_writer *w, const char *key, uint32_t city)
+{
+	char buf[16];
+	snprintf(buf, sizeof(buf), "%06u", city);
+	str(w, key);
+	str(w, buf);
+}
+
+static void names(struct proto_writer *w, const char *const *all, uint32_t count, uint8_t mask)
+{
+	msgpack_pack_array(&w->pk, (size_t)__builtin_popcount(mask));
+	for (uint32_t i = 0; i < count; i++) {
+		if (mask >> i & 1) {
+			str(w, all[i]);
+		}
+	}
+}
+
+static void header(struct proto_writer *w, uint32_t msgid)
+{
+	msgpack_pack_array(&w->pk, 4);
+	msgpack_pack_uint32(&w->pk, 1);
+	msgpack_pack_uint32(&w->pk, msgid);
+}
+
+static void error_map(struct proto_writer *w, const struct proto_error *err)
+{
+	msgpack_pack_map(&w->pk, err->at[0] != '\0' ? 4 : 3);
+	key_int(w, "code", err->code);
+	str(w, "name");
+	str(w, proto_error_name(err->code));
+	str(w, "message");
+	str(w, err->message);
+	if (err->at[0] != '\0') {
+		str(w, "at");
+		str(w, err->at);
+	}
+}
+
+void proto_write_error(struct proto_writer *w, uint32_t msgid, const struct proto_error *err)
+{
+	header(w, msgid);
+	error_map(w, err);
+	msgpack_pack_nil(&w->pk);
+}
+
+static void result_header(struct proto_writer *w, uint32_t msgid, uint32_t keys)
+{
+	header(w, msgid);
+	msgpack_pack_nil(&w->pk);
+	msgpack_pack_map(&w->pk, keys);
+}
+
+void proto_write_pong(struct proto_writer *w, uint32_t msgid)
+{
+	result_header(w, msgid, 2);
+	key_bool(w, "pong", true);
+	str(w, "version");
+	str(w, PROTO_VERSION);
+}
+
+void proto_write_ok(struct proto_writer *w, uint32_t msgid)
+{
+	result_header(w, msgid, 1);
+	key_bool(w, "ok", true);
+}
+
+static void policy_periods(struct proto_writer *w, const struct core_policy *p)
+{
+	static const char *const shares[CORE_SHARE_COUNT] = { "employer", "individual", "flexible" };
+	str(w, "periods");
+	msgpack_pack_array(&w->pk, p->period_count);
+	for (uint32_t k = 0; k < p->period_count; k++) {
+		const struct core_period *period = &p->periods[k];
+		msgpack_pack_map(&w->pk, 4);
+		key_month(w, "from", period->from);
+		key_int(w, "base_min", period->base_min_fen);
+		key_int(w, "base_max", period->base_max_fen);
+		str(w, "rates");
+		msgpack_pack_map(&w->pk, CORE_TYPE_COUNT);
+		for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+			str(w, core_type_names[t]);
+			msgpack_pack_map(&w->pk, CORE_SHARE_COUNT);
+			for (uint32_t s = 0; s < CORE_SHARE_COUNT; s++) {
+				key_int(w, shares[s], period->rate_ppm[t][s]);
+			}
+		}
+	}
+}
+
+void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct core_policy *p)
+{
+	result_header(w, msgid, 1);
+	str(w, "policy");
+	msgpack_pack_map(&w->pk, 9);
+	key_city(w, "city", p->city);
+	str(w, "name");
+	str_n(w, p->name, p->name_size);
+	str(w, "deadline");
+	msgpack_pack_map(&w->pk, 2);
+	key_int(w, "day", p->deadline_day);
+	key_int(w, "month_offset", p->deadline_month_offset);
+	policy_periods(w, p);
+	str(w, "interest");
+	msgpack_pack_map(&w->pk, 4);
+	str(w, "types");
+	names(w, core_type_names, CORE_TYPE_COUNT, p->interest_types);
+	str(w, "categories");
+	names(w, core_category_names, CORE_CATEGORY_COUNT, p->interest_categories);
+	key_int(w, "default_ppm", p->interest_default_ppm);
+	str(w, "rates");
+	msgpack_pack_array(&w->pk, p->interest_rate_count);
+	for (uint32_t k = 0; k < p->interest_rate_count; k++) {
+		msgpack_pack_array(&w->pk, 2);
+		msgpack_pack_int64(&w->pk, p->interest_rates[k].year);
+		msgpack_pack_int64(&w->pk, p->interest_rates[k].rate_ppm);
+	}
+	str(w, "late_fee");
+	msgpack_pack_map(&w->pk, 3);
+	key_int(w, "daily_ppm", p->late_fee_daily_ppm);
+	str(w, "categories");
+	names(w, core_category_names, CORE_CATEGORY_COUNT, p->late_fee_categories);
+	key_bool(w, "cap_at_principal", p->late_fee_cap_at_principal);
+	str(w, "backpay");
+	msgpack_pack_map(&w->pk, 4);
+	key_int(w, "direct_max_months", p->backpay_direct_max_months);
+	key_int(w, "verify_max_months", p->backpay_verify_max_months);
+	key_month(w, "legacy_before", p->backpay_legacy_before);
+	key_int(w, "flexible_window_months", p->backpay_flexible_window_months);
+	str(w, "housing");
+	msgpack_pack_map(&w->pk, 6);
+	str(w, "types");
+	names(w, core_type_names, CORE_TYPE_COUNT, p->housing_types);
+	key_int(w, "window_months", p->housing_window_months);
+	key_int(w, "required_months", p->housing_required_months);
+	key_int(w, "end_offset_months", p->housing_end_offset_months);
+	key_bool(w, "backpay_counts", p->housing_backpay_counts);
+	key_int(w, "grace_days", p->housing_grace_days);
+	str(w, "withhold");
+	msgpack_pack_map(&w->pk, 2);
+	str(w, "order");
+	msgpack_pack_array(&w->pk, p->withhold_order_count);
+	for (uint32_t i = 0; i < p->withhold_order_count; i++) {
+		str(w, core_type_names[p->withhold_order[i]]);
+	}
+	str(w, "mode");
+	str(w, p->withhold_mode == CORE_WITHHOLD_STOP ? "stop" : "skip");
+}
+
+void proto_write_results_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next)
+{
+	result_header(w, msgid, with_next ? 2 : 1);
+	str(w, "results");
+	msgpack_pack_array(&w->pk, count);
+}
+
+void proto_write_results_next(struct proto_writer *w, const char *next_id, size_t next_id_size)
+{
+	str(w, "next");
+	next_id == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, next_id, next_id_size);
+}
+
+void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_size, const struct proto_error *err)
+{
+	msgpack_pack_map(&w->pk, 2);
+	str(w, "id");
+	id == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, id, id_size);
+	str(w, "error");
+	error_map(w, err);
+}
+
+static void arrears_item(struct proto_writer *w, const struct core_arrears_item *it)
+{
+	msgpack_pack_map(&w->pk, 14);
+	key_month(w, "month", it->month);
+	key_city(w, "city", it->city);
+	str(w, "type");
+	str(w, core_type_names[it->type]);
+	str(w, "category");
+	str(w, core_category_names[it->category]);
+	key_int(w, "due", it->due_fen);
+	key_int(w, "paid", it->paid_fen);
+	key_int(w, "owed", it->owed_fen);
+	key_int(w, "owed_employer", it->owed_employer_fen);
+	key_int(w, "owed_individual", it->owed_individual_fen);
+	key_int(w, "interest", it->interest_fen);
+	key_int(w, "late_fee", it->late_fee_fen);
+	key_int(w, "deadline", it->deadline_date);
+	str(w, "tier");
+	str(w, core_tier_names[it->tier]);
+	key_bool(w, "expired", it->expired);
+}
+
+void proto_write_arrears(struct proto_writer *w, const char *id, const struct core_arrears *a, bool detail,
+			 const struct core_arrears_item *items, uint32_t item_count)
+{
+	msgpack_pack_map(&w->pk, detail ? 14 : 13);
+	str(w, "id");
+	str(w, id);
+	key_int(w, "months_owed", a->months_owed);
+	key_int(w, "principal", a->principal_fen);
+	key_int(w, "interest", a->interest_fen);
+	key_int(w, "late_fee", a->late_fee_fen);
+	key_int(w, "total", a->total_fen);
+	key_int(w, "pending", a->pending_fen);
+	key_int(w, "expired_months", a->expired_months);
+	key_int(w, "expired_principal", a->expired_principal_fen);
+	key_month_or_nil(w, "first_month", a->first_month);
+	key_month_or_nil(w, "last_month", a->last_month);
+	uint32_t types = 0;
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		types += a->by_type[t].months > 0;
+	}
+	str(w, "by_type");
+	msgpack_pack_map(&w->pk, types);
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		const struct core_arrears_sums *s = &a->by_type[t];
+		if (s->months == 0) {
+			continue;
+		}
+		str(w, core_type_names[t]);
+		msgpack_pack_map(&w->pk, 4);
+		key_int(w, "months", s->months);
+		key_int(w, "principal", s->principal_fen);
+		key_int(w, "interest", s->interest_fen);
+		key_int(w, "late_fee", s->late_fee_fen);
+	}
+	str(w, "tiers");
+	msgpack_pack_map(&w->pk, CORE_TIER_COUNT);
+	for (uint32_t t = 0; t < CORE_TIER_COUNT; t++) {
+		key_int(w, core_tier_names[t], a->tiers[t]);
+	}
+	if (detail) {
+		str(w, "items");
+		msgpack_pack_array(&w->pk, item_count);
+		for (uint32_t i = 0; i < item_count; i++) {
+			arrears_item(w, &items[i]);
+		}
+	}
+}
+
+void proto_write_years(struct proto_writer *w, const char *id, const struct core_years *y,
+		       const struct core_duplicate *dups, uint32_t dup_count)
+{
+	msgpack_pack_map(&w->pk, 3);
+	str(w, "id");
+	str(w, id);
+	str(w, "by_type");
+	msgpack_pack_map(&w->pk, CORE_TYPE_COUNT);
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		const struct core_years_type *b = &y->by_type[t];
+		str(w, core_type_names[t]);
+		msgpack_pack_map(&w->pk, 6);
+		key_int(w, "months", b->months);
+		key_int(w, "on_time", b->on_time);
+		key_int(w, "backpaid", b->backpaid);
+		key_int(w, "deemed", b->deemed);
+		key_int(w, "years", b->months / 12);
+		key_int(w, "rem_months", b->months % 12);
+	}
+	uint32_t groups = 0;
+	for (uint32_t i = 0; i < dup_count; i++) {
+		groups += i == 0 || dups[i].month != dups[i - 1].month || dups[i].type != dups[i - 1].type;
+	}
+	str(w, "duplicates");
+	msgpack_pack_array(&w->pk, groups);
+	for (uint32_t i = 0; i < dup_count;) {
+		uint32_t end = i + 1;
+		while (end < dup_count && dups[end].month == dups[i].month && dups[end].type == dups[i].type) {
+			end++;
+		}
+		msgpack_pack_map(&w->pk, 3);
+		key_month(w, "month", dups[i].month);
+		str(w, "type");
+		str(w, core_type_names[dups[i].type]);
+		str(w, "cities");
+		msgpack_pack_array(&w->pk, end - i);
+		for (; i < end; i++) {
+			char buf[16];
+			snprintf(buf, sizeof(buf), "%06u", dups[i].city);
+			str(w, buf);
+		}
+	}
+}
+
+void proto_write_retirement(struct proto_writer *w, const char *id, const struct core_retirement *r)
+{
+	msgpack_pack_map(&w->pk, 12);
+	str(w, "id");
+	str(w, id);
+	str(w, "class");
+	str(w, core_class_names[r->class_]);
+	key_month(w, "birth_month", r->birth_month);
+	key_month(w, "original_month", r->original_month);
+	key_month(w, "statutory_month", r->statutory_month);
+	key_month(w, "retire_month", r->retire_month);
+	key_int(w, "required_months", r->required_months);
+	key_int(w, "counted_months", r->counted_months);
+	key_int(w, "shortfall", r->shortfall);
+	key_int(w, "payable_arrears_months", r->payable_arrears_months);
+	key_bool(w, "eligible_now", r->eligible_now);
+	key_month(w, "eligible_from", r->eligible_from);
+}
+
+void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, const struct core_housing *h)
+{
+	msgpack_pack_map(&w->pk, 9);
+	str(w, "id");
+	str(w, id);
+	key_city(w, "city", city);
+	key_month(w, "window_from", h->window_from);
+	key_month(w, "window_to", h->window_to);
+	key_int(w, "qualifying", h->qualifying);
+	key_int(w, "required", h->required);
+	key_bool(w, "eligible", h->eligible);
+	str(w, "missing");
+	msgpack_pack_array(&w->pk, h->missing_count);
+	for (uint32_t i = 0; i < h->missing_count; i++) {
+		msgpack_pack_int64(&w->pk, core_month_yyyymm(h->missing[i]));
+	}
+	key_month(w, "eligible_from", h->eligible_from);
+}
+
+void proto_write_medical(struct proto_writer *w, const char *id, const struct core_medical *m)
+{
+	static const char *const status[] = { "active", "suspended", "none" };
+	msgpack_pack_map(&w->pk, 5);
+	str(w, "id");
+	str(w, id);
+	str(w, "status");
+	str(w, status[m->status]);
+	key_month_or_nil(w, "suspended_since", m->suspended_since);
+	str(w, "resumes");
+	m->resumes_date == 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, m->resumes_date);
+	key_int(w, "arrears_months", m->arrears_months);
+}
