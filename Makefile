@@ -1,22 +1,22 @@
 # arrears: `make run` and `make test` do everything on a fresh Debian 12 (as root).
 
-CC      ?= cc
-CXX     ?= c++
-CFLAGS  ?= -O2 -g
+CC      := gcc
+CXX     := g++
+OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Werror
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS)
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT)
 SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
 PACKAGES := gcc g++ make libmsgpack-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
 
-CORE_SRC  := $(wildcard core/*.c)
-PROTO_SRC := $(wildcard proto/*.c)
-IO_SRC    := io/dispatch.c io/eval.c
-LIB_SRC   := $(CORE_SRC) $(PROTO_SRC) $(IO_SRC)
-HEADERS   := $(wildcard core/*.h proto/*.h io/*.h)
-LIBS      := -lmsgpackc
+LIB_SRC  := $(wildcard core/*.c proto/*.c) io/dispatch.c io/eval.c
+HEADERS  := $(wildcard core/*.h proto/*.h io/*.h)
+LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
+SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
+LIBS     := -lmsgpackc
+UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all deps run test unit sanitize e2e bench clean
 
@@ -32,33 +32,34 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-build/arrears: $(LIB_SRC) io/arrears_main.c $(HEADERS) | build
-	$(CC) $(ALL_CFLAGS) -o $@ $(LIB_SRC) io/arrears_main.c $(LIBS)
+build/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
-build/test_%: tests/test_%.c $(LIB_SRC) $(HEADERS) | build
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS) -lcmocka
+build/asan/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(SAN) -c -o $@ $<
 
-build/asan/arrears: $(LIB_SRC) io/arrears_main.c $(HEADERS) | build/asan
-	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(SAN) -o $@ $(LIB_SRC) io/arrears_main.c $(LIBS)
+build/arrears: $(LIB_OBJ) build/obj/io/arrears_main.o
+	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
-build/asan/test_%: tests/test_%.c $(LIB_SRC) $(HEADERS) | build/asan
-	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(SAN) -o $@ $< $(LIB_SRC) $(LIBS) -lcmocka
+build/test_%: build/obj/tests/test_%.o $(LIB_OBJ)
+	$(CC) $(OPT) -o $@ $^ $(LIBS) -lcmocka
 
-build/bench_core: bench/bench_core.cc $(CORE_SRC) core/core.h core/internal.h | build
-	$(CC) $(ALL_CFLAGS) -O3 -c $(CORE_SRC)
-	@mkdir -p build/obj && mv $(notdir $(CORE_SRC:.c=.o)) build/obj/
-	$(CXX) -std=c++17 -O3 $(WARN) -o $@ $< $(addprefix build/obj/,$(notdir $(CORE_SRC:.c=.o))) -lbenchmark -lpthread
+build/asan/arrears: $(SAN_OBJ) build/asan/obj/io/arrears_main.o
+	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-build build/asan:
-	mkdir -p $@
+build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
+	$(CC) $(SAN) -o $@ $^ $(LIBS) -lcmocka
 
-UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+build/bench_core: bench/bench_core.cc $(LIB_OBJ)
+	$(CXX) -std=c++17 -O2 -g $(WARN) -o $@ $^ $(LIBS) -lbenchmark -lpthread
 
 unit: $(addprefix build/,$(UNIT_TESTS))
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./build/$$t || exit 1; done
 
 sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears
-	@for t in $(UNIT_TESTS); do echo "== $$t (asan+ubsan)"; ./build/asan/$$t || exit 1; done
+	@for t in $(UNIT_TESTS); do echo "== $$t (address+undefined sanitizers)"; ./build/asan/$$t || exit 1; done
 	$(PYTHON) tests/test_examples.py --eval build/asan/arrears
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
 
