@@ -19,6 +19,7 @@ LIBS     := -lmsgpackc
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all deps run test unit sanitize e2e bench clean
+.SECONDARY:
 
 all: build/arrears
 

@@ -99,6 +99,7 @@ struct slot_cursor {
 	int16_t period;
 	uint8_t type;
 	uint8_t category;
+	bool deemed;
 	int64_t base_fen;
 	struct core_due due;
 };
@@ -136,15 +137,17 @@ static inline void slot_view_make(struct slot_cursor *c, const struct core_slot 
 	}
 	const struct core_policy *p = slot_cursor_policy(c, s->city);
 	int16_t period = p->period_of[s->month - CORE_MONTH_FIRST];
-	if (period != c->period || s->type != c->type || s->category != c->category || s->base_fen != c->base_fen) {
+	if (period != c->period || s->type != c->type || s->category != c->category || s->base_fen != c->base_fen ||
+	    s->deemed != c->deemed) {
 		c->period = period;
 		c->type = s->type;
 		c->category = s->category;
 		c->base_fen = s->base_fen;
+		c->deemed = s->deemed;
 		c->due = core_slot_due(p, s);
 	}
 	v->policy = p;
-	v->due = s->deemed ? (struct core_due){ 0, 0 } : c->due;
+	v->due = c->due;
 	v->paid_fen = s->paid_date <= as_of.date ? s->paid_fen : 0;
 	v->deadline_date = p->deadline_date[s->month - CORE_MONTH_FIRST];
 	int64_t due = v->due.employer_fen + v->due.individual_fen;

@@ -87,6 +87,9 @@ static int64_t share_fen(int64_t base_fen, uint32_t rate_ppm)
 
 struct core_due core_slot_due(const struct core_policy *policy, const struct core_slot *slot)
 {
+	if (slot->deemed) {
+		return (struct core_due){ 0, 0 };
+	}
 	int16_t period_index = policy->period_of[slot->month - CORE_MONTH_FIRST];
 	ASSERT(period_index >= 0);
 	const struct core_period *period = &policy->periods[period_index];
