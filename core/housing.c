@@ -39,8 +39,16 @@ static void qualifying_months(const struct core_policy_set *set, const struct co
 	}
 }
 
+/* Whether month m qualifies as of D. With no housing types every month does,
+ * inside the slot range or not ("for every type" holds vacuously). */
+static bool qualifies(const struct core_policy *p, const struct month_bits *q, int32_t m)
+{
+	return p->housing_types == 0 || month_bits_test(q, m);
+}
+
 /* Whether month m would qualify if the person paid every month on time from D on. */
-static bool would_qualify(const struct month_bits *q, int32_t m, bool current_can, struct core_as_of as_of)
+static bool would_qualify(const struct core_policy *p, const struct month_bits *q, int32_t m, bool current_can,
+			  struct core_as_of as_of)
 {
 	if (m > as_of.month) {
 		return true;
@@ -48,7 +56,7 @@ static bool would_qualify(const struct month_bits *q, int32_t m, bool current_ca
 	if (m == as_of.month && current_can) {
 		return true;
 	}
-	return month_bits_test(q, m);
+	return qualifies(p, q, m);
 }
 
 void core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_slot *slots,
@@ -66,7 +74,7 @@ void core_housing_check(const struct core_policy_set *set, const struct core_pol
 	out->qualifying = 0;
 	out->missing_count = 0;
 	for (int32_t m = out->window_from; m <= end; m++) {
-		if (month_bits_test(&q, m)) {
+		if (qualifies(p, &q, m)) {
 			out->qualifying++;
 		} else {
 			out->missing[out->missing_count++] = m;
@@ -80,14 +88,14 @@ void core_housing_check(const struct core_policy_set *set, const struct core_pol
 			   (int64_t)as_of.days <= (int64_t)core_date_to_days(deadline) + p->housing_grace_days;
 	uint32_t count = 0;
 	for (int32_t m = out->window_from; m <= end; m++) {
-		count += would_qualify(&q, m, current_can, as_of);
+		count += would_qualify(p, &q, m, current_can, as_of);
 	}
 	int32_t t = as_of.month;
 	while (count < out->required) {
 		t++;
 		end++;
-		count += would_qualify(&q, end, current_can, as_of);
-		count -= would_qualify(&q, end - window, current_can, as_of);
+		count += would_qualify(p, &q, end, current_can, as_of);
+		count -= would_qualify(p, &q, end - window, current_can, as_of);
 	}
 	out->eligible_from = t;
 }

@@ -92,6 +92,9 @@ static int decode_rates(const msgpack_object *rates, uint32_t k, struct core_per
 	}
 	for (uint32_t i = 0; i < rates->via.map.size; i++) {
 		const msgpack_object_kv *kv = &rates->via.map.ptr[i];
+		if (kv->val.type == MSGPACK_OBJECT_NIL) {
+			continue; /* nil is absent: all shares 0 */
+		}
 		int type = proto_read_name(&kv->key, core_type_names, CORE_TYPE_COUNT);
 		const char *key = kv->key.type == MSGPACK_OBJECT_STR ? kv->key.via.str.ptr : "";
 		int key_size = kv->key.type == MSGPACK_OBJECT_STR ? (int)kv->key.via.str.size : 0;

@@ -919,12 +919,12 @@ class Evaluator(object):
             msgid = msg[1]
             if not is_int(msgid) or not (0 <= msgid <= 0xFFFFFFFF):
                 return self._malformed(0)
-            if not is_str(msg[2]) or type(msg[3]) is not list:
+            if not is_str(msg[2]) or not self._params_ok(msg[3]):
                 return self._malformed(msgid)
             err, res = self._call(msg[2], msg[3])
             return [1, msgid, err, res]
         if type(msg) is list and len(msg) == 3 and is_int(msg[0]) and msg[0] == 2:
-            if not is_str(msg[1]) or type(msg[2]) is not list:
+            if not is_str(msg[1]) or not self._params_ok(msg[2]):
                 return self._malformed(0)
             self._call(msg[1], msg[2])
             return None
@@ -944,14 +944,14 @@ class Evaluator(object):
         self.closed = True
         return [1, msgid, RpcError(E_MALFORMED, None, "not a msgpack-RPC request").to_map(), None]
 
+    @staticmethod
+    def _params_ok(params):
+        # [] counts as [{}]; the first element must be a map, later ones are ignored
+        return type(params) is list and (len(params) == 0 or type(params[0]) is dict)
+
     def _call(self, method, params):
         try:
-            if len(params) == 0:
-                p = {}
-            elif len(params) == 1 and type(params[0]) is dict:
-                p = params[0]
-            else:
-                raise invalid("params", "params must be an array holding one map")
+            p = params[0] if params else {}
             return None, self._dispatch(method, p)
         except RpcError as e:
             return e.to_map(), None
@@ -1026,9 +1026,12 @@ class Evaluator(object):
             return {"results": [], "next": None}
         results = []
         if sel == "ids":
+            # No store: every id is unknown; an id that is not a string is
+            # invalid, as payment.apply's items[i].id (Appendix A).
             for i, x in enumerate(val):
+                code = E_NOT_FOUND if is_str(x) else E_INVALID
                 results.append({"id": x if is_str(x) else None,
-                                "error": RpcError(E_NOT_FOUND, "ids[%d]" % i, "unknown person").to_map()})
+                                "error": RpcError(code, "ids[%d]" % i, "bad or unknown person").to_map()})
             return {"results": results}
         for i, x in enumerate(val):
             at = "persons[%d]" % i

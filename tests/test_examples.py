@@ -417,6 +417,73 @@ class TestExample6Medical(Base):
         self.each(msgs, check)
 
 
+class TestHandComputedMix(Base):
+    def test_clipped_deadline_expiry_cap_legacy_pending(self):
+        # deadline day 31, month_offset 1; flexible_window 12; daily 2000 ppm with cap;
+        # interest (pension, flexible) table 2020 50000, 2022 30000 -> r(2024) = 30000.
+        # as of 20240310 (month 202403):
+        # 201012 employee, base 300000 -> due 48000 + 24000 = 72000, unpaid;
+        #   deadline 20110131; legacy (201012 < 201107); fee >= 144 * days, capped at 72000
+        # 202111 employee, base 100000 -> clamped 300000, due 72000, paid 30000 on 20220105:
+        #   owed 42000, owed_individual max(0, 24000 - 30000) = 0, owed_employer 42000;
+        #   deadline 20211231, days 365 + 365 + 70 = 800; fee rh(42000*2000*800/1e6) = 67200
+        #   capped at 42000; age 28 -> verify
+        # 202301 flexible, base 600000 -> due 120000, unpaid; deadline 20230228 (31 clipped);
+        #   age 14 > 12 -> expired (tier verify, interest 0, fee 0)
+        # 202312 flexible, due 120000, unpaid; deadline 20240131; age 3 -> direct;
+        #   interest: 12 - 12 = 0 months of 2023, then rh(120000*30000*3/12e6) = 900
+        # 202402 flexible, due 120000, unpaid; deadline 20240331 >= D -> pending 120000
+        # 202001 deemed: never owed
+        pol = {
+            "city": "320500", "deadline": {"day": 31, "month_offset": 1},
+            "periods": [{"from": 201001, "base_min": 300000, "base_max": 3000000,
+                         "rates": {"pension": {"employer": 160000, "individual": 80000,
+                                               "flexible": 200000}}}],
+            "interest": {"types": ["pension"], "categories": ["flexible"], "default_ppm": 25000,
+                         "rates": [[2020, 50000], [2022, 30000]]},
+            "late_fee": {"daily_ppm": 2000, "categories": ["employee"], "cap_at_principal": True},
+            "backpay": {"direct_max_months": 3, "verify_max_months": 60, "legacy_before": 201107,
+                        "flexible_window_months": 12},
+        }
+        c = "320500"
+        person = {"id": ID_1, "slots": [
+            slot(202402, c, "pension", "flexible", 600000),
+            slot(202312, c, "pension", "flexible", 600000),
+            slot(202301, c, "pension", "flexible", 600000),
+            slot(202111, c, "pension", "employee", 100000, 30000, 20220105),
+            slot(201012, c, "pension", "employee", 300000),
+            slot(202001, c, "pension", "employee", 0, 0, 0, True),
+        ]}
+        msgs = [req(1, "policy.put", {"policy": pol}),
+                req(2, "arrears.compute", {"as_of": 20240310, "persons": [person], "detail": True})]
+
+        def check(r):
+            a = ok_result(self, r[1], 2)["results"][0]
+            assert_subset(self, a, {
+                "months_owed": 3, "principal": 234000, "interest": 900, "late_fee": 114000,
+                "total": 348900, "pending": 120000, "expired_months": 1,
+                "expired_principal": 120000, "first_month": 201012, "last_month": 202312,
+                "tiers": {"direct": 1, "verify": 1, "approval": 0, "legacy": 1},
+            })
+            self.assertEqual(a["by_type"], {"pension": {"months": 3, "principal": 234000,
+                                                        "interest": 900, "late_fee": 114000}})
+            items = a["items"]
+            self.assertEqual([i["month"] for i in items], [201012, 202111, 202301, 202312])
+            assert_subset(self, items[0], {"due": 72000, "owed": 72000, "late_fee": 72000,
+                                           "tier": "legacy", "deadline": 20110131,
+                                           "expired": False})
+            assert_subset(self, items[1], {"due": 72000, "paid": 30000, "owed": 42000,
+                                           "owed_individual": 0, "owed_employer": 42000,
+                                           "late_fee": 42000, "interest": 0, "tier": "verify",
+                                           "deadline": 20211231})
+            assert_subset(self, items[2], {"due": 120000, "owed": 120000, "interest": 0,
+                                           "late_fee": 0, "deadline": 20230228,
+                                           "tier": "verify", "expired": True})
+            assert_subset(self, items[3], {"interest": 900, "late_fee": 0, "tier": "direct",
+                                           "deadline": 20240131, "expired": False})
+        self.each(msgs, check)
+
+
 # ----------------------------------------------------------------- years
 
 class TestYears(Base):
