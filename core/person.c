@@ -8,10 +8,22 @@ const char *const core_category_names[CORE_CATEGORY_COUNT] = { "employee", "flex
 const char *const core_class_names[CORE_CLASS_COUNT] = { "m60", "f55", "f50" };
 const char *const core_tier_names[CORE_TIER_COUNT] = { "direct", "verify", "approval", "legacy" };
 
+/* s (size bytes, not terminated) equals the terminated name; reads no
+ * further into name than its terminator. */
+static bool name_equals(const char *name, const char *s, size_t size)
+{
+	for (size_t i = 0; i < size; i++) {
+		if (name[i] != s[i] || name[i] == '\0') {
+			return false;
+		}
+	}
+	return name[size] == '\0';
+}
+
 int core_name_index(const char *const *names, uint32_t name_count, const char *s, size_t size)
 {
 	for (uint32_t i = 0; i < name_count; i++) {
-		if (strlen(names[i]) == size && memcmp(names[i], s, size) == 0) {
+		if (name_equals(names[i], s, size)) {
 			return (int)i;
 		}
 	}
