@@ -94,12 +94,12 @@ void BM_core_arrears(benchmark::State &state)
 	const core_policy *items[] = { policy.policy };
 	core_policy_set set{ items, 1 };
 	std::vector<core_slot> slots = Timeline();
+	core_timeline timeline{ slots.data(), static_cast<uint32_t>(slots.size()), nullptr, 0 };
 	core_as_of as_of = core_as_of_make(20250610);
 	core_arrears out;
 	uint32_t item_count;
 	for (auto _ : state) {
-		int rc = core_arrears_compute(&set, slots.data(), static_cast<uint32_t>(slots.size()), as_of, &out,
-					      nullptr, &item_count);
+		int rc = core_arrears_compute(&set, &timeline, as_of, &out, nullptr, &item_count);
 		benchmark::DoNotOptimize(rc);
 		benchmark::DoNotOptimize(out);
 	}

@@ -98,9 +98,8 @@ static void item_fill(struct core_arrears_item *item, const struct core_slot *s,
 	};
 }
 
-int core_arrears_compute(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
-			 struct core_as_of as_of, struct core_arrears *out, struct core_arrears_item *items,
-			 uint32_t *item_count)
+int core_arrears_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+			 struct core_arrears *out, struct core_arrears_item *items, uint32_t *item_count)
 {
 	struct month_bits payable = { { 0 } };
 	struct month_bits expired = { { 0 } };
@@ -113,8 +112,11 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_sl
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 
-	for (uint32_t i = 0; i < slot_count; i++) {
-		const struct core_slot *s = &slots[i];
+	struct core_timeline_iter it;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &slot)) {
 		struct slot_view v;
 		slot_view_make(&cursor, s, as_of, &v);
 		if (v.state == SLOT_PENDING) {
@@ -168,6 +170,9 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_sl
 		if (s->month > out->last_month) {
 			out->last_month = s->month;
 		}
+	}
+	if (it.corrupt) {
+		return CORE_ERR_CORRUPT;
 	}
 	out->total_fen = out->principal_fen;
 	if (!(core_sum_add(&out->total_fen, out->interest_fen) && core_sum_add(&out->total_fen, out->late_fee_fen))) {

@@ -46,6 +46,7 @@ enum core_rc {
 	CORE_ERR_NO_POLICY,   /* R1: no policy for a slot's city: not_found */
 	CORE_ERR_NO_PERIOD,   /* R1: month before the first period: invalid_argument */
 	CORE_ERR_ELECT_MONTH, /* R9: elect_month outside this person's range */
+	CORE_ERR_CORRUPT,     /* a stored timeline does not decode: internal error */
 };
 
 #define CORE_MONEY_MAX 10000000000LL   /* money fields on input: 0..10^10 fen */
@@ -72,6 +73,53 @@ struct core_slot {
 	uint8_t category;   /* enum core_category */
 	bool deemed;
 };
+
+/* A person's slots as the core reads them: a plain array (inline persons),
+ * or the store's run encoding read in place (core/timeline.c). */
+struct core_timeline {
+	const struct core_slot *slots; /* plain form */
+	uint32_t slot_count;           /* both forms */
+	const uint8_t *runs;           /* encoded form, or NULL for the plain form */
+	size_t runs_size;
+};
+
+/* Reads a timeline slot by slot, in its order. */
+struct core_timeline_iter {
+	const struct core_timeline *tl;
+	uint32_t index; /* slots returned so far */
+	const uint8_t *p;
+	const uint8_t *end;
+	uint32_t runs_left;
+	uint32_t run_left;   /* months left in the current run */
+	int32_t run_end;     /* dense month after the current run */
+	int32_t pay_offset;  /* payment month − slot month in the current run */
+	uint8_t pay_day;
+	bool corrupt;        /* the encoding broke a rule: stop, report CORE_ERR_CORRUPT */
+	struct core_slot run; /* the current run's next month */
+};
+
+void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl);
+bool core_timeline_next_slow(struct core_timeline_iter *it, struct core_slot *out);
+/* The next slot into *out; false at the end (check it->corrupt then). */
+static inline bool core_timeline_next(struct core_timeline_iter *it, struct core_slot *out)
+{
+	if (it->tl->runs == NULL) {
+		if (it->index == it->tl->slot_count) {
+			return false;
+		}
+		*out = it->tl->slots[it->index++];
+		return true;
+	}
+	return core_timeline_next_slow(it, out);
+}
+
+/* Bytes that always suffice to encode slot_count slots. */
+size_t core_timeline_encode_max(uint32_t slot_count);
+/* Encodes slots (any order; sorted by type, city, month they compress best)
+ * into out; returns the size, 0 when capacity was too small. */
+size_t core_timeline_encode(const struct core_slot *slots, uint32_t slot_count, uint8_t *out, size_t capacity);
+/* Sorts slots into store order: type, city, month. */
+void core_slots_sort(struct core_slot *slots, uint32_t slot_count);
 
 struct core_period {
 	int32_t from; /* dense month */
@@ -181,10 +229,10 @@ void core_policy_prepare(struct core_policy *policy);
 /* The policy of a city, or NULL. */
 const struct core_policy *core_policy_find(const struct core_policy_set *set, uint32_t city);
 
-/* R1 for every slot in order. Returns CORE_OK, or CORE_ERR_NO_POLICY /
- * CORE_ERR_NO_PERIOD with *slot_index the first offending slot. */
-int core_person_resolve(const struct core_policy_set *set, const struct core_slot *slots,
-			uint32_t slot_count, uint32_t *slot_index);
+/* R1 for every slot in order. Returns CORE_OK, CORE_ERR_CORRUPT, or
+ * CORE_ERR_NO_POLICY / CORE_ERR_NO_PERIOD with *slot_index the first
+ * offending slot. Every compute function below needs it to have passed. */
+int core_person_resolve(const struct core_policy_set *set, const struct core_timeline *tl, uint32_t *slot_index);
 
 /* R2 due of a slot under its policy (R1 resolved). */
 struct core_due {
@@ -235,12 +283,11 @@ struct core_arrears_item {
 };
 
 /* Arrears of one person's resolved slots as of D. items: NULL, or room for
- * slot_count entries, filled with every arrears slot sorted by month, city,
- * type; *item_count gets their number. Returns CORE_OK or CORE_ERR_OVERFLOW
- * (out then holds nothing useful). */
-int core_arrears_compute(const struct core_policy_set *set, const struct core_slot *slots,
-			 uint32_t slot_count, struct core_as_of as_of, struct core_arrears *out,
-			 struct core_arrears_item *items, uint32_t *item_count);
+ * tl->slot_count entries, filled with every arrears slot sorted by month,
+ * city, type; *item_count gets their number. Returns CORE_OK,
+ * CORE_ERR_OVERFLOW or CORE_ERR_CORRUPT (out then holds nothing useful). */
+int core_arrears_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+			 struct core_arrears *out, struct core_arrears_item *items, uint32_t *item_count);
 
 /* ---- years (R8) ---- */
 
@@ -261,11 +308,11 @@ struct core_duplicate {
 	uint8_t type;
 };
 
-/* Counted months as of D. duplicates: room for slot_count entries, sorted by
- * month, type, city; *duplicate_count gets their number. */
-void core_years_compute(const struct core_policy_set *set, const struct core_slot *slots,
-			uint32_t slot_count, struct core_as_of as_of, struct core_years *out,
-			struct core_duplicate *duplicates, uint32_t *duplicate_count);
+/* Counted months as of D. duplicates: room for tl->slot_count entries,
+ * sorted by month, type, city; *duplicate_count gets their number. Returns
+ * CORE_OK or CORE_ERR_CORRUPT (as do the checks below). */
+int core_years_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+		       struct core_years *out, struct core_duplicate *duplicates, uint32_t *duplicate_count);
 
 /* ---- retirement (R9) ---- */
 
@@ -283,10 +330,10 @@ struct core_retirement {
 	int32_t eligible_from;
 };
 
-/* elect_month: dense, or -1 when not given. Returns CORE_OK or CORE_ERR_ELECT_MONTH. */
+/* elect_month: dense, or -1 when not given. Also CORE_ERR_ELECT_MONTH. */
 int core_retirement_check(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
-			  const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
-			  int32_t elect_month, struct core_retirement *out);
+			  const struct core_timeline *tl, struct core_as_of as_of, int32_t elect_month,
+			  struct core_retirement *out);
 
 /* ---- housing (R10) ---- */
 
@@ -302,9 +349,8 @@ struct core_housing {
 };
 
 /* policy: the requested city's policy, which must be in set. */
-void core_housing_check(const struct core_policy_set *set, const struct core_policy *policy,
-			const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
-			struct core_housing *out);
+int core_housing_check(const struct core_policy_set *set, const struct core_policy *policy,
+		       const struct core_timeline *tl, struct core_as_of as_of, struct core_housing *out);
 
 /* ---- medical (R11) ---- */
 
@@ -315,8 +361,8 @@ struct core_medical {
 	uint32_t arrears_months;
 };
 
-void core_medical_status(const struct core_policy_set *set, const struct core_slot *slots,
-			 uint32_t slot_count, struct core_as_of as_of, struct core_medical *out);
+int core_medical_status(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+			struct core_medical *out);
 
 /* Names at the edges: canonical spellings, and parsing (-1 when unknown). */
 extern const char *const core_type_names[CORE_TYPE_COUNT];

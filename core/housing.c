@@ -4,16 +4,18 @@
 
 /* Months that qualify as of D: for every housing type, a counted non-deemed
  * slot in the city, paid by deadline + grace unless backpay counts. */
-static void qualifying_months(const struct core_policy_set *set, const struct core_policy *p,
-			      const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
-			      struct month_bits *out)
+static bool qualifying_months(const struct core_policy_set *set, const struct core_policy *p,
+			      const struct core_timeline *tl, struct core_as_of as_of, struct month_bits *out)
 {
 	struct month_bits by_type[CORE_TYPE_COUNT];
 	memset(by_type, 0, sizeof(by_type));
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
-	for (uint32_t i = 0; i < slot_count; i++) {
-		const struct core_slot *s = &slots[i];
+	struct core_timeline_iter it;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &slot)) {
 		if (s->city != p->city || !(p->housing_types >> s->type & 1) || s->deemed) {
 			continue;
 		}
@@ -37,6 +39,7 @@ static void qualifying_months(const struct core_policy_set *set, const struct co
 			}
 		}
 	}
+	return !it.corrupt;
 }
 
 /* Whether month m qualifies as of D. With no housing types every month does,
@@ -59,13 +62,15 @@ static bool would_qualify(const struct core_policy *p, const struct month_bits *
 	return qualifies(p, q, m);
 }
 
-void core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_slot *slots,
-			uint32_t slot_count, struct core_as_of as_of, struct core_housing *out)
+int core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_timeline *tl,
+		       struct core_as_of as_of, struct core_housing *out)
 {
 	ASSERT(p->housing_window_months >= 1 && p->housing_window_months <= CORE_WINDOW_MAX);
 	ASSERT(p->housing_required_months <= p->housing_window_months);
 	struct month_bits q;
-	qualifying_months(set, p, slots, slot_count, as_of, &q);
+	if (!qualifying_months(set, p, tl, as_of, &q)) {
+		return CORE_ERR_CORRUPT;
+	}
 	int32_t window = (int32_t)p->housing_window_months;
 	int32_t end = as_of.month - (int32_t)p->housing_end_offset_months;
 	out->window_to = end;
@@ -98,4 +103,5 @@ void core_housing_check(const struct core_policy_set *set, const struct core_pol
 		count -= would_qualify(p, &q, end - window, current_can, as_of);
 	}
 	out->eligible_from = t;
+	return CORE_OK;
 }

@@ -59,24 +59,26 @@ const struct core_policy *core_policy_find(const struct core_policy_set *set, ui
 	return NULL;
 }
 
-int core_person_resolve(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
-			uint32_t *slot_index)
+int core_person_resolve(const struct core_policy_set *set, const struct core_timeline *tl, uint32_t *slot_index)
 {
 	const struct core_policy *p = NULL;
-	for (uint32_t i = 0; i < slot_count; i++) {
-		if (p == NULL || p->city != slots[i].city) {
-			p = core_policy_find(set, slots[i].city);
+	struct core_timeline_iter it;
+	struct core_slot s;
+	core_timeline_iter_init(&it, tl);
+	for (uint32_t i = 0; core_timeline_next(&it, &s); i++) {
+		if (p == NULL || p->city != s.city) {
+			p = core_policy_find(set, s.city);
 		}
 		if (p == NULL) {
 			*slot_index = i;
 			return CORE_ERR_NO_POLICY;
 		}
-		if (p->period_of[slots[i].month - CORE_MONTH_FIRST] < 0) {
+		if (p->period_of[s.month - CORE_MONTH_FIRST] < 0) {
 			*slot_index = i;
 			return CORE_ERR_NO_PERIOD;
 		}
 	}
-	return CORE_OK;
+	return it.corrupt ? CORE_ERR_CORRUPT : CORE_OK;
 }
 
 /* b ≤ 10^10 and rate ≤ 10^6, so b × rate < 2^64 and rh stays in 64 bits. */

@@ -23,17 +23,19 @@ static int duplicate_order(const void *a, const void *b)
 	return x->city < y->city ? -1 : x->city > y->city;
 }
 
-void core_years_compute(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
-			struct core_as_of as_of, struct core_years *out, struct core_duplicate *duplicates,
-			uint32_t *duplicate_count)
+int core_years_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+		       struct core_years *out, struct core_duplicate *duplicates, uint32_t *duplicate_count)
 {
 	struct counted_bits bits[CORE_TYPE_COUNT];
 	memset(bits, 0, sizeof(bits));
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	bool any_duplicate = false;
-	for (uint32_t i = 0; i < slot_count; i++) {
-		const struct core_slot *s = &slots[i];
+	struct core_timeline_iter it;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &slot)) {
 		struct slot_view v;
 		slot_view_make(&cursor, s, as_of, &v);
 		if (v.state != SLOT_COUNTED) {
@@ -66,13 +68,16 @@ void core_years_compute(const struct core_policy_set *set, const struct core_slo
 		y->months = y->on_time + y->backpaid + y->deemed;
 	}
 	*duplicate_count = 0;
+	if (it.corrupt) {
+		return CORE_ERR_CORRUPT;
+	}
 	if (!any_duplicate) {
-		return;
+		return CORE_OK;
 	}
 	/* Rare: a second pass lists the cities of each duplicate month. */
 	slot_cursor_init(&cursor, set);
-	for (uint32_t i = 0; i < slot_count; i++) {
-		const struct core_slot *s = &slots[i];
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &slot)) {
 		if (s->deemed || !month_bits_test(&bits[s->type].duplicate, s->month)) {
 			continue;
 		}
@@ -83,6 +88,7 @@ void core_years_compute(const struct core_policy_set *set, const struct core_slo
 		}
 	}
 	qsort(duplicates, *duplicate_count, sizeof(*duplicates), duplicate_order);
+	return CORE_OK;
 }
 
 /* R9 table: base age, reference birth month (dense), birth months per month of delay, cap. */
@@ -99,8 +105,8 @@ static const struct reform_row reform[CORE_CLASS_COUNT] = {
 };
 
 int core_retirement_check(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
-			  const struct core_slot *slots, uint32_t slot_count, struct core_as_of as_of,
-			  int32_t elect_month, struct core_retirement *out)
+			  const struct core_timeline *tl, struct core_as_of as_of, int32_t elect_month,
+			  struct core_retirement *out)
 {
 	ASSERT(class_ < CORE_CLASS_COUNT);
 	const struct reform_row *row = &reform[class_];
@@ -131,17 +137,23 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 	struct month_bits arrears = { { 0 } };
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
-	for (uint32_t i = 0; i < slot_count; i++) {
-		if (slots[i].type != CORE_PENSION) {
+	struct core_timeline_iter it;
+	struct core_slot s;
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &s)) {
+		if (s.type != CORE_PENSION) {
 			continue;
 		}
 		struct slot_view v;
-		slot_view_make(&cursor, &slots[i], as_of, &v);
+		slot_view_make(&cursor, &s, as_of, &v);
 		if (v.state == SLOT_COUNTED) {
-			month_bits_set(&counted, slots[i].month);
+			month_bits_set(&counted, s.month);
 		} else if (v.state == SLOT_ARREARS && !v.expired) {
-			month_bits_set(&arrears, slots[i].month);
+			month_bits_set(&arrears, s.month);
 		}
+	}
+	if (it.corrupt) {
+		return CORE_ERR_CORRUPT;
 	}
 	for (uint32_t w = 0; w < MONTH_WORDS; w++) {
 		arrears.w[w] &= ~counted.w[w];
@@ -157,8 +169,8 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 	return CORE_OK;
 }
 
-void core_medical_status(const struct core_policy_set *set, const struct core_slot *slots, uint32_t slot_count,
-			 struct core_as_of as_of, struct core_medical *out)
+int core_medical_status(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
+			struct core_medical *out)
 {
 	struct month_bits arrears = { { 0 } };
 	int32_t suspended_since = -1; /* from an unpaid month */
@@ -166,8 +178,11 @@ void core_medical_status(const struct core_policy_set *set, const struct core_sl
 	bool enrolled = false;
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
-	for (uint32_t i = 0; i < slot_count; i++) {
-		const struct core_slot *s = &slots[i];
+	struct core_timeline_iter it;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
+	core_timeline_iter_init(&it, tl);
+	while (core_timeline_next(&it, &slot)) {
 		if (s->type != CORE_MEDICAL || s->month > as_of.month) {
 			continue;
 		}
@@ -185,6 +200,9 @@ void core_medical_status(const struct core_policy_set *set, const struct core_sl
 			repaid_since = from;
 		}
 	}
+	if (it.corrupt) {
+		return CORE_ERR_CORRUPT;
+	}
 	out->arrears_months = month_bits_count(&arrears);
 	out->suspended_since = -1;
 	out->resumes_date = 0;
@@ -198,4 +216,5 @@ void core_medical_status(const struct core_policy_set *set, const struct core_sl
 	} else {
 		out->status = enrolled ? CORE_MEDICAL_ACTIVE : CORE_MEDICAL_NONE;
 	}
+	return CORE_OK;
 }

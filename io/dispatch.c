@@ -128,9 +128,11 @@ static void compute_person(struct dispatch *d, const struct proto_compute *req, 
 			   const char *path, uint32_t index)
 {
 	struct core_policy_set set = policy_set(d);
+	struct core_timeline timeline = { person->slots, person->slot_count, NULL, 0 };
+	const struct core_timeline *tl = &timeline;
 	struct proto_error err;
 	uint32_t bad;
-	int rc = core_person_resolve(&set, person->slots, person->slot_count, &bad);
+	int rc = core_person_resolve(&set, tl, &bad);
 	if (rc == CORE_ERR_NO_POLICY) {
 		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", person->slots[bad].city);
 	} else if (rc == CORE_ERR_NO_PERIOD) {
@@ -147,8 +149,7 @@ static void compute_person(struct dispatch *d, const struct proto_compute *req, 
 	case PROTO_ARREARS: {
 		struct core_arrears a;
 		uint32_t item_count = 0;
-		rc = core_arrears_compute(&set, person->slots, person->slot_count, req->as_of, &a,
-					  req->detail ? d->items : NULL, &item_count);
+		rc = core_arrears_compute(&set, tl, req->as_of, &a, req->detail ? d->items : NULL, &item_count);
 		if (rc == CORE_OK) {
 			proto_write_arrears(d->writer, person->id, &a, req->detail, d->items, item_count);
 		}
@@ -157,14 +158,16 @@ static void compute_person(struct dispatch *d, const struct proto_compute *req, 
 	case PROTO_YEARS: {
 		struct core_years y;
 		uint32_t dup_count;
-		core_years_compute(&set, person->slots, person->slot_count, req->as_of, &y, d->duplicates, &dup_count);
-		proto_write_years(d->writer, person->id, &y, d->duplicates, dup_count);
+		rc = core_years_compute(&set, tl, req->as_of, &y, d->duplicates, &dup_count);
+		if (rc == CORE_OK) {
+			proto_write_years(d->writer, person->id, &y, d->duplicates, dup_count);
+		}
 		break;
 	}
 	case PROTO_RETIREMENT: {
 		struct core_retirement r;
-		rc = core_retirement_check(&set, core_id_birth_month(person->id), person->class_, person->slots,
-					   person->slot_count, req->as_of, req->elect_month, &r);
+		rc = core_retirement_check(&set, core_id_birth_month(person->id), person->class_, tl, req->as_of,
+					   req->elect_month, &r);
 		if (rc == CORE_OK) {
 			proto_write_retirement(d->writer, person->id, &r);
 		}
@@ -172,15 +175,18 @@ static void compute_person(struct dispatch *d, const struct proto_compute *req, 
 	}
 	case PROTO_HOUSING: {
 		struct core_housing h;
-		core_housing_check(&set, core_policy_find(&set, req->city), person->slots, person->slot_count,
-				   req->as_of, &h);
-		proto_write_housing(d->writer, person->id, req->city, &h);
+		rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
+		if (rc == CORE_OK) {
+			proto_write_housing(d->writer, person->id, req->city, &h);
+		}
 		break;
 	}
 	default: {
 		struct core_medical m;
-		core_medical_status(&set, person->slots, person->slot_count, req->as_of, &m);
-		proto_write_medical(d->writer, person->id, &m);
+		rc = core_medical_status(&set, tl, req->as_of, &m);
+		if (rc == CORE_OK) {
+			proto_write_medical(d->writer, person->id, &m);
+		}
 		break;
 	}
 	}

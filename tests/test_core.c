@@ -232,15 +232,42 @@ static uint32_t fill_paid_pension(struct core_slot *slots, int32_t from_yyyymm, 
 }
 
 
+/* Each test runs twice: on plain slot arrays, then on the store's run
+ * encoding of the same slots (main flips this), so both forms must agree
+ * with the same hand-worked values. */
+static bool encoded_mode;
+static uint8_t encoded_buf[1u << 20];
+
+static struct core_timeline timeline_of(const struct core_slot *slots, uint32_t count)
+{
+	struct core_timeline tl = { slots, count, NULL, 0 };
+	if (encoded_mode) {
+		size_t size = core_timeline_encode(slots, count, encoded_buf, sizeof(encoded_buf));
+		assert_true(size > 0);
+		tl.slots = NULL;
+		tl.runs = encoded_buf;
+		tl.runs_size = size;
+	}
+	return tl;
+}
+
+static struct core_timeline current_timeline;
+
+static const struct core_timeline *TL(const struct core_slot *slots, uint32_t count)
+{
+	current_timeline = timeline_of(slots, count);
+	return &current_timeline;
+}
+
 static int arrears_of(struct world *w, const struct core_slot *slots, uint32_t count, int32_t date,
 		      struct arrears_run *r)
 {
 	const struct core_policy_set *set = world_set(w);
 	uint32_t bad = 0;
 	assert_true(count <= SLOTS_MAX);
-	assert_int_equal(core_person_resolve(set, slots, count, &bad), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, count), &bad), CORE_OK);
 	memset(r, 0, sizeof(*r));
-	return core_arrears_compute(set, slots, count, core_as_of_make(date), &r->out, r->items, &r->item_count);
+	return core_arrears_compute(set, TL(slots, count), core_as_of_make(date), &r->out, r->items, &r->item_count);
 }
 
 
@@ -250,9 +277,9 @@ static void years_of(struct world *w, const struct core_slot *slots, uint32_t co
 	const struct core_policy_set *set = world_set(w);
 	uint32_t bad = 0;
 	assert_true(count <= SLOTS_MAX);
-	assert_int_equal(core_person_resolve(set, slots, count, &bad), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, count), &bad), CORE_OK);
 	memset(r, 0, sizeof(*r));
-	core_years_compute(set, slots, count, core_as_of_make(date), &r->out, r->duplicates, &r->duplicate_count);
+	core_years_compute(set, TL(slots, count), core_as_of_make(date), &r->out, r->duplicates, &r->duplicate_count);
 }
 
 static int retirement_of(struct world *w, int32_t birth_yyyymm, uint8_t class_, const struct core_slot *slots,
@@ -260,9 +287,9 @@ static int retirement_of(struct world *w, int32_t birth_yyyymm, uint8_t class_, 
 {
 	const struct core_policy_set *set = world_set(w);
 	uint32_t bad = 0;
-	assert_int_equal(core_person_resolve(set, slots, count, &bad), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, count), &bad), CORE_OK);
 	memset(out, 0, sizeof(*out));
-	return core_retirement_check(set, M(birth_yyyymm), class_, slots, count, core_as_of_make(date), elect_month,
+	return core_retirement_check(set, M(birth_yyyymm), class_, TL(slots, count), core_as_of_make(date), elect_month,
 				     out);
 }
 
@@ -271,9 +298,9 @@ static void housing_of(struct world *w, const struct core_slot *slots, uint32_t 
 {
 	const struct core_policy_set *set = world_set(w);
 	uint32_t bad = 0;
-	assert_int_equal(core_person_resolve(set, slots, count, &bad), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, count), &bad), CORE_OK);
 	memset(out, 0, sizeof(*out));
-	core_housing_check(set, &w->a.policy, slots, count, core_as_of_make(date), out);
+	core_housing_check(set, &w->a.policy, TL(slots, count), core_as_of_make(date), out);
 }
 
 static void medical_of(struct world *w, const struct core_slot *slots, uint32_t count, int32_t date,
@@ -281,9 +308,9 @@ static void medical_of(struct world *w, const struct core_slot *slots, uint32_t 
 {
 	const struct core_policy_set *set = world_set(w);
 	uint32_t bad = 0;
-	assert_int_equal(core_person_resolve(set, slots, count, &bad), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, count), &bad), CORE_OK);
 	memset(out, 0, sizeof(*out));
-	core_medical_status(set, slots, count, core_as_of_make(date), out);
+	core_medical_status(set, TL(slots, count), core_as_of_make(date), out);
 }
 
 static int32_t deadline_of(const struct core_policy *p, int32_t yyyymm)
@@ -604,9 +631,9 @@ static void test_resolve_unknown_city_names_slot_index(void **state)
 		emp_pension(202301, CITY_UNKNOWN, 0, 0),
 	};
 	uint32_t index = 99;
-	assert_int_equal(core_person_resolve(set, slots, 3, &index), CORE_ERR_NO_POLICY);
+	assert_int_equal(core_person_resolve(set, TL(slots, 3), &index), CORE_ERR_NO_POLICY);
 	assert_int_equal(index, 2);
-	assert_int_equal(core_person_resolve(set, slots, 2, &index), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, 2), &index), CORE_OK);
 }
 
 static void test_resolve_month_before_first_period(void **state)
@@ -620,12 +647,12 @@ static void test_resolve_month_before_first_period(void **state)
 		emp_pension(199912, CITY_A, 0, 0), /* one month before from */
 	};
 	uint32_t index = 99;
-	assert_int_equal(core_person_resolve(set, slots, 3, &index), CORE_ERR_NO_PERIOD);
+	assert_int_equal(core_person_resolve(set, TL(slots, 3), &index), CORE_ERR_NO_PERIOD);
 	assert_int_equal(index, 2);
-	assert_int_equal(core_person_resolve(set, slots, 2, &index), CORE_OK);
+	assert_int_equal(core_person_resolve(set, TL(slots, 2), &index), CORE_OK);
 	/* first error wins: a no-period slot before a no-policy one */
 	struct core_slot first[2] = { emp_pension(199912, CITY_A, 0, 0), emp_pension(202301, CITY_UNKNOWN, 0, 0) };
-	assert_int_equal(core_person_resolve(set, first, 2, &index), CORE_ERR_NO_PERIOD);
+	assert_int_equal(core_person_resolve(set, TL(first, 2), &index), CORE_ERR_NO_PERIOD);
 	assert_int_equal(index, 0);
 }
 
@@ -1464,7 +1491,7 @@ static void test_arrears_item_count_without_items_buffer(void **state)
 	const struct core_policy_set *set = world_set(w);
 	struct core_arrears out;
 	uint32_t count = 99;
-	assert_int_equal(core_arrears_compute(set, slots, 2, core_as_of_make(20230626), &out, NULL, &count), CORE_OK);
+	assert_int_equal(core_arrears_compute(set, TL(slots, 2), core_as_of_make(20230626), &out, NULL, &count), CORE_OK);
 	assert_int_equal(out.months_owed, 2);
 	assert_int_equal(out.principal_fen, 384000);
 }
@@ -2183,5 +2210,8 @@ int main(void)
 		W(test_medical_current_month_arrears_counted_not_suspending),
 		W(test_medical_suspended_since_smallest_month),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("plain slots", tests, NULL, NULL);
+	encoded_mode = true;
+	failed += cmocka_run_group_tests_name("run-encoded slots", tests, NULL, NULL);
+	return failed;
 }

@@ -1,0 +1,292 @@
+/* A person's slots as runs of identical months, the store's encoding, read
+ * in place by the core (no copy, no allocation).
+ *
+ * Encoding, version 1 (varints are LEB128, zigzag where signed):
+ *   varint slot_count, varint run_count, then run_count runs:
+ *   u8 flags: type (bits 0-2), flexible (3), deemed (4), city follows (5),
+ *             base follows (6), payment follows (7); what does not follow
+ *             repeats the previous run's value.
+ *   [varint city] zigzag month − previous run's end, varint month_count,
+ *   [varint base] [varint paid, and when paid > 0: zigzag months from the
+ *   slot's month to its payment month, u8 payment day].
+ * In a run every month has the same city, type, category, deemed flag,
+ * base and paid, and is paid on the same day (clipped to the month's end)
+ * the same number of months after it: a payroll paid on time every month is
+ * one run however long. */
+#include "core.h"
+#include "internal.h"
+
+#define RUN_MONTHS_MAX CORE_MONTH_COUNT
+
+static int32_t zigzag_decode(uint64_t v)
+{
+	return (int32_t)(v >> 1) ^ -(int32_t)(v & 1);
+}
+
+static uint64_t zigzag_encode(int32_t v)
+{
+	return ((uint64_t)(uint32_t)v << 1) ^ (uint64_t)(int64_t)(v >> 31);
+}
+
+struct writer {
+	uint8_t *p;
+	uint8_t *end;
+	bool overflow;
+};
+
+static void put_u8(struct writer *w, uint8_t b)
+{
+	if (w->p == w->end) {
+		w->overflow = true;
+		return;
+	}
+	*w->p++ = b;
+}
+
+static void put_varint(struct writer *w, uint64_t v)
+{
+	while (v >= 0x80) {
+		put_u8(w, (uint8_t)(v | 0x80));
+		v >>= 7;
+	}
+	put_u8(w, (uint8_t)v);
+}
+
+/* Payment month offset and day of a paid slot. */
+static void payment_pattern(const struct core_slot *s, int32_t *month_offset, uint32_t *day)
+{
+	int32_t pay_month = s->paid_date / 10000 * 12 + s->paid_date / 100 % 100 - 1;
+	*month_offset = pay_month - s->month;
+	*day = (uint32_t)(s->paid_date % 100);
+}
+
+/* The payment date of month `month` under a run's pattern. */
+static int32_t pattern_date(int32_t month, int32_t month_offset, uint32_t day)
+{
+	int32_t pay_month = month + month_offset;
+	uint32_t last = core_month_last_day(pay_month);
+	return core_month_date(pay_month, day < last ? day : last);
+}
+
+/* Whether slot s continues the run that starts at first and holds count months. */
+static bool run_extends(const struct core_slot *first, uint32_t count, const struct core_slot *s)
+{
+	if (s->month != first->month + (int32_t)count || s->city != first->city || s->type != first->type ||
+	    s->category != first->category || s->deemed != first->deemed || s->base_fen != first->base_fen ||
+	    s->paid_fen != first->paid_fen || count == RUN_MONTHS_MAX) {
+		return false;
+	}
+	if (first->paid_fen == 0) {
+		return s->paid_date == 0;
+	}
+	int32_t offset;
+	uint32_t day;
+	payment_pattern(first, &offset, &day);
+	return s->paid_date == pattern_date(s->month, offset, day);
+}
+
+/* Same amount paid on the same pattern (unpaid slots have no date). */
+static bool same_payment(const struct core_slot *a, const struct core_slot *b)
+{
+	if (a->paid_fen != b->paid_fen) {
+		return false;
+	}
+	if (a->paid_fen == 0) {
+		return true;
+	}
+	int32_t a_offset;
+	int32_t b_offset;
+	uint32_t a_day;
+	uint32_t b_day;
+	payment_pattern(a, &a_offset, &a_day);
+	payment_pattern(b, &b_offset, &b_day);
+	return a_offset == b_offset && a_day == b_day;
+}
+
+size_t core_timeline_encode_max(uint32_t slot_count)
+{
+	/* flags 1, city 3, month 3, count 2, base 5, paid 8, offset 2, day 1 */
+	return 20 + (size_t)slot_count * 25;
+}
+
+size_t core_timeline_encode(const struct core_slot *slots, uint32_t slot_count, uint8_t *out, size_t capacity)
+{
+	struct writer w = { out, out + capacity, false };
+	/* Count runs first: the count leads the encoding. */
+	uint32_t run_count = 0;
+	for (uint32_t i = 0; i < slot_count;) {
+		uint32_t n = 1;
+		while (i + n < slot_count && run_extends(&slots[i], n, &slots[i + n])) {
+			n++;
+		}
+		run_count++;
+		i += n;
+	}
+	put_varint(&w, slot_count);
+	put_varint(&w, run_count);
+	const struct core_slot *prev = NULL;
+	int32_t prev_end = CORE_MONTH_FIRST;
+	for (uint32_t i = 0; i < slot_count;) {
+		const struct core_slot *s = &slots[i];
+		uint32_t n = 1;
+		while (i + n < slot_count && run_extends(s, n, &slots[i + n])) {
+			n++;
+		}
+		bool city = prev == NULL || prev->city != s->city;
+		bool base = prev == NULL || prev->base_fen != s->base_fen;
+		bool paid = prev == NULL || !same_payment(prev, s);
+		put_u8(&w, (uint8_t)(s->type | (s->category == CORE_FLEXIBLE) << 3 | s->deemed << 4 | city << 5 |
+				     base << 6 | paid << 7));
+		if (city) {
+			put_varint(&w, s->city);
+		}
+		put_varint(&w, zigzag_encode(s->month - prev_end));
+		put_varint(&w, n);
+		if (base) {
+			put_varint(&w, (uint64_t)s->base_fen);
+		}
+		if (paid) {
+			put_varint(&w, (uint64_t)s->paid_fen);
+			if (s->paid_fen > 0) {
+				int32_t offset;
+				uint32_t day;
+				payment_pattern(s, &offset, &day);
+				put_varint(&w, zigzag_encode(offset));
+				put_u8(&w, (uint8_t)day);
+			}
+		}
+		prev = s;
+		prev_end = s->month + (int32_t)n;
+		i += n;
+	}
+	return w.overflow ? 0 : (size_t)(w.p - out);
+}
+
+/* ---- reading ---- */
+
+static bool get_varint(struct core_timeline_iter *it, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (uint32_t shift = 0; shift < 64; shift += 7) {
+		if (it->p == it->end) {
+			return false;
+		}
+		uint8_t b = *it->p++;
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (b < 0x80) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl)
+{
+	memset(it, 0, sizeof(*it));
+	it->tl = tl;
+	if (tl->runs == NULL) {
+		return;
+	}
+	it->p = tl->runs;
+	it->end = tl->runs + tl->runs_size;
+	uint64_t slot_count = 0;
+	uint64_t run_count = 0;
+	if (!get_varint(it, &slot_count) || !get_varint(it, &run_count) || slot_count != tl->slot_count) {
+		it->corrupt = true;
+	}
+	it->runs_left = (uint32_t)run_count;
+	it->run_end = CORE_MONTH_FIRST;
+}
+
+/* Reads the next run header into the iterator; false at the end or on bad bytes. */
+static bool read_run(struct core_timeline_iter *it)
+{
+	if (it->runs_left == 0 || it->p == it->end) {
+		it->corrupt |= it->runs_left != 0 || it->p != it->end || it->index != it->tl->slot_count;
+		return false;
+	}
+	uint8_t flags = *it->p++;
+	uint64_t v = 0;
+	struct core_slot *s = &it->run;
+	if ((flags & 7) >= CORE_TYPE_COUNT || (it->index == 0 && (flags & 0xe0) != 0xe0)) {
+		it->corrupt = true;
+		return false;
+	}
+	s->type = flags & 7;
+	s->category = flags >> 3 & 1 ? CORE_FLEXIBLE : CORE_EMPLOYEE;
+	s->deemed = flags >> 4 & 1;
+	bool ok = true;
+	if (flags >> 5 & 1) {
+		ok &= get_varint(it, &v) && v <= 999999;
+		s->city = (uint32_t)v;
+	}
+	ok = ok && get_varint(it, &v);
+	int64_t month = (int64_t)it->run_end + zigzag_decode(v);
+	uint64_t count = 0;
+	ok = ok && get_varint(it, &count) && count >= 1 && count <= RUN_MONTHS_MAX && month >= CORE_MONTH_FIRST &&
+	     month + (int64_t)count <= CORE_MONTH_FIRST + (int64_t)CORE_MONTH_COUNT;
+	if (ok && flags >> 6 & 1) {
+		ok = get_varint(it, &v) && v <= CORE_MONEY_MAX;
+		s->base_fen = (int64_t)v;
+	}
+	if (ok && flags >> 7 & 1) {
+		ok = get_varint(it, &v) && v <= (uint64_t)CORE_AMOUNT_MAX;
+		s->paid_fen = (int64_t)v;
+		if (ok && v > 0) {
+			ok = get_varint(it, &v) && it->p != it->end;
+			it->pay_offset = zigzag_decode(v);
+			it->pay_day = ok ? *it->p++ : 0;
+			ok = ok && it->pay_day >= 1 && it->pay_day <= 31 && it->pay_offset > -2400 && it->pay_offset < 2400;
+		}
+	}
+	ok = ok && (!s->deemed || (s->base_fen == 0 && s->paid_fen == 0));
+	if (!ok) {
+		it->corrupt = true;
+		return false;
+	}
+	s->month = (int32_t)month;
+	it->run_left = (uint32_t)count;
+	it->run_end = (int32_t)(month + (int64_t)count);
+	it->runs_left--;
+	return true;
+}
+
+bool core_timeline_next_slow(struct core_timeline_iter *it, struct core_slot *out)
+{
+	if (it->corrupt || (it->run_left == 0 && !read_run(it))) {
+		return false;
+	}
+	*out = it->run;
+	if (out->paid_fen > 0) {
+		out->paid_date = pattern_date(out->month, it->pay_offset, it->pay_day);
+		if (!core_date_valid(out->paid_date)) {
+			it->corrupt = true;
+			return false;
+		}
+	} else {
+		out->paid_date = 0;
+	}
+	it->run.month++;
+	it->run_left--;
+	it->index++;
+	return true;
+}
+
+static int store_order(const void *a, const void *b)
+{
+	const struct core_slot *x = a;
+	const struct core_slot *y = b;
+	if (x->type != y->type) {
+		return (int)x->type - (int)y->type;
+	}
+	if (x->city != y->city) {
+		return x->city < y->city ? -1 : 1;
+	}
+	return x->month < y->month ? -1 : x->month > y->month;
+}
+
+void core_slots_sort(struct core_slot *slots, uint32_t slot_count)
+{
+	qsort(slots, slot_count, sizeof(*slots), store_order);
+}

@@ -1,0 +1,204 @@
+/* The store's run encoding: round trips against the plain slot list on many
+ * random timelines, and damaged bytes never read out of bounds. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../core/core.h"
+
+#define SLOTS_MAX 4000u
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint32_t below(uint32_t n)
+{
+	return (uint32_t)(rng() % n);
+}
+
+/* A date in month m + offset on day `day`, clipped; valid by construction. */
+static int32_t pay_date(int32_t month, int32_t offset, uint32_t day)
+{
+	int32_t m = month + offset;
+	static const uint32_t last[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	int32_t y = m / 12;
+	uint32_t mm = (uint32_t)(m % 12);
+	uint32_t l = last[mm] + (mm == 1 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
+	return y * 10000 + (int32_t)(mm + 1) * 100 + (int32_t)(day < l ? day : l);
+}
+
+/* Spells of months per (type, city): runs of regular payroll months broken
+ * by unpaid, partial, late and deemed months, like real timelines. */
+static uint32_t random_timeline(struct core_slot *slots, uint32_t cap)
+{
+	uint32_t n = 0;
+	uint32_t cities[3] = { 110000, 310000, below(1000000) };
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		for (uint32_t c = 0; c < 1 + below(3); c++) {
+			int32_t month = 1950 * 12 + (int32_t)below(1700);
+			uint32_t spell = below(300);
+			int64_t base = below(3) == 0 ? 0 : (int64_t)below(2000000);
+			uint32_t day = 1 + below(31);
+			uint8_t category = (uint8_t)below(2);
+			for (uint32_t k = 0; k < spell && n < cap && month < 1950 * 12 + 1800; k++, month++) {
+				struct core_slot *s = &slots[n++];
+				memset(s, 0, sizeof(*s));
+				s->month = month;
+				s->city = cities[c];
+				s->type = (uint8_t)t;
+				s->category = category;
+				if (below(12) == 0) {
+					base += below(50000);
+				}
+				uint32_t kind = below(20);
+				if (kind == 0) {
+					s->deemed = true;
+				} else if (kind == 1) {
+					s->base_fen = base; /* unpaid */
+				} else {
+					s->base_fen = base;
+					s->paid_fen = kind == 2 ? 1 + below(1000) : 1 + base / 5;
+					int32_t late = (int32_t)below(40); /* dates end in 2100 */
+					late = month + late > 2100 * 12 + 11 ? 0 : late;
+					s->paid_date = kind == 3 ? pay_date(month, late, 1 + below(31)) : pay_date(month, 0, day);
+				}
+			}
+		}
+	}
+	return n;
+}
+
+static void assert_round_trip(const struct core_slot *slots, uint32_t n, uint8_t *buf, size_t cap)
+{
+	size_t size = core_timeline_encode(slots, n, buf, cap);
+	assert_true(size > 0);
+	assert_true(size <= core_timeline_encode_max(n));
+	struct core_timeline tl = { NULL, n, buf, size };
+	struct core_timeline_iter it;
+	struct core_slot s;
+	uint32_t i = 0;
+	core_timeline_iter_init(&it, &tl);
+	while (core_timeline_next(&it, &s)) {
+		assert_true(i < n);
+		assert_memory_equal(&s, &slots[i], sizeof(s));
+		i++;
+	}
+	assert_false(it.corrupt);
+	assert_int_equal(i, n);
+}
+
+static void test_round_trip_random_timelines_sorted_and_not(void **state)
+{
+	(void)state;
+	struct core_slot *slots = calloc(SLOTS_MAX, sizeof(*slots));
+	uint8_t *buf = malloc(core_timeline_encode_max(SLOTS_MAX));
+	rng_state = 20261123;
+	for (uint32_t round = 0; round < 2000; round++) {
+		uint32_t n = random_timeline(slots, SLOTS_MAX);
+		if (round % 2 == 0) {
+			core_slots_sort(slots, n);
+		}
+		assert_round_trip(slots, n, buf, core_timeline_encode_max(SLOTS_MAX));
+	}
+	free(slots);
+	free(buf);
+}
+
+static void test_round_trip_edges(void **state)
+{
+	(void)state;
+	uint8_t buf[256];
+	/* empty, the first and last months, a payment on Feb 29 and clipped to Feb 28 */
+	assert_round_trip(NULL, 0, buf, sizeof(buf));
+	struct core_slot s[4] = {
+		{ .base_fen = CORE_MONEY_MAX, .paid_fen = CORE_MONEY_MAX, .month = 1950 * 12, .paid_date = 19000101,
+		  .city = 0, .type = CORE_MATERNITY, .category = CORE_FLEXIBLE },
+		{ .base_fen = 100, .paid_fen = 100, .month = 2024 * 12 + 1, .paid_date = 20240229, .city = 999999 },
+		{ .base_fen = 100, .paid_fen = 100, .month = 2024 * 12, .paid_date = 20240131, .city = 999999 },
+		{ .month = 2099 * 12 + 11, .city = 999999, .deemed = true },
+	};
+	assert_round_trip(s, 4, buf, sizeof(buf));
+}
+
+static void test_regular_payroll_compresses_to_one_run(void **state)
+{
+	(void)state;
+	struct core_slot slots[360];
+	for (uint32_t i = 0; i < 360; i++) {
+		int32_t month = 1995 * 12 + (int32_t)i;
+		slots[i] = (struct core_slot){ .base_fen = 800000, .paid_fen = 64000, .month = month,
+					       .paid_date = pay_date(month, 0, 31), .city = 110000 };
+	}
+	uint8_t buf[64];
+	size_t size = core_timeline_encode(slots, 360, buf, sizeof(buf));
+	/* slot and run counts 2+1, flags 1, city 3, month 2, count 2, base 3, paid 3, offset 1, day 1 */
+	assert_true(size > 0 && size <= 20);
+	assert_round_trip(slots, 360, buf, sizeof(buf));
+}
+
+static void test_too_small_buffer_reports_zero(void **state)
+{
+	(void)state;
+	struct core_slot s = { .base_fen = 5, .month = 2000 * 12, .city = 1 };
+	uint8_t buf[4];
+	assert_int_equal(core_timeline_encode(&s, 1, buf, sizeof(buf)), 0);
+}
+
+/* Damaged bytes: every truncation and many bit flips stop cleanly. */
+static void test_damaged_encoding_never_reads_past_the_end(void **state)
+{
+	(void)state;
+	struct core_slot *slots = calloc(SLOTS_MAX, sizeof(*slots));
+	size_t cap = core_timeline_encode_max(SLOTS_MAX);
+	uint8_t *buf = malloc(cap);
+	rng_state = 7;
+	for (uint32_t round = 0; round < 200; round++) {
+		uint32_t n = random_timeline(slots, 200);
+		size_t size = core_timeline_encode(slots, n, buf, cap);
+		size_t cut = below((uint32_t)size + 1);
+		uint8_t *copy = malloc(cut + 1); /* exact size: ASan sees any overread */
+		memcpy(copy, buf, cut);
+		if (cut > 0 && round % 2 == 1) {
+			copy[below((uint32_t)cut)] ^= (uint8_t)(1u << below(8));
+		}
+		struct core_timeline tl = { NULL, n, copy, cut };
+		struct core_timeline_iter it;
+		struct core_slot s;
+		uint32_t count = 0;
+		core_timeline_iter_init(&it, &tl);
+		while (core_timeline_next(&it, &s)) {
+			assert_true(core_date_valid(s.paid_date) || s.paid_date == 0);
+			count++;
+		}
+		assert_true(count <= n + 1800u * 8);
+		if (cut < size) {
+			assert_true(it.corrupt || count < n);
+		}
+		free(copy);
+	}
+	free(slots);
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_random_timelines_sorted_and_not),
+		cmocka_unit_test(test_round_trip_edges),
+		cmocka_unit_test(test_regular_payroll_compresses_to_one_run),
+		cmocka_unit_test(test_too_small_buffer_reports_zero),
+		cmocka_unit_test(test_damaged_encoding_never_reads_past_the_end),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
