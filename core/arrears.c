@@ -113,10 +113,9 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 	slot_cursor_init(&cursor, set);
 
 	struct core_timeline_iter it;
-	struct core_slot slot;
-	const struct core_slot *s = &slot;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &slot)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		struct slot_view v;
 		slot_view_make(&cursor, s, as_of, &v);
 		if (v.state == SLOT_PENDING) {

@@ -93,24 +93,23 @@ struct core_timeline_iter {
 	uint32_t run_left;   /* months left in the current run */
 	int32_t run_end;     /* dense month after the current run */
 	int32_t pay_offset;  /* payment month − slot month in the current run */
+	int32_t pay_month;   /* dense payment month of the run's next slot */
 	uint8_t pay_day;
 	bool corrupt;        /* the encoding broke a rule: stop, report CORE_ERR_CORRUPT */
 	struct core_slot run; /* the current run's next month */
+	struct core_slot slot; /* the slot last returned from the encoded form */
 };
 
 void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl);
-bool core_timeline_next_slow(struct core_timeline_iter *it, struct core_slot *out);
-/* The next slot into *out; false at the end (check it->corrupt then). */
-static inline bool core_timeline_next(struct core_timeline_iter *it, struct core_slot *out)
+const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it);
+/* The next slot, or NULL at the end (check it->corrupt then). The slot
+ * borrows the timeline or the iterator until the next call. */
+static inline const struct core_slot *core_timeline_next(struct core_timeline_iter *it)
 {
 	if (it->tl->runs == NULL) {
-		if (it->index == it->tl->slot_count) {
-			return false;
-		}
-		*out = it->tl->slots[it->index++];
-		return true;
+		return it->index < it->tl->slot_count ? &it->tl->slots[it->index++] : NULL;
 	}
-	return core_timeline_next_slow(it, out);
+	return core_timeline_next_encoded(it);
 }
 
 /* Bytes that always suffice to encode slot_count slots. */

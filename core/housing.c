@@ -12,10 +12,9 @@ static bool qualifying_months(const struct core_policy_set *set, const struct co
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	struct core_slot slot;
-	const struct core_slot *s = &slot;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &slot)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		if (s->city != p->city || !(p->housing_types >> s->type & 1) || s->deemed) {
 			continue;
 		}

@@ -63,17 +63,17 @@ int core_person_resolve(const struct core_policy_set *set, const struct core_tim
 {
 	const struct core_policy *p = NULL;
 	struct core_timeline_iter it;
-	struct core_slot s;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	for (uint32_t i = 0; core_timeline_next(&it, &s); i++) {
-		if (p == NULL || p->city != s.city) {
-			p = core_policy_find(set, s.city);
+	for (uint32_t i = 0; (s = core_timeline_next(&it)) != NULL; i++) {
+		if (p == NULL || p->city != s->city) {
+			p = core_policy_find(set, s->city);
 		}
 		if (p == NULL) {
 			*slot_index = i;
 			return CORE_ERR_NO_POLICY;
 		}
-		if (p->period_of[s.month - CORE_MONTH_FIRST] < 0) {
+		if (p->period_of[s->month - CORE_MONTH_FIRST] < 0) {
 			*slot_index = i;
 			return CORE_ERR_NO_PERIOD;
 		}

@@ -246,31 +246,44 @@ static bool read_run(struct core_timeline_iter *it)
 		return false;
 	}
 	s->month = (int32_t)month;
+	s->paid_date = 0;
+	if (s->paid_fen > 0) {
+		/* Payment months ascend with the run's months: both ends valid, all valid. */
+		it->pay_month = s->month + it->pay_offset;
+		int32_t first = pattern_date(it->pay_month, 0, it->pay_day);
+		int32_t last = pattern_date(it->pay_month + (int32_t)count - 1, 0, it->pay_day);
+		if (!core_date_valid(first) || !core_date_valid(last)) {
+			it->corrupt = true;
+			return false;
+		}
+	}
 	it->run_left = (uint32_t)count;
 	it->run_end = (int32_t)(month + (int64_t)count);
 	it->runs_left--;
 	return true;
 }
 
-bool core_timeline_next_slow(struct core_timeline_iter *it, struct core_slot *out)
+const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it)
 {
 	if (it->corrupt || (it->run_left == 0 && !read_run(it))) {
-		return false;
+		return NULL;
 	}
-	*out = it->run;
-	if (out->paid_fen > 0) {
-		out->paid_date = pattern_date(out->month, it->pay_offset, it->pay_day);
-		if (!core_date_valid(out->paid_date)) {
-			it->corrupt = true;
-			return false;
+	it->slot = it->run;
+	if (it->run.paid_fen > 0) {
+		/* Days 1..28 exist in every month: only later days need clipping. */
+		int32_t pm = it->pay_month;
+		uint32_t day = it->pay_day;
+		if (day > 28) {
+			uint32_t last = core_month_last_day(pm);
+			day = day < last ? day : last;
 		}
-	} else {
-		out->paid_date = 0;
+		it->slot.paid_date = (pm / 12) * 10000 + (pm % 12 + 1) * 100 + (int32_t)day;
+		it->pay_month++;
 	}
 	it->run.month++;
 	it->run_left--;
 	it->index++;
-	return true;
+	return &it->slot;
 }
 
 static int store_order(const void *a, const void *b)

@@ -32,10 +32,9 @@ int core_years_compute(const struct core_policy_set *set, const struct core_time
 	slot_cursor_init(&cursor, set);
 	bool any_duplicate = false;
 	struct core_timeline_iter it;
-	struct core_slot slot;
-	const struct core_slot *s = &slot;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &slot)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		struct slot_view v;
 		slot_view_make(&cursor, s, as_of, &v);
 		if (v.state != SLOT_COUNTED) {
@@ -77,7 +76,7 @@ int core_years_compute(const struct core_policy_set *set, const struct core_time
 	/* Rare: a second pass lists the cities of each duplicate month. */
 	slot_cursor_init(&cursor, set);
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &slot)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		if (s->deemed || !month_bits_test(&bits[s->type].duplicate, s->month)) {
 			continue;
 		}
@@ -138,18 +137,18 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	struct core_slot s;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &s)) {
-		if (s.type != CORE_PENSION) {
+	while ((s = core_timeline_next(&it)) != NULL) {
+		if (s->type != CORE_PENSION) {
 			continue;
 		}
 		struct slot_view v;
-		slot_view_make(&cursor, &s, as_of, &v);
+		slot_view_make(&cursor, s, as_of, &v);
 		if (v.state == SLOT_COUNTED) {
-			month_bits_set(&counted, s.month);
+			month_bits_set(&counted, s->month);
 		} else if (v.state == SLOT_ARREARS && !v.expired) {
-			month_bits_set(&arrears, s.month);
+			month_bits_set(&arrears, s->month);
 		}
 	}
 	if (it.corrupt) {
@@ -179,10 +178,9 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	struct core_slot slot;
-	const struct core_slot *s = &slot;
+	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
-	while (core_timeline_next(&it, &slot)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		if (s->type != CORE_MEDICAL || s->month > as_of.month) {
 			continue;
 		}

@@ -86,12 +86,12 @@ static void assert_round_trip(const struct core_slot *slots, uint32_t n, uint8_t
 	assert_true(size <= core_timeline_encode_max(n));
 	struct core_timeline tl = { NULL, n, buf, size };
 	struct core_timeline_iter it;
-	struct core_slot s;
+	const struct core_slot *s;
 	uint32_t i = 0;
 	core_timeline_iter_init(&it, &tl);
-	while (core_timeline_next(&it, &s)) {
+	while ((s = core_timeline_next(&it)) != NULL) {
 		assert_true(i < n);
-		assert_memory_equal(&s, &slots[i], sizeof(s));
+		assert_memory_equal(s, &slots[i], sizeof(*s));
 		i++;
 	}
 	assert_false(it.corrupt);
@@ -174,11 +174,11 @@ static void test_damaged_encoding_never_reads_past_the_end(void **state)
 		}
 		struct core_timeline tl = { NULL, n, copy, cut };
 		struct core_timeline_iter it;
-		struct core_slot s;
+		const struct core_slot *s;
 		uint32_t count = 0;
 		core_timeline_iter_init(&it, &tl);
-		while (core_timeline_next(&it, &s)) {
-			assert_true(core_date_valid(s.paid_date) || s.paid_date == 0);
+		while ((s = core_timeline_next(&it)) != NULL) {
+			assert_true(core_date_valid(s->paid_date) || s->paid_date == 0);
 			count++;
 		}
 		assert_true(count <= n + 1800u * 8);
