@@ -236,7 +236,7 @@ std::vector<uint8_t> ArrearsRequest(const std::vector<core_slot> &slots)
 // The whole request path the server runs: parse, validate, compute, encode.
 void BM_request_arrears_inline(benchmark::State &state)
 {
-	dispatch *d = dispatch_new();
+	dispatch *d = dispatch_new(nullptr);
 	const uint8_t *response;
 	size_t response_size;
 	std::vector<uint8_t> put = PolicyPut();

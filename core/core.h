@@ -47,6 +47,8 @@ enum core_rc {
 	CORE_ERR_NO_PERIOD,   /* R1: month before the first period: invalid_argument */
 	CORE_ERR_ELECT_MONTH, /* R9: elect_month outside this person's range */
 	CORE_ERR_CORRUPT,     /* a stored timeline does not decode: internal error */
+	CORE_ERR_NO_SLOT,     /* R13: no slot of that month, city and type */
+	CORE_ERR_DEEMED,      /* R13: a payment into a deemed slot */
 };
 
 #define CORE_MONEY_MAX 10000000000LL   /* money fields on input: 0..10^10 fen */
@@ -362,6 +364,31 @@ struct core_medical {
 
 int core_medical_status(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
 			struct core_medical *out);
+
+/* ---- payments (R13) and withholding (R12) ---- */
+
+/* Adds amount (1..10^10) to the slot (month, city, type), paid on date.
+ * Returns CORE_OK, CORE_ERR_NO_SLOT, CORE_ERR_DEEMED or CORE_ERR_OVERFLOW
+ * (paid would pass CORE_AMOUNT_MAX); slots change only on CORE_OK. */
+int core_payment_apply(struct core_slot *slots, uint32_t slot_count, int32_t month, uint32_t city, uint8_t type,
+		       int64_t amount_fen, int32_t date);
+
+/* One slot of a withholding run, in the order it was taken. */
+struct core_withhold_line {
+	int64_t amount_fen; /* paid, or owed when interrupted */
+	uint32_t slot_index;
+	uint32_t city;
+	uint8_t type;
+	uint8_t rank;
+	bool paid;
+};
+
+/* R12 for one person's resolved plain slots: pays month M's owed slots from
+ * *balance_fen in withholding order, changing slots and *balance_fen.
+ * lines: room for slot_count entries. month ≤ month(date) is the caller's
+ * check. */
+int core_withhold_run(const struct core_policy_set *set, struct core_slot *slots, uint32_t slot_count, int32_t month,
+		      int32_t date, int64_t *balance_fen, struct core_withhold_line *lines, uint32_t *line_count);
 
 /* Names at the edges: canonical spellings, and parsing (-1 when unknown). */
 extern const char *const core_type_names[CORE_TYPE_COUNT];

@@ -1,30 +1,57 @@
-/* The method table and the compute loop over persons. */
+/* The method table, the compute loop over persons, and write transactions. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dispatch.h"
 
+#define WRITE_ATTEMPTS_MAX 16 /* map doublings one request may wait for */
+
 struct dispatch {
+	struct store *store;           /* NULL: inline persons only */
 	struct core_policy **policies; /* sorted by city, owned */
 	uint32_t policy_count;
 	struct proto_message *message;
-	struct proto_writer *writer;
+	struct proto_writer *writer; /* the response */
+	struct proto_writer *aux;    /* audit records and policy documents */
 	struct proto_person_buf person_buf;
+	/* Scratch sized by the largest person seen. */
+	uint32_t scratch_capacity;
 	struct core_arrears_item *items;
 	struct core_duplicate *duplicates;
-	uint32_t scratch_capacity; /* of items and duplicates */
+	struct core_withhold_line *lines;
+	struct core_slot *slots; /* a stored person decoded for a write */
+	/* Persons a write touched, for the audit log. */
+	char (*touched)[CORE_ID_SIZE + 1];
+	uint32_t touched_count;
+	uint32_t touched_capacity;
+	/* One scan page of stored persons. */
+	struct store_person *page;
 };
 
-struct dispatch *dispatch_new(void)
+static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size);
+
+struct dispatch *dispatch_new(struct store *store)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
 		return NULL;
 	}
+	d->store = store;
 	d->message = proto_message_new();
 	d->writer = proto_writer_new();
+	d->aux = proto_writer_new();
 	d->policies = calloc(DISPATCH_CITIES_MAX, sizeof(*d->policies));
-	if (d->message == NULL || d->writer == NULL || d->policies == NULL) {
+	bool ok = d->message != NULL && d->writer != NULL && d->aux != NULL && d->policies != NULL;
+	if (ok && store != NULL) {
+		struct store_txn *txn;
+		ok = store_read_begin(store, &txn) == STORE_OK;
+		if (ok) {
+			ok = store_policy_each(txn, policy_load, d) == STORE_OK;
+			store_txn_end(txn);
+		}
+	}
+	if (!ok) {
 		dispatch_free(d);
 		return NULL;
 	}
@@ -42,9 +69,14 @@ void dispatch_free(struct dispatch *d)
 	free(d->policies);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
+	proto_writer_free(d->aux);
 	proto_person_buf_free(&d->person_buf);
 	free(d->items);
 	free(d->duplicates);
+	free(d->lines);
+	free(d->slots);
+	free(d->touched);
+	free(d->page);
 	free(d);
 }
 
@@ -53,19 +85,9 @@ static struct core_policy_set policy_set(const struct dispatch *d)
 	return (struct core_policy_set){ (const struct core_policy *const *)d->policies, d->policy_count };
 }
 
-static void handle_ping(struct dispatch *d, const struct proto_envelope *env)
+/* Puts p in the sorted table (replacing the city's old one); false when full. */
+static bool policy_install(struct dispatch *d, struct core_policy *p)
 {
-	proto_write_pong(d->writer, env->msgid);
-}
-
-static void handle_policy_put(struct dispatch *d, const struct proto_envelope *env)
-{
-	struct proto_error err;
-	struct core_policy *p = proto_policy_decode(env->params, &err);
-	if (p == NULL) {
-		proto_write_error(d->writer, env->msgid, &err);
-		return;
-	}
 	uint32_t i = 0;
 	while (i < d->policy_count && d->policies[i]->city < p->city) {
 		i++;
@@ -73,16 +95,57 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 	if (i < d->policy_count && d->policies[i]->city == p->city) {
 		free(d->policies[i]);
 	} else if (d->policy_count == DISPATCH_CITIES_MAX) {
-		free(p);
-		proto_error_set(&err, PROTO_TOO_LARGE, "too many city policies", "policy.city");
-		proto_write_error(d->writer, env->msgid, &err);
-		return;
+		return false;
 	} else {
 		memmove(&d->policies[i + 1], &d->policies[i], sizeof(*d->policies) * (d->policy_count - i));
 		d->policy_count++;
 	}
 	d->policies[i] = p;
-	proto_write_ok(d->writer, env->msgid);
+	return true;
+}
+
+static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size)
+{
+	struct dispatch *d = ctx;
+	struct proto_error err;
+	struct core_policy *p = proto_policy_from_doc(doc, size, &err);
+	if (p == NULL || p->city != city || !policy_install(d, p)) {
+		free(p);
+		return STORE_IO;
+	}
+	return STORE_OK;
+}
+
+static bool scratch_reserve(struct dispatch *d, uint32_t slot_count)
+{
+	if (slot_count <= d->scratch_capacity) {
+		return true;
+	}
+	struct core_arrears_item *items = realloc(d->items, sizeof(*items) * slot_count);
+	d->items = items != NULL ? items : d->items;
+	struct core_duplicate *dups = realloc(d->duplicates, sizeof(*dups) * slot_count);
+	d->duplicates = dups != NULL ? dups : d->duplicates;
+	struct core_withhold_line *lines = realloc(d->lines, sizeof(*lines) * slot_count);
+	d->lines = lines != NULL ? lines : d->lines;
+	struct core_slot *slots = realloc(d->slots, sizeof(*slots) * slot_count);
+	d->slots = slots != NULL ? slots : d->slots;
+	if (items == NULL || dups == NULL || lines == NULL || slots == NULL) {
+		return false;
+	}
+	d->scratch_capacity = slot_count;
+	return true;
+}
+
+static void write_error(struct dispatch *d, uint32_t msgid, int code, const char *message, const char *at)
+{
+	struct proto_error err;
+	proto_error_set(&err, code, message, at == NULL ? NULL : "%s", at);
+	proto_write_error(d->writer, msgid, &err);
+}
+
+static void handle_ping(struct dispatch *d, const struct proto_envelope *env)
+{
+	proto_write_pong(d->writer, env->msgid);
 }
 
 static void handle_policy_get(struct dispatch *d, const struct proto_envelope *env)
@@ -96,107 +159,174 @@ static void handle_policy_get(struct dispatch *d, const struct proto_envelope *e
 	struct core_policy_set set = policy_set(d);
 	const struct core_policy *p = core_policy_find(&set, city);
 	if (p == NULL) {
-		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "city");
-		proto_write_error(d->writer, env->msgid, &err);
+		write_error(d, env->msgid, PROTO_NOT_FOUND, "no policy for this city", "city");
 		return;
 	}
 	proto_write_policy(d->writer, env->msgid, p);
 }
 
-static bool scratch_reserve(struct dispatch *d, uint32_t slot_count)
-{
-	if (slot_count <= d->scratch_capacity) {
-		return true;
-	}
-	struct core_arrears_item *items = realloc(d->items, sizeof(*items) * slot_count);
-	if (items != NULL) {
-		d->items = items;
-	}
-	struct core_duplicate *dups = realloc(d->duplicates, sizeof(*dups) * slot_count);
-	if (dups != NULL) {
-		d->duplicates = dups;
-	}
-	if (items == NULL || dups == NULL) {
-		return false;
-	}
-	d->scratch_capacity = slot_count;
-	return true;
-}
+/* ---- computing ---- */
 
-/* Computes one valid person and writes its result, or its error. */
-static void compute_person(struct dispatch *d, const struct proto_compute *req, const struct proto_person *person,
-			   const char *path, uint32_t index)
+/* Computes one person and writes its result, or its error. path/index name
+ * the person in errors ("persons", 3). */
+static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
+			const struct core_timeline *tl, const char *path, uint32_t index)
 {
 	struct core_policy_set set = policy_set(d);
-	struct core_timeline timeline = { person->slots, person->slot_count, NULL, 0 };
-	const struct core_timeline *tl = &timeline;
 	struct proto_error err;
-	uint32_t bad;
+	uint32_t bad = 0;
 	int rc = core_person_resolve(&set, tl, &bad);
-	if (rc == CORE_ERR_NO_POLICY) {
-		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", person->slots[bad].city);
-	} else if (rc == CORE_ERR_NO_PERIOD) {
-		proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
-				"%s[%u].slots[%u].month", path, index, bad);
-	} else if (!scratch_reserve(d, person->slot_count)) {
+	if (rc == CORE_ERR_NO_POLICY || rc == CORE_ERR_NO_PERIOD) {
+		/* Find the offending slot again for its city. */
+		struct core_timeline_iter it;
+		const struct core_slot *s = NULL;
+		core_timeline_iter_init(&it, tl);
+		for (uint32_t i = 0; i <= bad; i++) {
+			s = core_timeline_next(&it);
+		}
+		if (rc == CORE_ERR_NO_POLICY) {
+			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", s->city);
+		} else {
+			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
+					"%s[%u].slots[%u].month", path, index, bad);
+		}
+	} else if (rc == CORE_OK && !scratch_reserve(d, tl->slot_count)) {
 		rc = proto_error_set(&err, PROTO_INTERNAL, "out of memory", NULL);
 	}
+	if (rc == CORE_OK) {
+		switch (req->method) {
+		case PROTO_ARREARS: {
+			struct core_arrears a;
+			uint32_t item_count = 0;
+			rc = core_arrears_compute(&set, tl, req->as_of, &a, req->detail ? d->items : NULL, &item_count);
+			if (rc == CORE_OK) {
+				proto_write_arrears(d->writer, id, &a, req->detail, d->items, item_count);
+			}
+			break;
+		}
+		case PROTO_YEARS: {
+			struct core_years y;
+			uint32_t dup_count;
+			rc = core_years_compute(&set, tl, req->as_of, &y, d->duplicates, &dup_count);
+			if (rc == CORE_OK) {
+				proto_write_years(d->writer, id, &y, d->duplicates, dup_count);
+			}
+			break;
+		}
+		case PROTO_RETIREMENT: {
+			struct core_retirement r;
+			rc = core_retirement_check(&set, core_id_birth_month(id), class_, tl, req->as_of,
+						   req->elect_month, &r);
+			if (rc == CORE_OK) {
+				proto_write_retirement(d->writer, id, &r);
+			}
+			break;
+		}
+		case PROTO_HOUSING: {
+			struct core_housing h;
+			rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
+			if (rc == CORE_OK) {
+				proto_write_housing(d->writer, id, req->city, &h);
+			}
+			break;
+		}
+		default: {
+			struct core_medical m;
+			rc = core_medical_status(&set, tl, req->as_of, &m);
+			if (rc == CORE_OK) {
+				proto_write_medical(d->writer, id, &m);
+			}
+			break;
+		}
+		}
+		if (rc == CORE_ERR_OVERFLOW) {
+			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "an amount passes 2^53 fen", "overflow");
+		} else if (rc == CORE_ERR_ELECT_MONTH) {
+			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "elect_month outside this person's range",
+					"elect_month");
+		}
+	}
+	if (rc == CORE_ERR_CORRUPT) {
+		proto_error_set(&err, PROTO_INTERNAL, "stored timeline does not decode", NULL);
+	}
 	if (rc != CORE_OK) {
-		proto_write_person_error(d->writer, person->id, CORE_ID_SIZE, &err);
+		proto_write_person_error(d->writer, id, CORE_ID_SIZE, &err);
+	}
+}
+
+static uint8_t stored_class(const struct store_person *p)
+{
+	return p->retire_class >= 0 ? (uint8_t)p->retire_class : core_id_default_class(p->id);
+}
+
+static void compute_inline(struct dispatch *d, const struct proto_compute *req, uint32_t msgid)
+{
+	proto_write_results_begin(d->writer, msgid, req->person_count, false);
+	for (uint32_t i = 0; i < req->person_count; i++) {
+		const char *id;
+		size_t id_size;
+		struct proto_error err;
+		struct proto_person person;
+		if (proto_person_decode(req, i, &d->person_buf, &person, &id, &id_size, &err) != PROTO_OK) {
+			proto_write_person_error(d->writer, id, id_size, &err);
+			continue;
+		}
+		struct core_timeline tl = { person.slots, person.slot_count, NULL, 0 };
+		compute_one(d, req, person.id, person.class_, &tl, "persons", i);
+	}
+}
+
+static void compute_ids(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
+{
+	proto_write_results_begin(d->writer, msgid, req->person_count, false);
+	for (uint32_t i = 0; i < req->person_count; i++) {
+		const char *id;
+		size_t id_size;
+		struct proto_error err;
+		struct store_person p;
+		int rc = STORE_NOT_FOUND;
+		if (proto_compute_id(req, i, &id, &id_size, &err)) {
+			rc = txn == NULL ? STORE_NOT_FOUND : store_person_get(txn, id, id_size, &p);
+			if (rc == STORE_NOT_FOUND) {
+				proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "ids[%u]", i);
+			} else if (rc != STORE_OK) {
+				proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the person", "ids[%u]", i);
+			}
+		}
+		if (rc != STORE_OK) {
+			proto_write_person_error(d->writer, id, id_size, &err);
+			continue;
+		}
+		compute_one(d, req, p.id, stored_class(&p), &p.timeline, "ids", i);
+	}
+}
+
+static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
+{
+	uint32_t count = 0;
+	int rc = STORE_OK;
+	if (txn != NULL) {
+		if (d->page == NULL) {
+			d->page = malloc(sizeof(*d->page) * PROTO_PERSONS_MAX);
+		}
+		struct store_scan *scan = NULL;
+		rc = d->page == NULL ? STORE_IO : store_scan_open(txn, req->scan_after, req->scan_after_size, &scan);
+		while (rc == STORE_OK && count < req->scan_limit &&
+		       (rc = store_scan_next(scan, &d->page[count])) == STORE_OK) {
+			count++;
+		}
+		store_scan_close(scan);
+	}
+	if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
+		write_error(d, msgid, PROTO_INTERNAL, "storage fault scanning persons", NULL);
 		return;
 	}
-	switch (req->method) {
-	case PROTO_ARREARS: {
-		struct core_arrears a;
-		uint32_t item_count = 0;
-		rc = core_arrears_compute(&set, tl, req->as_of, &a, req->detail ? d->items : NULL, &item_count);
-		if (rc == CORE_OK) {
-			proto_write_arrears(d->writer, person->id, &a, req->detail, d->items, item_count);
-		}
-		break;
+	proto_write_results_begin(d->writer, msgid, count, true);
+	for (uint32_t i = 0; i < count; i++) {
+		compute_one(d, req, d->page[i].id, stored_class(&d->page[i]), &d->page[i].timeline, "scan", i);
 	}
-	case PROTO_YEARS: {
-		struct core_years y;
-		uint32_t dup_count;
-		rc = core_years_compute(&set, tl, req->as_of, &y, d->duplicates, &dup_count);
-		if (rc == CORE_OK) {
-			proto_write_years(d->writer, person->id, &y, d->duplicates, dup_count);
-		}
-		break;
-	}
-	case PROTO_RETIREMENT: {
-		struct core_retirement r;
-		rc = core_retirement_check(&set, core_id_birth_month(person->id), person->class_, tl, req->as_of,
-					   req->elect_month, &r);
-		if (rc == CORE_OK) {
-			proto_write_retirement(d->writer, person->id, &r);
-		}
-		break;
-	}
-	case PROTO_HOUSING: {
-		struct core_housing h;
-		rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
-		if (rc == CORE_OK) {
-			proto_write_housing(d->writer, person->id, req->city, &h);
-		}
-		break;
-	}
-	default: {
-		struct core_medical m;
-		rc = core_medical_status(&set, tl, req->as_of, &m);
-		if (rc == CORE_OK) {
-			proto_write_medical(d->writer, person->id, &m);
-		}
-		break;
-	}
-	}
-	if (rc == CORE_ERR_OVERFLOW) {
-		proto_error_set(&err, PROTO_INVALID_ARGUMENT, "an amount passes 2^53 fen", "overflow");
-		proto_write_person_error(d->writer, person->id, CORE_ID_SIZE, &err);
-	} else if (rc == CORE_ERR_ELECT_MONTH) {
-		proto_error_set(&err, PROTO_INVALID_ARGUMENT, "elect_month outside this person's range", "elect_month");
-		proto_write_person_error(d->writer, person->id, CORE_ID_SIZE, &err);
-	}
+	bool full = count > 0 && count == req->scan_limit;
+	proto_write_results_next(d->writer, full ? d->page[count - 1].id : NULL, full ? CORE_ID_SIZE : 0);
 }
 
 static void handle_compute(struct dispatch *d, const struct proto_envelope *env, uint8_t method)
@@ -213,29 +343,22 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
-	/* No store in this build: a scan page is empty and every stored id unknown. */
-	bool scan = req.selector == PROTO_SELECT_SCAN;
-	proto_write_results_begin(d->writer, env->msgid, scan ? 0 : req.person_count, scan);
-	for (uint32_t i = 0; i < req.person_count; i++) {
-		const char *id;
-		size_t id_size;
-		if (req.selector == PROTO_SELECT_IDS) {
-			if (proto_compute_id(&req, i, &id, &id_size, &err)) {
-				proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "ids[%u]", i);
-			}
-			proto_write_person_error(d->writer, id, id_size, &err);
-			continue;
-		}
-		struct proto_person person;
-		if (proto_person_decode(&req, i, &d->person_buf, &person, &id, &id_size, &err) != PROTO_OK) {
-			proto_write_person_error(d->writer, id, id_size, &err);
-			continue;
-		}
-		compute_person(d, &req, &person, "persons", i);
+	if (req.selector == PROTO_SELECT_PERSONS) {
+		compute_inline(d, &req, env->msgid);
+		return;
 	}
-	if (scan) {
-		proto_write_results_next(d->writer, NULL, 0);
+	/* Without a store every stored id is unknown and a scan page is empty. */
+	struct store_txn *txn = NULL;
+	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
+		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
+		return;
 	}
+	if (req.selector == PROTO_SELECT_IDS) {
+		compute_ids(d, txn, &req, env->msgid);
+	} else {
+		compute_scan(d, txn, &req, env->msgid);
+	}
+	store_txn_end(txn);
 }
 
 static void handle_arrears(struct dispatch *d, const struct proto_envelope *env)
@@ -259,6 +382,437 @@ static void handle_medical(struct dispatch *d, const struct proto_envelope *env)
 	handle_compute(d, env, PROTO_MEDICAL);
 }
 
+/* ---- writing ---- */
+
+enum write_outcome {
+	WRITE_DONE = -1,     /* commit, record the answer under the idem key */
+	WRITE_REJECTED = -2, /* the answer is an error: abandon the transaction */
+	/* 0 and up: a store_rc a put met */
+};
+
+/* One write method's body, run inside a write transaction; it writes the
+ * whole response into d->writer and may run again after the map grew. */
+typedef int (*write_body)(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			  const void *req);
+
+static bool touch(struct dispatch *d, const char *id)
+{
+	if (d->touched_count == d->touched_capacity) {
+		uint32_t capacity = d->touched_capacity == 0 ? 64 : d->touched_capacity * 2;
+		void *p = realloc(d->touched, sizeof(*d->touched) * capacity);
+		if (p == NULL) {
+			return false;
+		}
+		d->touched = p;
+		d->touched_capacity = capacity;
+	}
+	memcpy(d->touched[d->touched_count], id, CORE_ID_SIZE);
+	d->touched[d->touched_count++][CORE_ID_SIZE] = '\0';
+	return true;
+}
+
+/* Replays or refuses a repeated idem key; false when the request goes on. */
+static bool idem_answered(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			  const struct proto_string *idem, const uint8_t digest[16])
+{
+	struct store_idem seen;
+	int rc = store_idem_get(txn, idem->ptr, idem->size, &seen);
+	if (rc == STORE_NOT_FOUND) {
+		return false;
+	}
+	if (rc != STORE_OK) {
+		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault reading the idempotency record", NULL);
+	} else if (memcmp(seen.digest, digest, 16) != 0) {
+		write_error(d, env->msgid, PROTO_CONFLICT, "idempotency key reused with another payload", "idem");
+	} else {
+		proto_write_replay(d->writer, env->msgid, seen.answer, seen.answer_size);
+	}
+	return true;
+}
+
+/* The audit record and the idempotency record, in the same transaction. */
+static int write_records(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			 const struct proto_string *idem, const uint8_t digest[16])
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	proto_writer_reset(d->aux);
+	proto_write_audit(d->aux, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, env->method, env->method_size,
+			  idem, (const char(*)[CORE_ID_SIZE + 1])d->touched, d->touched_count);
+	size_t size;
+	const uint8_t *record = proto_writer_data(d->aux, &size);
+	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
+	if (rc == STORE_OK && idem->ptr != NULL) {
+		const uint8_t *body = proto_writer_body(d->writer, &size);
+		rc = body == NULL ? STORE_IO : store_idem_put(txn, idem->ptr, idem->size, digest, body, size);
+	}
+	return rc;
+}
+
+/* Runs body in write transactions until it commits, fails, or is answered
+ * from the idempotency record. Returns true when it committed. */
+static bool run_write(struct dispatch *d, const struct proto_envelope *env, const struct proto_string *idem,
+		      write_body body, const void *req)
+{
+	uint8_t digest[16] = { 0 };
+	if (idem->ptr != NULL) {
+		proto_params_digest(env->params, env->method, env->method_size, digest);
+	}
+	for (int attempt = 0; attempt < WRITE_ATTEMPTS_MAX; attempt++) {
+		struct store_txn *txn;
+		proto_writer_reset(d->writer);
+		d->touched_count = 0;
+		if (store_write_begin(d->store, &txn) != STORE_OK) {
+			break;
+		}
+		if (idem->ptr != NULL && idem_answered(d, txn, env, idem, digest)) {
+			store_txn_end(txn);
+			return false;
+		}
+		int outcome = body(d, txn, env, req);
+		if (outcome == WRITE_REJECTED) {
+			store_txn_end(txn);
+			return false;
+		}
+		if (outcome == WRITE_DONE) {
+			outcome = write_records(d, txn, env, idem, digest);
+		}
+		int rc = store_write_commit(txn); /* also abandons after a failed put */
+		if (outcome == STORE_OK && rc == STORE_OK) {
+			return true;
+		}
+		if (rc == STORE_FULL) {
+			proto_writer_reset(d->writer);
+			write_error(d, env->msgid, PROTO_INTERNAL, "storage full: nothing was written", NULL);
+			return false;
+		}
+		if (rc != STORE_RETRY) {
+			break;
+		}
+	}
+	proto_writer_reset(d->writer);
+	write_error(d, env->msgid, PROTO_INTERNAL, "storage fault: nothing was written", NULL);
+	return false;
+}
+
+static bool store_required(struct dispatch *d, const struct proto_envelope *env)
+{
+	if (d->store == NULL) {
+		write_error(d, env->msgid, PROTO_UNKNOWN_METHOD, "this method needs a store (eval --data DIR)", NULL);
+		return false;
+	}
+	return true;
+}
+
+static int policy_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			   const void *req)
+{
+	const struct core_policy *p = req;
+	proto_writer_reset(d->aux);
+	proto_write_policy_doc(d->aux, p);
+	size_t size;
+	const uint8_t *doc = proto_writer_data(d->aux, &size);
+	int rc = doc == NULL ? STORE_IO : store_policy_put(txn, p->city, doc, size);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	proto_write_ok(d->writer, env->msgid);
+	return WRITE_DONE;
+}
+
+static void handle_policy_put(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_error err;
+	struct core_policy *p = proto_policy_decode(env->params, &err);
+	if (p == NULL) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	struct core_policy_set set = policy_set(d);
+	if (core_policy_find(&set, p->city) == NULL && d->policy_count == DISPATCH_CITIES_MAX) {
+		free(p);
+		write_error(d, env->msgid, PROTO_TOO_LARGE, "too many city policies", "policy.city");
+		return;
+	}
+	struct proto_string no_idem = { NULL, 0 };
+	if (d->store != NULL && !run_write(d, env, &no_idem, policy_put_body, p)) {
+		free(p);
+		return;
+	}
+	ASSERT(policy_install(d, p));
+	if (d->store == NULL) {
+		proto_write_ok(d->writer, env->msgid);
+	}
+}
+
+static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			   const void *req_)
+{
+	const struct proto_compute *req = req_;
+	proto_write_results_begin(d->writer, env->msgid, req->person_count, false);
+	for (uint32_t i = 0; i < req->person_count; i++) {
+		const char *id;
+		size_t id_size;
+		struct proto_error err;
+		struct proto_person person;
+		if (proto_person_decode(req, i, &d->person_buf, &person, &id, &id_size, &err) != PROTO_OK) {
+			proto_write_person_error(d->writer, id, id_size, &err);
+			continue;
+		}
+		core_slots_sort(person.slots, person.slot_count);
+		int rc = store_person_put(txn, person.id, person.class_given ? person.class_ : -1, person.slots,
+					  person.slot_count);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+		if (!touch(d, person.id)) {
+			return STORE_IO;
+		}
+		proto_write_put_ok(d->writer, person.id);
+	}
+	return WRITE_DONE;
+}
+
+static void handle_person_put(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_compute req;
+	struct proto_string idem;
+	struct proto_error err;
+	if (proto_put_decode(env->params, &req, &err) != PROTO_OK ||
+	    proto_idem_decode(env->params, false, &idem, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (store_required(d, env)) {
+		run_write(d, env, &idem, person_put_body, &req);
+	}
+}
+
+static void handle_person_get(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_string id;
+	struct proto_error err;
+	if (proto_id_decode(env->params, &id, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (!store_required(d, env)) {
+		return;
+	}
+	struct store_txn *txn;
+	struct store_person p;
+	int rc = store_read_begin(d->store, &txn);
+	if (rc == STORE_OK) {
+		rc = store_person_get(txn, id.ptr, id.size, &p);
+		if (rc == STORE_OK && !proto_write_person(d->writer, env->msgid, p.id, p.retire_class, &p.timeline)) {
+			rc = STORE_IO;
+		}
+		store_txn_end(txn);
+	}
+	if (rc != STORE_OK) {
+		proto_writer_reset(d->writer);
+		write_error(d, env->msgid, rc == STORE_NOT_FOUND ? PROTO_NOT_FOUND : PROTO_INTERNAL,
+			    rc == STORE_NOT_FOUND ? "no such person" : "storage fault reading the person", "id");
+	}
+}
+
+static int person_delete_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			      const void *req)
+{
+	const struct proto_string *id = req;
+	int rc = store_person_delete(txn, id->ptr, id->size);
+	if (rc == STORE_NOT_FOUND) {
+		write_error(d, env->msgid, PROTO_NOT_FOUND, "no such person", "id");
+		return WRITE_REJECTED;
+	}
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	if (!touch(d, id->ptr)) {
+		return STORE_IO;
+	}
+	proto_write_ok(d->writer, env->msgid);
+	return WRITE_DONE;
+}
+
+static void handle_person_delete(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_string id;
+	struct proto_string idem;
+	struct proto_error err;
+	if (proto_id_decode(env->params, &id, &err) != PROTO_OK ||
+	    proto_idem_decode(env->params, false, &idem, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (store_required(d, env)) {
+		run_write(d, env, &idem, person_delete_body, &id);
+	}
+}
+
+/* Decodes a stored person into d->slots for changing it. */
+static int stored_slots(struct dispatch *d, const struct store_person *p)
+{
+	if (!scratch_reserve(d, p->timeline.slot_count)) {
+		return STORE_IO;
+	}
+	struct core_timeline_iter it;
+	const struct core_slot *s;
+	uint32_t n = 0;
+	core_timeline_iter_init(&it, &p->timeline);
+	while ((s = core_timeline_next(&it)) != NULL) {
+		d->slots[n++] = *s;
+	}
+	return it.corrupt ? STORE_IO : STORE_OK;
+}
+
+static int payment_item(struct dispatch *d, struct store_txn *txn, const struct proto_list *items, uint32_t i)
+{
+	struct proto_payment pay;
+	struct proto_error err;
+	struct store_person p;
+	int rc = PROTO_OK;
+	if (proto_payment_item(items, i, &pay, &err) != PROTO_OK) {
+		proto_write_item_result(d->writer, &err);
+		return STORE_OK;
+	}
+	int found = store_person_get(txn, pay.id.ptr, pay.id.size, &p);
+	if (found == STORE_NOT_FOUND) {
+		rc = proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "items[%u].id", i);
+	} else if (found != STORE_OK || stored_slots(d, &p) != STORE_OK) {
+		return STORE_IO;
+	} else {
+		uint32_t n = p.timeline.slot_count;
+		int applied = core_payment_apply(d->slots, n, pay.month, pay.city, pay.type, pay.amount_fen, pay.date);
+		if (applied == CORE_ERR_NO_SLOT) {
+			rc = proto_error_set(&err, PROTO_NOT_FOUND, "no such slot", "items[%u]", i);
+		} else if (applied == CORE_ERR_DEEMED) {
+			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "payment into a deemed slot", "items[%u]", i);
+		} else if (applied == CORE_ERR_OVERFLOW) {
+			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "paid would pass 2^53 fen", "items[%u].amount", i);
+		} else {
+			int put = store_person_put(txn, p.id, p.retire_class, d->slots, n);
+			if (put != STORE_OK) {
+				return put;
+			}
+			if (!touch(d, p.id)) {
+				return STORE_IO;
+			}
+		}
+	}
+	proto_write_item_result(d->writer, rc == PROTO_OK ? NULL : &err);
+	return STORE_OK;
+}
+
+static int payment_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req)
+{
+	const struct proto_list *items = req;
+	proto_write_results_begin(d->writer, env->msgid, items->count, false);
+	for (uint32_t i = 0; i < items->count; i++) {
+		int rc = payment_item(d, txn, items, i);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+	}
+	return WRITE_DONE;
+}
+
+static void handle_payment(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_string idem;
+	struct proto_list items;
+	struct proto_error err;
+	if (proto_idem_decode(env->params, true, &idem, &err) != PROTO_OK ||
+	    proto_payment_decode(env->params, &items, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (store_required(d, env)) {
+		run_write(d, env, &idem, payment_body, &items);
+	}
+}
+
+static int withhold_account(struct dispatch *d, struct store_txn *txn, const struct proto_withhold *req, uint32_t i)
+{
+	struct proto_string id;
+	int64_t balance;
+	struct proto_error err;
+	struct store_person p;
+	if (proto_withhold_account(req, i, &id, &balance, &err) != PROTO_OK) {
+		proto_write_person_error(d->writer, id.ptr, id.size, &err);
+		return STORE_OK;
+	}
+	int rc = store_person_get(txn, id.ptr, id.size, &p);
+	if (rc == STORE_NOT_FOUND) {
+		proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "accounts[%u].id", i);
+		proto_write_person_error(d->writer, id.ptr, id.size, &err);
+		return STORE_OK;
+	}
+	if (rc != STORE_OK || stored_slots(d, &p) != STORE_OK) {
+		return STORE_IO;
+	}
+	struct core_policy_set set = policy_set(d);
+	uint32_t n = p.timeline.slot_count;
+	struct core_timeline plain = { d->slots, n, NULL, 0 };
+	uint32_t bad;
+	rc = core_person_resolve(&set, &plain, &bad);
+	if (rc != CORE_OK) {
+		if (rc == CORE_ERR_NO_POLICY) {
+			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", d->slots[bad].city);
+		} else {
+			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
+					"accounts[%u].slots[%u].month", i, bad);
+		}
+		proto_write_person_error(d->writer, p.id, CORE_ID_SIZE, &err);
+		return STORE_OK;
+	}
+	uint32_t line_count;
+	core_withhold_run(&set, d->slots, n, req->month, req->date, &balance, d->lines, &line_count);
+	bool paid = false;
+	for (uint32_t k = 0; k < line_count; k++) {
+		paid |= d->lines[k].paid;
+	}
+	if (paid) {
+		rc = store_person_put(txn, p.id, p.retire_class, d->slots, n);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+		if (!touch(d, p.id)) {
+			return STORE_IO;
+		}
+	}
+	proto_write_withhold(d->writer, p.id, d->lines, line_count, balance);
+	return STORE_OK;
+}
+
+static int withhold_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req_)
+{
+	const struct proto_withhold *req = req_;
+	proto_write_results_begin(d->writer, env->msgid, req->accounts.count, false);
+	for (uint32_t i = 0; i < req->accounts.count; i++) {
+		int rc = withhold_account(d, txn, req, i);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+	}
+	return WRITE_DONE;
+}
+
+static void handle_withhold(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_string idem;
+	struct proto_withhold req;
+	struct proto_error err;
+	if (proto_idem_decode(env->params, true, &idem, &err) != PROTO_OK ||
+	    proto_withhold_decode(env->params, &req, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (store_required(d, env)) {
+		run_write(d, env, &idem, withhold_body, &req);
+	}
+}
+
 static const struct {
 	const char *name;
 	void (*handle)(struct dispatch *d, const struct proto_envelope *env);
@@ -266,6 +820,11 @@ static const struct {
 	{ "ping", handle_ping },
 	{ "policy.put", handle_policy_put },
 	{ "policy.get", handle_policy_get },
+	{ "person.put", handle_person_put },
+	{ "person.get", handle_person_get },
+	{ "person.delete", handle_person_delete },
+	{ "payment.apply", handle_payment },
+	{ "withhold.run", handle_withhold },
 	{ "arrears.compute", handle_arrears },
 	{ "years.compute", handle_years },
 	{ "retirement.check", handle_retirement },
@@ -293,8 +852,7 @@ bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size,
 		if (i < count) {
 			methods[i].handle(d, &env);
 		} else {
-			proto_error_set(&err, PROTO_UNKNOWN_METHOD, "unknown method", NULL);
-			proto_write_error(d->writer, env.msgid, &err);
+			write_error(d, env.msgid, PROTO_UNKNOWN_METHOD, "unknown method", NULL);
 		}
 		if (env.kind == PROTO_KIND_NOTIFICATION) {
 			proto_writer_reset(d->writer);
@@ -303,8 +861,7 @@ bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size,
 	*response = proto_writer_data(d->writer, response_size);
 	if (*response == NULL) {
 		proto_writer_reset(d->writer);
-		proto_error_set(&err, PROTO_INTERNAL, "out of memory writing the response", NULL);
-		proto_write_error(d->writer, env.msgid, &err);
+		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);
 		*response = proto_writer_data(d->writer, response_size);
 	}
 	return close;
@@ -313,9 +870,7 @@ bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size,
 void dispatch_reject(struct dispatch *d, int code, const char *message, const uint8_t **response,
 		     size_t *response_size)
 {
-	struct proto_error err;
 	proto_writer_reset(d->writer);
-	proto_error_set(&err, code, message, NULL);
-	proto_write_error(d->writer, 0, &err);
+	write_error(d, 0, code, message, NULL);
 	*response = proto_writer_data(d->writer, response_size);
 }

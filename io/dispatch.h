@@ -8,12 +8,16 @@
 #include <stdint.h>
 
 #include "../proto/proto.h"
+#include "../store/store.h"
 
 #define DISPATCH_CITIES_MAX 4096u /* policies held; beyond: too_large */
 
 struct dispatch;
 
-struct dispatch *dispatch_new(void);
+/* store: NULL for inline persons only (policies then live in memory);
+ * otherwise policies are loaded from it and every write goes to it. NULL
+ * when out of memory or the stored policies do not load. */
+struct dispatch *dispatch_new(struct store *store);
 void dispatch_free(struct dispatch *d);
 
 /* Handles one complete frame (see proto_frame_scan). On return *response

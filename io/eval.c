@@ -55,9 +55,9 @@ static bool write_all(int fd, const uint8_t *p, size_t size)
 	return true;
 }
 
-int eval_run(int in_fd, int out_fd)
+int eval_run(struct store *store, int in_fd, int out_fd)
 {
-	struct dispatch *d = dispatch_new();
+	struct dispatch *d = dispatch_new(store);
 	struct input in = { 0 };
 	struct proto_frame frame;
 	proto_frame_reset(&frame);

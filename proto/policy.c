@@ -313,6 +313,8 @@ static uint32_t bounded_array_size(const msgpack_object *o, uint32_t max)
 	return o->via.array.size < max ? o->via.array.size : max;
 }
 
+static struct core_policy *policy_from_object(const msgpack_object *doc, struct proto_error *err);
+
 struct core_policy *proto_policy_decode(const struct proto_params *params, struct proto_error *err)
 {
 	const msgpack_object *doc = proto_map_get((const msgpack_object *)params, "policy");
@@ -320,6 +322,27 @@ struct core_policy *proto_policy_decode(const struct proto_params *params, struc
 		proto_error_set(err, PROTO_INVALID_ARGUMENT, "policy must be a map", "policy");
 		return NULL;
 	}
+	return policy_from_object(doc, err);
+}
+
+struct core_policy *proto_policy_from_doc(const uint8_t *bytes, size_t size, struct proto_error *err)
+{
+	msgpack_unpacked unpacked;
+	msgpack_unpacked_init(&unpacked);
+	size_t offset = 0;
+	struct core_policy *p = NULL;
+	if (msgpack_unpack_next(&unpacked, (const char *)bytes, size, &offset) == MSGPACK_UNPACK_SUCCESS &&
+	    unpacked.data.type == MSGPACK_OBJECT_MAP) {
+		p = policy_from_object(&unpacked.data, err);
+	} else {
+		proto_error_set(err, PROTO_INTERNAL, "stored policy does not decode", NULL);
+	}
+	msgpack_unpacked_destroy(&unpacked);
+	return p;
+}
+
+static struct core_policy *policy_from_object(const msgpack_object *doc, struct proto_error *err)
+{
 	const msgpack_object *periods = proto_map_get(doc, "periods");
 	const msgpack_object *interest = proto_map_get(doc, "interest");
 	const msgpack_object *rates = interest != NULL && interest->type == MSGPACK_OBJECT_MAP

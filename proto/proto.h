@@ -138,7 +138,8 @@ struct proto_person_buf {
 
 struct proto_person {
 	char id[CORE_ID_SIZE + 1];
-	uint8_t class_;
+	uint8_t class_;   /* given, or the default from the id */
+	bool class_given;
 	uint32_t slot_count;
 	struct core_slot *slots; /* borrows the buf */
 };
@@ -152,6 +153,52 @@ bool proto_compute_id(const struct proto_compute *req, uint32_t index, const cha
 		      struct proto_error *err);
 void proto_person_buf_free(struct proto_person_buf *buf);
 
+/* ---- write methods ---- */
+
+struct proto_string {
+	const char *ptr; /* borrows the message; not terminated */
+	size_t size;
+};
+
+struct proto_list {
+	const void *items; /* the array */
+	uint32_t count;
+};
+
+struct proto_payment {
+	struct proto_string id;
+	int32_t month; /* dense */
+	uint32_t city;
+	uint8_t type;
+	int64_t amount_fen;
+	int32_t date;
+};
+
+struct proto_withhold {
+	int32_t month; /* dense */
+	int32_t date;
+	struct proto_list accounts;
+};
+
+/* The optional or required "idem" key (1..255 bytes); key->ptr NULL when absent. */
+int proto_idem_decode(const struct proto_params *params, bool required, struct proto_string *key,
+		      struct proto_error *err);
+/* A 128-bit fingerprint of method and params: the same payload gives the same digest. */
+void proto_params_digest(const struct proto_params *params, const char *method, size_t method_size,
+			 uint8_t out[16]);
+/* person.get / person.delete: a valid resident id at "id". */
+int proto_id_decode(const struct proto_params *params, struct proto_string *id, struct proto_error *err);
+/* person.put: the persons list, decoded one by one with proto_person_decode. */
+int proto_put_decode(const struct proto_params *params, struct proto_compute *out, struct proto_error *err);
+/* payment.apply: the items list, then each item in field order. */
+int proto_payment_decode(const struct proto_params *params, struct proto_list *items, struct proto_error *err);
+int proto_payment_item(const struct proto_list *items, uint32_t index, struct proto_payment *out,
+		       struct proto_error *err);
+/* withhold.run: month, date (month ≤ month(date)), accounts; then each account. */
+int proto_withhold_decode(const struct proto_params *params, struct proto_withhold *out, struct proto_error *err);
+int proto_withhold_account(const struct proto_withhold *req, uint32_t index, struct proto_string *id,
+			   int64_t *balance_fen, struct proto_error *err);
+
 /* ---- writing responses ---- */
 
 struct proto_writer; /* one reusable output buffer */
@@ -161,10 +208,29 @@ void proto_writer_free(struct proto_writer *w);
 void proto_writer_reset(struct proto_writer *w);
 const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size);
 
+/* The response after its msgid, to replay for a repeated idempotency key. */
+const uint8_t *proto_writer_body(const struct proto_writer *w, size_t *size);
+void proto_write_replay(struct proto_writer *w, uint32_t msgid, const uint8_t *body, size_t size);
+
 void proto_write_error(struct proto_writer *w, uint32_t msgid, const struct proto_error *err);
 void proto_write_pong(struct proto_writer *w, uint32_t msgid);
 void proto_write_ok(struct proto_writer *w, uint32_t msgid);
 void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct core_policy *policy);
+/* The policy document alone, every default filled (what the store keeps). */
+void proto_write_policy_doc(struct proto_writer *w, const struct core_policy *policy);
+/* Decodes a document written by proto_write_policy_doc. */
+struct core_policy *proto_policy_from_doc(const uint8_t *doc, size_t size, struct proto_error *err);
+/* person.get: false when the stored timeline is corrupt (discard the output). */
+bool proto_write_person(struct proto_writer *w, uint32_t msgid, const char *id, int retire_class,
+			const struct core_timeline *tl);
+void proto_write_put_ok(struct proto_writer *w, const char *id);
+/* payment.apply: {ok: true} when err is NULL, else {error}. */
+void proto_write_item_result(struct proto_writer *w, const struct proto_error *err);
+void proto_write_withhold(struct proto_writer *w, const char *id, const struct core_withhold_line *lines,
+			  uint32_t line_count, int64_t balance_fen);
+/* An audit record: {time_ms, method, idem, persons}. */
+void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
+		       const struct proto_string *idem, const char (*ids)[CORE_ID_SIZE + 1], uint32_t id_count);
 
 /* { "results": [ count entries ], "next"?: ... } */
 void proto_write_results_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next);

@@ -221,6 +221,7 @@ static int person_head(const msgpack_object *o, uint32_t index, struct proto_per
 	memcpy(out->id, *id, CORE_ID_SIZE);
 	out->id[CORE_ID_SIZE] = '\0';
 	out->class_ = core_id_default_class(out->id);
+	out->class_given = false;
 	const msgpack_object *class_o = proto_map_get(o, "retire_class");
 	if (class_o != NULL) {
 		int c = proto_read_name(class_o, core_class_names, CORE_CLASS_COUNT);
@@ -229,6 +230,7 @@ static int person_head(const msgpack_object *o, uint32_t index, struct proto_per
 					       "persons[%u].retire_class", index);
 		}
 		out->class_ = (uint8_t)c;
+		out->class_given = true;
 	}
 	return PROTO_OK;
 }

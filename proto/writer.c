@@ -12,6 +12,7 @@ struct proto_writer {
 	uint8_t *data;
 	size_t size;
 	size_t capacity;
+	size_t body_offset; /* where the response after its msgid starts */
 	bool failed;
 };
 
@@ -128,6 +129,19 @@ static void header(struct proto_writer *w, uint32_t msgid)
 	msgpack_pack_array(&w->pk, 4);
 	msgpack_pack_uint32(&w->pk, 1);
 	msgpack_pack_uint32(&w->pk, msgid);
+	w->body_offset = w->size;
+}
+
+const uint8_t *proto_writer_body(const struct proto_writer *w, size_t *size)
+{
+	*size = w->size - w->body_offset;
+	return w->failed ? NULL : w->data + w->body_offset;
+}
+
+void proto_write_replay(struct proto_writer *w, uint32_t msgid, const uint8_t *body, size_t size)
+{
+	header(w, msgid);
+	writer_append(w, (const char *)body, size);
 }
 
 static void error_map(struct proto_writer *w, const struct proto_error *err)
@@ -199,6 +213,11 @@ void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct cor
 {
 	result_header(w, msgid, 1);
 	str(w, "policy");
+	proto_write_policy_doc(w, p);
+}
+
+void proto_write_policy_doc(struct proto_writer *w, const struct core_policy *p)
+{
 	msgpack_pack_map(&w->pk, 9);
 	key_city(w, "city", p->city);
 	str(w, "name");
@@ -440,4 +459,104 @@ void proto_write_medical(struct proto_writer *w, const char *id, const struct co
 	str(w, "resumes");
 	m->resumes_date == 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, m->resumes_date);
 	key_int(w, "arrears_months", m->arrears_months);
+}
+
+static void slot_map(struct proto_writer *w, const struct core_slot *s)
+{
+	msgpack_pack_map(&w->pk, 8);
+	key_month(w, "month", s->month);
+	key_city(w, "city", s->city);
+	str(w, "type");
+	str(w, core_type_names[s->type]);
+	str(w, "category");
+	str(w, core_category_names[s->category]);
+	key_int(w, "base", s->base_fen);
+	key_int(w, "paid", s->paid_fen);
+	key_int(w, "paid_date", s->paid_date);
+	key_bool(w, "deemed", s->deemed);
+}
+
+bool proto_write_person(struct proto_writer *w, uint32_t msgid, const char *id, int retire_class,
+			const struct core_timeline *tl)
+{
+	result_header(w, msgid, 1);
+	str(w, "person");
+	msgpack_pack_map(&w->pk, retire_class >= 0 ? 3 : 2);
+	str(w, "id");
+	str(w, id);
+	if (retire_class >= 0) {
+		str(w, "retire_class");
+		str(w, core_class_names[retire_class]);
+	}
+	str(w, "slots");
+	msgpack_pack_array(&w->pk, tl->slot_count);
+	struct core_timeline_iter it;
+	const struct core_slot *s;
+	core_timeline_iter_init(&it, tl);
+	while ((s = core_timeline_next(&it)) != NULL) {
+		slot_map(w, s);
+	}
+	return !it.corrupt;
+}
+
+void proto_write_put_ok(struct proto_writer *w, const char *id)
+{
+	msgpack_pack_map(&w->pk, 2);
+	str(w, "id");
+	str(w, id);
+	key_bool(w, "ok", true);
+}
+
+void proto_write_item_result(struct proto_writer *w, const struct proto_error *err)
+{
+	msgpack_pack_map(&w->pk, 1);
+	if (err == NULL) {
+		key_bool(w, "ok", true);
+		return;
+	}
+	str(w, "error");
+	error_map(w, err);
+}
+
+void proto_write_withhold(struct proto_writer *w, const char *id, const struct core_withhold_line *lines,
+			  uint32_t line_count, int64_t balance_fen)
+{
+	uint32_t paid = 0;
+	for (uint32_t i = 0; i < line_count; i++) {
+		paid += lines[i].paid;
+	}
+	msgpack_pack_map(&w->pk, 4);
+	str(w, "id");
+	str(w, id);
+	for (int pass = 1; pass >= 0; pass--) {
+		str(w, pass ? "paid" : "interrupted");
+		msgpack_pack_array(&w->pk, pass ? paid : line_count - paid);
+		for (uint32_t i = 0; i < line_count; i++) {
+			if (lines[i].paid != (bool)pass) {
+				continue;
+			}
+			msgpack_pack_map(&w->pk, 3);
+			str(w, "type");
+			str(w, core_type_names[lines[i].type]);
+			key_city(w, "city", lines[i].city);
+			key_int(w, pass ? "amount" : "owed", lines[i].amount_fen);
+		}
+	}
+	key_int(w, "balance", balance_fen);
+}
+
+void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
+		       const struct proto_string *idem, const char (*ids)[CORE_ID_SIZE + 1], uint32_t id_count)
+{
+	msgpack_pack_map(&w->pk, 4);
+	key_int(w, "time_ms", time_ms);
+	str(w, "method");
+	str_n(w, method, method_size);
+	str(w, "idem");
+	idem->ptr == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, idem->ptr, idem->size);
+	str(w, "persons");
+	msgpack_pack_array(&w->pk, id_count);
+	for (uint32_t i = 0; i < id_count; i++) {
+		str(w, ids[i]);
+	}
 }

@@ -1,0 +1,444 @@
+/* LMDB: five named databases in one environment, one writer at a time. */
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store.h"
+
+#define PERSON_HEADER_BYTES 2u /* format, retire class */
+#define CLASS_DEFAULT 0xffu
+
+enum { DB_PERSONS, DB_POLICIES, DB_IDEM, DB_AUDIT, DB_COUNT };
+static const char *const db_names[DB_COUNT] = { "persons", "policies", "idem", "audit" };
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	uint64_t map_bytes;
+	uint64_t map_bytes_max;
+	uint8_t *scratch; /* person encodings before they are put */
+	size_t scratch_size;
+};
+
+struct store_txn {
+	struct store *store;
+	MDB_txn *txn;
+	bool write;
+	int failed; /* an LMDB error a put met: commit reports it */
+};
+
+struct store_scan {
+	struct store_txn *txn;
+	MDB_cursor *cursor;
+	MDB_val key;
+	bool started;
+	bool done;
+	char after[CORE_ID_SIZE + 2];
+	size_t after_size;
+};
+
+static int map_error(int rc)
+{
+	if (rc == 0) {
+		return STORE_OK;
+	}
+	if (rc == MDB_NOTFOUND) {
+		return STORE_NOT_FOUND;
+	}
+	if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT) {
+		return STORE_FULL;
+	}
+	return STORE_IO;
+}
+
+int store_open(const char *dir, const struct store_options *options, struct store **out, char *errbuf,
+	       size_t errbuf_size)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	MDB_txn *txn = NULL;
+	int rc = s == NULL ? ENOMEM : 0;
+	if (rc == 0 && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		rc = errno;
+	}
+	if (rc == 0) {
+		s->map_bytes_max = options != NULL && options->map_bytes_max > 0 ? options->map_bytes_max
+										   : STORE_MAP_BYTES_MAX;
+		rc = mdb_env_create(&s->env);
+	}
+	if (rc == 0) {
+		rc = mdb_env_set_maxdbs(s->env, DB_COUNT);
+	}
+	if (rc == 0) {
+		rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0644);
+	}
+	if (rc == 0) {
+		/* Keep the map a stored environment already has, when larger. */
+		MDB_envinfo info;
+		mdb_env_info(s->env, &info);
+		uint64_t start = STORE_MAP_BYTES_START < s->map_bytes_max ? STORE_MAP_BYTES_START : s->map_bytes_max;
+		s->map_bytes = info.me_mapsize > start ? info.me_mapsize : start;
+		rc = mdb_env_set_mapsize(s->env, s->map_bytes);
+	}
+	if (rc == 0) {
+		rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+	}
+	for (int i = 0; rc == 0 && i < DB_COUNT; i++) {
+		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+	}
+	if (rc == 0) {
+		rc = mdb_txn_commit(txn);
+		txn = NULL;
+	}
+	if (rc != 0) {
+		snprintf(errbuf, errbuf_size, "%s: %s", dir, rc > 0 ? strerror(rc) : mdb_strerror(rc));
+		if (txn != NULL) {
+			mdb_txn_abort(txn);
+		}
+		store_close(s);
+		return map_error(rc) == STORE_FULL ? STORE_FULL : STORE_IO;
+	}
+	*out = s;
+	return STORE_OK;
+}
+
+void store_close(struct store *s)
+{
+	if (s == NULL) {
+		return;
+	}
+	if (s->env != NULL) {
+		mdb_env_close(s->env);
+	}
+	free(s->scratch);
+	free(s);
+}
+
+static int txn_begin(struct store *s, bool write, struct store_txn **out)
+{
+	struct store_txn *t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		return STORE_IO;
+	}
+	int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	if (rc != 0) {
+		free(t);
+		return map_error(rc);
+	}
+	t->store = s;
+	t->write = write;
+	*out = t;
+	return STORE_OK;
+}
+
+int store_read_begin(struct store *s, struct store_txn **out)
+{
+	return txn_begin(s, false, out);
+}
+
+int store_write_begin(struct store *s, struct store_txn **out)
+{
+	return txn_begin(s, true, out);
+}
+
+void store_txn_end(struct store_txn *t)
+{
+	if (t != NULL) {
+		mdb_txn_abort(t->txn);
+		free(t);
+	}
+}
+
+/* Doubles the map after MDB_MAP_FULL; no transaction may be open. */
+static int map_grow(struct store *s)
+{
+	if (s->map_bytes >= s->map_bytes_max) {
+		return STORE_FULL;
+	}
+	uint64_t bytes = s->map_bytes * 2 < s->map_bytes_max ? s->map_bytes * 2 : s->map_bytes_max;
+	if (mdb_env_set_mapsize(s->env, bytes) != 0) {
+		return STORE_IO;
+	}
+	s->map_bytes = bytes;
+	return STORE_RETRY;
+}
+
+int store_write_commit(struct store_txn *t)
+{
+	struct store *s = t->store;
+	int rc = t->failed;
+	if (rc == 0) {
+		rc = mdb_txn_commit(t->txn);
+	} else {
+		mdb_txn_abort(t->txn);
+	}
+	free(t);
+	if (rc == MDB_MAP_FULL) {
+		return map_grow(s);
+	}
+	return map_error(rc);
+}
+
+/* Records an LMDB error of a write so that commit reports it. */
+static int put_result(struct store_txn *t, int rc)
+{
+	if (rc != 0 && rc != MDB_NOTFOUND && t->failed == 0) {
+		t->failed = rc;
+	}
+	return map_error(rc);
+}
+
+static int decode_person(const MDB_val *key, const MDB_val *val, struct store_person *out)
+{
+	const uint8_t *v = val->mv_data;
+	if (key->mv_size != CORE_ID_SIZE || val->mv_size < PERSON_HEADER_BYTES || v[0] != STORE_PERSON_FORMAT ||
+	    (v[1] >= CORE_CLASS_COUNT && v[1] != CLASS_DEFAULT)) {
+		return STORE_IO;
+	}
+	memcpy(out->id, key->mv_data, CORE_ID_SIZE);
+	out->id[CORE_ID_SIZE] = '\0';
+	out->retire_class = v[1] == CLASS_DEFAULT ? -1 : v[1];
+	out->timeline = (struct core_timeline){ NULL, 0, v + PERSON_HEADER_BYTES, val->mv_size - PERSON_HEADER_BYTES };
+	/* The slot count leads the encoding. */
+	uint64_t count = 0;
+	const uint8_t *p = out->timeline.runs;
+	const uint8_t *end = p + out->timeline.runs_size;
+	for (uint32_t shift = 0; p < end && shift < 35; shift += 7) {
+		count |= (uint64_t)(*p & 0x7f) << shift;
+		if (*p++ < 0x80) {
+			out->timeline.slot_count = (uint32_t)count;
+			return count <= UINT32_MAX ? STORE_OK : STORE_IO;
+		}
+	}
+	return STORE_IO;
+}
+
+int store_person_get(struct store_txn *t, const char *id, size_t id_size, struct store_person *out)
+{
+	if (id_size != CORE_ID_SIZE) {
+		return STORE_NOT_FOUND;
+	}
+	MDB_val key = { id_size, (void *)id };
+	MDB_val val;
+	int rc = mdb_get(t->txn, t->store->dbi[DB_PERSONS], &key, &val);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	return decode_person(&key, &val, out);
+}
+
+int store_person_put(struct store_txn *t, const char *id, int retire_class, const struct core_slot *slots,
+		     uint32_t slot_count)
+{
+	struct store *s = t->store;
+	size_t need = PERSON_HEADER_BYTES + core_timeline_encode_max(slot_count);
+	if (need > s->scratch_size) {
+		uint8_t *p = realloc(s->scratch, need);
+		if (p == NULL) {
+			return put_result(t, ENOMEM);
+		}
+		s->scratch = p;
+		s->scratch_size = need;
+	}
+	s->scratch[0] = STORE_PERSON_FORMAT;
+	s->scratch[1] = retire_class < 0 ? CLASS_DEFAULT : (uint8_t)retire_class;
+	size_t size = core_timeline_encode(slots, slot_count, s->scratch + PERSON_HEADER_BYTES,
+					   s->scratch_size - PERSON_HEADER_BYTES);
+	ASSERT(size > 0);
+	MDB_val key = { CORE_ID_SIZE, (void *)id };
+	MDB_val val = { PERSON_HEADER_BYTES + size, s->scratch };
+	return put_result(t, mdb_put(t->txn, s->dbi[DB_PERSONS], &key, &val, 0));
+}
+
+int store_person_delete(struct store_txn *t, const char *id, size_t id_size)
+{
+	if (id_size != CORE_ID_SIZE) {
+		return STORE_NOT_FOUND;
+	}
+	MDB_val key = { id_size, (void *)id };
+	return put_result(t, mdb_del(t->txn, t->store->dbi[DB_PERSONS], &key, NULL));
+}
+
+int store_scan_open(struct store_txn *t, const char *after, size_t after_size, struct store_scan **out)
+{
+	struct store_scan *sc = calloc(1, sizeof(*sc));
+	if (sc == NULL) {
+		return STORE_IO;
+	}
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PERSONS], &sc->cursor);
+	if (rc != 0) {
+		free(sc);
+		return map_error(rc);
+	}
+	sc->txn = t;
+	if (after != NULL) {
+		/* Keys are 18 bytes: comparing with 19 bytes of `after` orders them as the whole would. */
+		sc->after_size = after_size < sizeof(sc->after) ? after_size : sizeof(sc->after);
+		memcpy(sc->after, after, sc->after_size);
+	}
+	sc->started = after == NULL;
+	*out = sc;
+	return STORE_OK;
+}
+
+int store_scan_next(struct store_scan *sc, struct store_person *out)
+{
+	MDB_val val;
+	int rc;
+	if (sc->done) {
+		return STORE_NOT_FOUND;
+	}
+	if (sc->key.mv_data == NULL && sc->started) {
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_FIRST);
+	} else if (sc->key.mv_data == NULL) {
+		sc->key = (MDB_val){ sc->after_size, sc->after };
+		rc = sc->after_size == 0 ? mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_FIRST)
+					 : mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_SET_RANGE);
+		if (rc == 0 && sc->key.mv_size == sc->after_size && memcmp(sc->key.mv_data, sc->after, sc->after_size) == 0) {
+			rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_NEXT);
+		}
+	} else {
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_NEXT);
+	}
+	if (rc != 0) {
+		sc->done = true;
+		return map_error(rc);
+	}
+	return decode_person(&sc->key, &val, out);
+}
+
+void store_scan_close(struct store_scan *sc)
+{
+	if (sc != NULL) {
+		mdb_cursor_close(sc->cursor);
+		free(sc);
+	}
+}
+
+static void city_key(uint32_t city, uint8_t key[4])
+{
+	key[0] = (uint8_t)(city >> 24);
+	key[1] = (uint8_t)(city >> 16);
+	key[2] = (uint8_t)(city >> 8);
+	key[3] = (uint8_t)city;
+}
+
+int store_policy_put(struct store_txn *t, uint32_t city, const uint8_t *doc, size_t doc_size)
+{
+	uint8_t k[4];
+	city_key(city, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val = { doc_size, (void *)doc };
+	return put_result(t, mdb_put(t->txn, t->store->dbi[DB_POLICIES], &key, &val, 0));
+}
+
+int store_policy_each(struct store_txn *t, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
+		      void *ctx)
+{
+	MDB_cursor *cursor;
+	MDB_val key;
+	MDB_val val;
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_POLICIES], &cursor);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	int result = STORE_OK;
+	for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0 && result == STORE_OK;
+	     rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+		const uint8_t *k = key.mv_data;
+		if (key.mv_size != 4) {
+			result = STORE_IO;
+			break;
+		}
+		uint32_t city = (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
+		result = fn(ctx, city, val.mv_data, val.mv_size);
+	}
+	mdb_cursor_close(cursor);
+	if (result == STORE_OK && rc != MDB_NOTFOUND) {
+		result = map_error(rc);
+	}
+	return result;
+}
+
+int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, struct store_idem *out)
+{
+	MDB_val key = { key_size, (void *)key_bytes };
+	MDB_val val;
+	int rc = mdb_get(t->txn, t->store->dbi[DB_IDEM], &key, &val);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	if (val.mv_size < sizeof(out->digest)) {
+		return STORE_IO;
+	}
+	memcpy(out->digest, val.mv_data, sizeof(out->digest));
+	out->answer = (const uint8_t *)val.mv_data + sizeof(out->digest);
+	out->answer_size = val.mv_size - sizeof(out->digest);
+	return STORE_OK;
+}
+
+int store_idem_put(struct store_txn *t, const char *key_bytes, size_t key_size, const uint8_t digest[16],
+		   const uint8_t *answer, size_t answer_size)
+{
+	MDB_val key = { key_size, (void *)key_bytes };
+	MDB_val val = { 16 + answer_size, NULL };
+	int rc = mdb_put(t->txn, t->store->dbi[DB_IDEM], &key, &val, MDB_RESERVE);
+	if (rc == 0) {
+		memcpy(val.mv_data, digest, 16);
+		memcpy((uint8_t *)val.mv_data + 16, answer, answer_size);
+	}
+	return put_result(t, rc);
+}
+
+int store_audit_append(struct store_txn *t, const uint8_t *record, size_t record_size)
+{
+	MDB_cursor *cursor;
+	MDB_val key;
+	MDB_val val;
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_AUDIT], &cursor);
+	if (rc != 0) {
+		return put_result(t, rc);
+	}
+	uint64_t seq = 0;
+	rc = mdb_cursor_get(cursor, &key, &val, MDB_LAST);
+	if (rc == 0 && key.mv_size == 8) {
+		const uint8_t *k = key.mv_data;
+		for (int i = 0; i < 8; i++) {
+			seq = seq << 8 | k[i];
+		}
+	}
+	mdb_cursor_close(cursor);
+	uint8_t next[8];
+	for (int i = 0; i < 8; i++) {
+		next[i] = (uint8_t)((seq + 1) >> (56 - 8 * i));
+	}
+	key = (MDB_val){ sizeof(next), next };
+	val = (MDB_val){ record_size, (void *)record };
+	return put_result(t, mdb_put(t->txn, t->store->dbi[DB_AUDIT], &key, &val, MDB_APPEND));
+}
+
+int store_stats(struct store *s, struct store_stats *out)
+{
+	MDB_txn *txn;
+	MDB_stat st;
+	MDB_envinfo info;
+	memset(out, 0, sizeof(*out));
+	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	if (mdb_stat(txn, s->dbi[DB_PERSONS], &st) == 0) {
+		out->persons = st.ms_entries;
+	}
+	if (mdb_stat(txn, s->dbi[DB_AUDIT], &st) == 0) {
+		out->audit_records = st.ms_entries;
+	}
+	mdb_txn_abort(txn);
+	mdb_env_info(s->env, &info);
+	mdb_env_stat(s->env, &st);
+	out->bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+	out->map_bytes = info.me_mapsize;
+	return STORE_OK;
+}

@@ -1,0 +1,100 @@
+/* store: one LMDB environment (a directory) holding policies, persons with
+ * their run-encoded timelines, idempotency records and an append-only audit
+ * log (SPEC §6). Hides MDB_* from everyone else.
+ *
+ * A write is one transaction: begin, any number of puts, commit. Nothing is
+ * visible or durable before store_write_commit returns STORE_OK, and a
+ * failed commit leaves no trace. Values read through a transaction borrow
+ * its memory (LMDB's map) until the transaction ends. */
+#ifndef ARREARS_STORE_H
+#define ARREARS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+
+#define STORE_MAP_BYTES_START (64ull << 20) /* grown by doubling on demand */
+#define STORE_MAP_BYTES_MAX (1ull << 40)   /* default ceiling: 1 TiB of address space */
+#define STORE_IDEM_KEY_MAX 255u            /* idempotency key bytes */
+#define STORE_PERSON_FORMAT 1u
+
+enum store_rc {
+	STORE_OK = 0,
+	STORE_NOT_FOUND,
+	STORE_FULL,  /* the map reached its ceiling or the disk is full: nothing written */
+	STORE_RETRY, /* the map was grown: run the whole transaction again */
+	STORE_IO,    /* any other LMDB or OS failure: nothing written */
+};
+
+struct store;
+struct store_txn;
+
+struct store_options {
+	uint64_t map_bytes_max; /* 0: STORE_MAP_BYTES_MAX */
+};
+
+/* Opens (creating when missing) the environment in dir. Returns STORE_OK or
+ * STORE_IO with a reason in errbuf. */
+int store_open(const char *dir, const struct store_options *options, struct store **out, char *errbuf,
+	       size_t errbuf_size);
+void store_close(struct store *store);
+
+/* Read transactions see one snapshot; keep them short (they pin pages). */
+int store_read_begin(struct store *store, struct store_txn **txn);
+int store_write_begin(struct store *store, struct store_txn **txn);
+/* Commits a write: STORE_OK, STORE_RETRY (map grown: redo everything),
+ * STORE_FULL or STORE_IO. The transaction is gone either way. */
+int store_write_commit(struct store_txn *txn);
+/* Ends a read, or abandons a write. */
+void store_txn_end(struct store_txn *txn);
+
+/* A stored person: its timeline borrows the transaction. */
+struct store_person {
+	char id[CORE_ID_SIZE + 1];
+	int retire_class; /* -1: not given (default from the id) */
+	struct core_timeline timeline;
+};
+
+int store_person_get(struct store_txn *txn, const char *id, size_t id_size, struct store_person *out);
+/* slots must be sorted by core_slots_sort and valid (SPEC §2.1). */
+int store_person_put(struct store_txn *txn, const char *id, int retire_class, const struct core_slot *slots,
+		     uint32_t slot_count);
+int store_person_delete(struct store_txn *txn, const char *id, size_t id_size);
+
+/* Persons with id greater than after (NULL: from the first), ascending. */
+struct store_scan;
+int store_scan_open(struct store_txn *txn, const char *after, size_t after_size, struct store_scan **out);
+/* STORE_OK with *out filled, STORE_NOT_FOUND at the end. */
+int store_scan_next(struct store_scan *scan, struct store_person *out);
+void store_scan_close(struct store_scan *scan);
+
+/* Policies are stored as opaque documents keyed by city. */
+int store_policy_put(struct store_txn *txn, uint32_t city, const uint8_t *doc, size_t doc_size);
+/* Calls fn for every stored policy, by city ascending; stops at a non-zero return. */
+int store_policy_each(struct store_txn *txn, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
+		      void *ctx);
+
+/* Idempotency: a key's digest of the request and the answer given. */
+struct store_idem {
+	uint8_t digest[16];
+	const uint8_t *answer; /* borrows the transaction */
+	size_t answer_size;
+};
+int store_idem_get(struct store_txn *txn, const char *key, size_t key_size, struct store_idem *out);
+int store_idem_put(struct store_txn *txn, const char *key, size_t key_size, const uint8_t digest[16],
+		   const uint8_t *answer, size_t answer_size);
+
+/* Appends one record to the audit log (key: a sequence number). */
+int store_audit_append(struct store_txn *txn, const uint8_t *record, size_t record_size);
+
+struct store_stats {
+	uint64_t persons;
+	uint64_t audit_records;
+	uint64_t bytes_used; /* pages in use × page size */
+	uint64_t map_bytes;
+};
+int store_stats(struct store *store, struct store_stats *out);
+
+#endif
