@@ -212,6 +212,12 @@ bool core_id_valid(const char *id, size_t size);
 int32_t core_id_birth_month(const char *id);
 uint8_t core_id_default_class(const char *id);
 
+/* The rules of SPEC 2.1 that join a slot's fields (each field already in
+ * range): paid > 0 exactly when there is a paid_date; deemed slots carry no
+ * money. */
+enum core_rule { CORE_RULE_OK, CORE_RULE_PAID_DATE, CORE_RULE_DEEMED };
+int core_slot_rules(const struct core_slot *slot);
+
 /* Set of (month, city, type) keys to find duplicate slots in one pass.
  * table: caller memory of capacity entries, capacity a power of two at least
  * twice the slot count. */

@@ -93,3 +93,14 @@ bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *
 	ASSERT(false); /* capacity is at least twice the slot count */
 	return false;
 }
+
+int core_slot_rules(const struct core_slot *s)
+{
+	if ((s->paid_fen > 0) != (s->paid_date != 0)) {
+		return CORE_RULE_PAID_DATE;
+	}
+	if (s->deemed && (s->base_fen != 0 || s->paid_fen != 0 || s->paid_date != 0)) {
+		return CORE_RULE_DEEMED;
+	}
+	return CORE_RULE_OK;
+}

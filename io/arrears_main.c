@@ -1,49 +1,89 @@
 /* build/arrears: the offline tools. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "eval.h"
+#include "gen_cmd.h"
+#include "import.h"
 
 static int usage(FILE *out)
 {
-	fprintf(out, "usage:\n"
-		     "  arrears eval [--data DIR]   < requests.msgpack > responses.msgpack\n"
-		     "      reads msgpack-RPC requests back to back on stdin until EOF and writes one\n"
-		     "      response per request on stdout, in order; with --data, against the store\n"
-		     "      in DIR (created when missing), durable across runs.\n");
+	fprintf(out,
+		"usage:\n"
+		"  arrears eval [--data DIR] [--map-max BYTES] < requests.msgpack > responses.msgpack\n"
+		"      reads msgpack-RPC requests back to back on stdin until EOF and writes one\n"
+		"      response per request on stdout, in order; with --data, against the store\n"
+		"      in DIR (created when missing), durable across runs.\n"
+		"  arrears import --data DIR FILE.csv [POLICY.json ...]\n"
+		"      imports policies, then the CSV (SPEC 6.1; '-' reads stdin) into the store.\n"
+		"  arrears gen --persons N --seed S --city C [--second-city C2] (--out DIR | --data DIR)\n"
+		"      a seeded synthetic city: DIR/slots.csv and DIR/policy-C.json, or a store.\n");
 	return out == stdout ? 0 : 2;
+}
+
+static int open_store(const char *dir, uint64_t map_max, struct store **store)
+{
+	char err[256];
+	struct store_options options = { .map_bytes_max = map_max };
+	if (store_open(dir, &options, store, err, sizeof(err)) != STORE_OK) {
+		fprintf(stderr, "arrears: cannot open the store: %s\n", err);
+		return 1;
+	}
+	return 0;
 }
 
 static int cmd_eval(int argc, char **argv)
 {
 	const char *data = NULL;
+	uint64_t map_max = 0;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
 			data = argv[++i];
+		} else if (strcmp(argv[i], "--map-max") == 0 && i + 1 < argc) {
+			map_max = strtoull(argv[++i], NULL, 10);
 		} else {
 			return usage(stderr);
 		}
 	}
 	struct store *store = NULL;
-	if (data != NULL) {
-		char err[256];
-		if (store_open(data, NULL, &store, err, sizeof(err)) != STORE_OK) {
-			fprintf(stderr, "arrears eval: cannot open the store: %s\n", err);
-			return 1;
-		}
+	if (data != NULL && open_store(data, map_max, &store) != 0) {
+		return 1;
 	}
 	int status = eval_run(store, STDIN_FILENO, STDOUT_FILENO);
 	store_close(store);
 	return status;
 }
 
+static int cmd_import(int argc, char **argv)
+{
+	if (argc < 3 || strcmp(argv[0], "--data") != 0) {
+		return usage(stderr);
+	}
+	struct store *store;
+	if (open_store(argv[1], 0, &store) != 0) {
+		return 1;
+	}
+	int status = import_run(store, argv[1], argv[2], (const char *const *)argv + 3, argc - 3);
+	store_close(store);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc >= 2 && strcmp(argv[1], "eval") == 0) {
+	const char *cmd = argc >= 2 ? argv[1] : "";
+	if (strcmp(cmd, "eval") == 0) {
 		return cmd_eval(argc - 2, argv + 2);
 	}
-	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+	if (strcmp(cmd, "import") == 0) {
+		return cmd_import(argc - 2, argv + 2);
+	}
+	if (strcmp(cmd, "gen") == 0) {
+		int status = gen_command(argc - 2, argv + 2);
+		return status == 2 ? usage(stderr) : status;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		return usage(stdout);
 	}
 	return usage(stderr);

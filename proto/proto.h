@@ -199,6 +199,17 @@ int proto_withhold_decode(const struct proto_params *params, struct proto_withho
 int proto_withhold_account(const struct proto_withhold *req, uint32_t index, struct proto_string *id,
 			   int64_t *balance_fen, struct proto_error *err);
 
+/* ---- JSON at the edges ---- */
+
+/* A request frame [0, msgid, method, [params]] from JSON text: the params
+ * object itself, or {wrap_key: value} when wrap_key is given (a policy file
+ * becomes policy.put's params). *frame is malloc'd. Returns PROTO_OK or
+ * PROTO_INVALID_ARGUMENT with the reason in errbuf. */
+int proto_json_frame(const char *method, uint32_t msgid, const char *wrap_key, const char *json_text,
+		     uint8_t **frame, size_t *frame_size, char *errbuf, size_t errbuf_size);
+/* True when the response carries an error (err filled); false for a result. */
+bool proto_response_error(const uint8_t *response, size_t size, struct proto_error *err);
+
 /* ---- writing responses ---- */
 
 struct proto_writer; /* one reusable output buffer */

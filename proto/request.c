@@ -195,13 +195,14 @@ static int slot_decode(const msgpack_object *map, struct core_slot *s)
 	if (field[F_DEEMED] != NULL && !proto_read_bool(field[F_DEEMED], &s->deemed)) {
 		return F_DEEMED;
 	}
-	if ((s->paid_fen > 0) != (s->paid_date != 0)) {
+	switch (core_slot_rules(s)) {
+	case CORE_RULE_PAID_DATE:
 		return F_PAID_DATE;
-	}
-	if (s->deemed && (s->base_fen != 0 || s->paid_fen != 0 || s->paid_date != 0)) {
+	case CORE_RULE_DEEMED:
 		return F_DEEMED;
+	default:
+		return F_COUNT;
 	}
-	return F_COUNT;
 }
 
 static int person_head(const msgpack_object *o, uint32_t index, struct proto_person *out, const char **id,

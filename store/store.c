@@ -165,6 +165,19 @@ static int map_grow(struct store *s)
 	return STORE_RETRY;
 }
 
+int store_reserve(struct store *s, uint64_t bytes)
+{
+	bytes = bytes < s->map_bytes_max ? bytes : s->map_bytes_max;
+	if (bytes <= s->map_bytes) {
+		return STORE_OK;
+	}
+	if (mdb_env_set_mapsize(s->env, bytes) != 0) {
+		return STORE_IO;
+	}
+	s->map_bytes = bytes;
+	return STORE_OK;
+}
+
 int store_write_commit(struct store_txn *t)
 {
 	struct store *s = t->store;

@@ -41,6 +41,10 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	       size_t errbuf_size);
 void store_close(struct store *store);
 
+/* Grows the map to at least bytes (within the ceiling) ahead of a large
+ * write; no transaction of this process may be open. */
+int store_reserve(struct store *store, uint64_t bytes);
+
 /* Read transactions see one snapshot; keep them short (they pin pages). */
 int store_read_begin(struct store *store, struct store_txn **txn);
 int store_write_begin(struct store *store, struct store_txn **txn);

@@ -1,0 +1,194 @@
+/* arrears gen: a generated city as CSV and policy files, or straight into a
+ * store (a city of millions is over a billion slots: its CSV would not fit). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dispatch.h"
+#include "gen.h"
+#include "gen_cmd.h"
+
+#define GEN_BATCH_SLOTS (2u << 20) /* slots per write transaction */
+
+struct store_sink {
+	struct store *store;
+	struct store_txn *txn;
+	uint32_t batch_slots;
+	uint64_t persons;
+	uint64_t slots;
+	int rc;
+};
+
+/* Generated persons are sorted and valid: they go to the store as they are.
+ * A transaction that must grow the map is not replayed here: the map is
+ * grown ahead of need instead (see gen_to_store). */
+static int sink_person(void *ctx, const struct gen_person *p)
+{
+	struct store_sink *s = ctx;
+	if (s->txn == NULL && (s->rc = store_write_begin(s->store, &s->txn)) != STORE_OK) {
+		return 1;
+	}
+	s->rc = store_person_put(s->txn, p->id, p->retire_class, p->slots, p->slot_count);
+	if (s->rc != STORE_OK) {
+		return 1;
+	}
+	s->persons++;
+	s->slots += p->slot_count;
+	s->batch_slots += p->slot_count;
+	if (s->batch_slots >= GEN_BATCH_SLOTS) {
+		s->rc = store_write_commit(s->txn);
+		s->txn = NULL;
+		s->batch_slots = 0;
+		return s->rc != STORE_OK;
+	}
+	return 0;
+}
+
+static int put_policy(struct dispatch *d, uint32_t city, const struct gen_config *config)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *mem = open_memstream(&text, &size);
+	int rc = mem == NULL || gen_policy_write(mem, city, config) != 0;
+	if (mem != NULL) {
+		fclose(mem);
+	}
+	uint8_t *frame = NULL;
+	size_t frame_size;
+	char err[256];
+	if (rc == 0 && proto_json_frame("policy.put", 1, "policy", text, &frame, &frame_size, err, sizeof(err)) != 0) {
+		rc = 1;
+	}
+	free(text);
+	if (rc == 0) {
+		const uint8_t *response;
+		size_t response_size;
+		struct proto_error perr;
+		dispatch_frame(d, frame, frame_size, &response, &response_size);
+		rc = proto_response_error(response, response_size, &perr);
+	}
+	free(frame);
+	return rc;
+}
+
+static int gen_to_store(const struct gen_config *config, const char *dir)
+{
+	struct store *store;
+	char err[256];
+	if (store_open(dir, NULL, &store, err, sizeof(err)) != STORE_OK) {
+		fprintf(stderr, "gen: %s\n", err);
+		return 1;
+	}
+	struct dispatch *d = dispatch_new(store);
+	int rc = d == NULL || put_policy(d, config->city, config) != 0 ||
+		 (config->second_city != 0 && put_policy(d, config->second_city, config) != 0);
+	dispatch_free(d);
+	/* Map room ahead of need (about 1.1 bytes a slot, ~1000 slots a person):
+	 * a growth mid-run means generating everything again. */
+	store_reserve(store, config->person_count * 4096);
+	struct store_sink sink = { .store = store };
+	for (int attempt = 0; rc == 0 && attempt < 8; attempt++) {
+		sink = (struct store_sink){ .store = store };
+		int stopped = gen_run(config, sink_person, &sink);
+		if (sink.txn != NULL) {
+			int commit = store_write_commit(sink.txn); /* also abandons after a failed put */
+			sink.rc = sink.rc == STORE_OK || commit == STORE_RETRY ? commit : sink.rc;
+		}
+		if (sink.rc != STORE_RETRY) {
+			rc = stopped != 0 && sink.rc == STORE_OK ? 1 : 0;
+			break;
+		}
+	}
+	struct store_stats stats;
+	store_stats(store, &stats);
+	store_close(store);
+	if (rc != 0 || sink.rc != STORE_OK) {
+		fprintf(stderr, "gen: writing the store failed\n");
+		return 1;
+	}
+	fprintf(stderr, "gen: %llu persons, %llu slots into %s (%llu bytes, %.2f bytes/slot)\n",
+		(unsigned long long)sink.persons, (unsigned long long)sink.slots, dir,
+		(unsigned long long)stats.bytes_used,
+		sink.slots > 0 ? (double)stats.bytes_used / (double)sink.slots : 0.0);
+	return 0;
+}
+
+static int csv_person(void *ctx, const struct gen_person *p)
+{
+	return gen_csv_person(ctx, p) != 0;
+}
+
+static int write_policy_file(const char *dir, uint32_t city, const struct gen_config *config)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/policy-%06u.json", dir, city);
+	FILE *f = fopen(path, "w");
+	int rc = f == NULL || gen_policy_write(f, city, config) != 0;
+	if (f != NULL && fclose(f) != 0) {
+		rc = 1;
+	}
+	return rc;
+}
+
+static int gen_to_files(const struct gen_config *config, const char *dir)
+{
+	char path[4096];
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "gen: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/slots.csv", dir);
+	FILE *csv = fopen(path, "w");
+	if (csv == NULL) {
+		fprintf(stderr, "gen: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	static char buf[1 << 20];
+	setvbuf(csv, buf, _IOFBF, sizeof(buf));
+	int rc = gen_csv_header(csv) != 0 || gen_run(config, csv_person, csv) != 0;
+	rc |= fclose(csv) != 0;
+	rc |= write_policy_file(dir, config->city, config);
+	if (config->second_city != 0) {
+		rc |= write_policy_file(dir, config->second_city, config);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "gen: writing %s failed\n", dir);
+	}
+	return rc;
+}
+
+int gen_command(int argc, char **argv)
+{
+	struct gen_config config = { .person_count = 1000, .seed = 1, .city = 110000 };
+	const char *out = NULL;
+	const char *data = NULL;
+	bool second = false;
+	for (int i = 0; i + 1 < argc; i += 2) {
+		unsigned long long v = strtoull(argv[i + 1], NULL, 10);
+		if (strcmp(argv[i], "--persons") == 0) {
+			config.person_count = v;
+		} else if (strcmp(argv[i], "--seed") == 0) {
+			config.seed = v;
+		} else if (strcmp(argv[i], "--city") == 0) {
+			config.city = (uint32_t)v;
+		} else if (strcmp(argv[i], "--second-city") == 0) {
+			config.second_city = (uint32_t)v;
+			second = true;
+		} else if (strcmp(argv[i], "--out") == 0) {
+			out = argv[i + 1];
+		} else if (strcmp(argv[i], "--data") == 0) {
+			data = argv[i + 1];
+		} else {
+			return 2;
+		}
+	}
+	if (argc % 2 != 0 || (out == NULL) == (data == NULL)) {
+		return 2;
+	}
+	if (!second) {
+		config.second_city = config.city == 310000 ? 110000 : 310000;
+	}
+	return data != NULL ? gen_to_store(&config, data) : gen_to_files(&config, out);
+}
