@@ -159,7 +159,8 @@ static void handle_policy_get(struct dispatch *d, const struct proto_envelope *e
 	struct core_policy_set set = policy_set(d);
 	const struct core_policy *p = core_policy_find(&set, city);
 	if (p == NULL) {
-		write_error(d, env->msgid, PROTO_NOT_FOUND, "no policy for this city", "city");
+		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", city);
+		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
 	proto_write_policy(d->writer, env->msgid, p);

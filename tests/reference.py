@@ -969,7 +969,8 @@ class Evaluator(object):
                 raise invalid("city")
             pol = self.policies.get(city)
             if pol is None:
-                raise RpcError(E_NOT_FOUND, "city", "no policy for city")
+                # Appendix A: a city without a policy is not_found at the city code.
+                raise RpcError(E_NOT_FOUND, city, "no policy for city")
             return {"policy": pol.to_doc()}
         if method in COMPUTE_METHODS:
             return self._compute(method, p)

@@ -542,7 +542,8 @@ class TestErrors(Base):
             self.assertEqual((e["code"], e["name"]), (2, "unknown_method"))
             assert_error(self, error_of(self, r[6], 7), 3, "invalid_argument", "as_of")
             assert_error(self, error_of(self, r[7], 8), 3, "invalid_argument", "scan.limit")
-            assert_error(self, error_of(self, r[8], 9), 4, "not_found", "city")
+            # Appendix A: a city without a policy is not_found at the city code
+            assert_error(self, error_of(self, r[8], 9), 4, "not_found", "999999")
         self.each(msgs, check)
 
     def test_person_level_errors_do_not_fail_others(self):
