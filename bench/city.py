@@ -28,7 +28,8 @@ def scan_all(arrears, store, method, limit, extra):
     """Walks the city page by page; results are skipped, not built, so the
     client costs little next to the server."""
     proc = subprocess.Popen([arrears, "eval", "--data", store], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    unpacker = msgpack.Unpacker(proc.stdout, raw=False)
+    # The raw pipe: a buffered read would wait for a whole read_size.
+    unpacker = msgpack.Unpacker(proc.stdout.raw, raw=False)
     after, persons, msgid, errors = None, 0, 0, 0
     started = time.monotonic()
     while True:
@@ -68,8 +69,12 @@ def main():
     ap.add_argument("--dir", default="/tmp/arrears-city")
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--keep", action="store_true", help="keep the CSV and the store")
+    ap.add_argument("--reuse", type=int, metavar="SLOTS", help="skip gen and import: the store holds SLOTS slots")
     args = ap.parse_args()
     csv_dir, store = os.path.join(args.dir, "csv"), os.path.join(args.dir, "store")
+    if args.reuse:
+        scan_report(args, store, args.reuse)
+        return
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
 
@@ -86,15 +91,18 @@ def main():
     slots = int(summary[-1].split(" persons, ")[1].split(" slots")[0]) if summary else 0
     if not args.keep:
         shutil.rmtree(csv_dir)
+    scan_report(args, store, slots)
+    if not args.keep:
+        shutil.rmtree(args.dir)
 
+
+def scan_report(args, store, slots):
     for method, extra in (("arrears.compute", {}), ("years.compute", {}), ("medical.status", {})):
         persons, t = scan_all(args.arrears, store, method, args.limit, extra)
         print(f"{method} over the city by scan pages of {args.limit}: {persons} persons in {t:.2f} s: "
               f"{persons / t:,.0f} persons/s, {slots / t / 1e6:.1f} M slots/s")
     data_bytes = os.path.getsize(os.path.join(store, "data.mdb"))
     print(f"store file: {data_bytes / 1e6:.1f} MB for {slots} slots: {data_bytes / max(slots, 1):.2f} bytes/slot")
-    if not args.keep:
-        shutil.rmtree(args.dir)
 
 
 if __name__ == "__main__":
