@@ -236,15 +236,17 @@ std::vector<uint8_t> ArrearsRequest(const std::vector<core_slot> &slots)
 // The whole request path the server runs: parse, validate, compute, encode.
 void BM_request_arrears_inline(benchmark::State &state)
 {
-	dispatch *d = dispatch_new(nullptr);
+	dispatch *d = dispatch_new(nullptr, nullptr);
+	dispatch_outcome outcome;
 	const uint8_t *response;
 	size_t response_size;
 	std::vector<uint8_t> put = PolicyPut();
-	dispatch_frame(d, put.data(), put.size(), &response, &response_size);
+	dispatch_frame(d, nullptr, DISPATCH_ALL, put.data(), put.size(), &response, &response_size, &outcome);
 	std::vector<core_slot> slots = Timeline();
 	std::vector<uint8_t> request = ArrearsRequest(slots);
 	for (auto _ : state) {
-		dispatch_frame(d, request.data(), request.size(), &response, &response_size);
+		dispatch_frame(d, nullptr, DISPATCH_ALL, request.data(), request.size(), &response, &response_size,
+			       &outcome);
 		benchmark::DoNotOptimize(response);
 	}
 	// A person error would be far shorter than a result.

@@ -9,6 +9,10 @@
 
 struct dispatch {
 	struct store *store;           /* NULL: inline persons only */
+	struct dispatch_shared *shared;
+	struct dispatch_shared own;    /* when the caller shares nothing */
+	uint64_t policy_generation;    /* of the policies held */
+	struct dispatch_session *session;
 	struct core_policy **policies; /* sorted by city, owned */
 	uint32_t policy_count;
 	struct proto_message *message;
@@ -31,25 +35,39 @@ struct dispatch {
 
 static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size);
 
-struct dispatch *dispatch_new(struct store *store)
+/* Replaces the policies held with the stored ones. */
+static bool policies_reload(struct dispatch *d)
+{
+	for (uint32_t i = 0; i < d->policy_count; i++) {
+		free(d->policies[i]);
+	}
+	d->policy_count = 0;
+	struct store_txn *txn;
+	if (store_read_begin(d->store, &txn) != STORE_OK) {
+		return false;
+	}
+	d->policy_generation = atomic_load(&d->shared->policy_generation);
+	bool ok = store_policy_each(txn, policy_load, d) == STORE_OK;
+	store_txn_end(txn);
+	return ok;
+}
+
+struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *shared)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
 		return NULL;
 	}
 	d->store = store;
+	d->own.persons_max = PROTO_PERSONS_MAX;
+	d->shared = shared != NULL ? shared : &d->own;
 	d->message = proto_message_new();
 	d->writer = proto_writer_new();
 	d->aux = proto_writer_new();
 	d->policies = calloc(DISPATCH_CITIES_MAX, sizeof(*d->policies));
 	bool ok = d->message != NULL && d->writer != NULL && d->aux != NULL && d->policies != NULL;
 	if (ok && store != NULL) {
-		struct store_txn *txn;
-		ok = store_read_begin(store, &txn) == STORE_OK;
-		if (ok) {
-			ok = store_policy_each(txn, policy_load, d) == STORE_OK;
-			store_txn_end(txn);
-		}
+		ok = policies_reload(d);
 	}
 	if (!ok) {
 		dispatch_free(d);
@@ -543,6 +561,8 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 	ASSERT(policy_install(d, p));
 	if (d->store == NULL) {
 		proto_write_ok(d->writer, env->msgid);
+	} else {
+		atomic_fetch_add(&d->shared->policy_generation, 1); /* other threads reload */
 	}
 }
 
@@ -814,47 +834,159 @@ static void handle_withhold(struct dispatch *d, const struct proto_envelope *env
 	}
 }
 
+static void handle_auth(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_string token;
+	struct proto_error err;
+	if (proto_token_decode(env->params, &token, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	const struct dispatch_shared *sh = d->shared;
+	if (sh->token != NULL) {
+		/* Constant time in the token's bytes: no early exit on the first difference. */
+		uint8_t diff = token.size != sh->token_size;
+		for (size_t i = 0; i < sh->token_size; i++) {
+			diff |= (uint8_t)(sh->token[i] ^ (i < token.size ? token.ptr[i] : 0));
+		}
+		if (diff != 0) {
+			write_error(d, env->msgid, PROTO_UNAUTHORIZED, "wrong token", "token");
+			return;
+		}
+	}
+	if (d->session != NULL) {
+		d->session->authed = true;
+	}
+	proto_write_ok(d->writer, env->msgid);
+}
+
+static void handle_stats(struct dispatch *d, const struct proto_envelope *env);
+
+enum method_kind {
+	RUN_INLINE,   /* cheap: on the event loop */
+	RUN_BY_SIZE,  /* on the loop unless it carries many persons */
+	RUN_DEFERRED, /* writes wait for the disk: never on the loop */
+};
+
 static const struct {
 	const char *name;
 	void (*handle)(struct dispatch *d, const struct proto_envelope *env);
+	uint8_t kind;
 } methods[] = {
-	{ "ping", handle_ping },
-	{ "policy.put", handle_policy_put },
-	{ "policy.get", handle_policy_get },
-	{ "person.put", handle_person_put },
-	{ "person.get", handle_person_get },
-	{ "person.delete", handle_person_delete },
-	{ "payment.apply", handle_payment },
-	{ "withhold.run", handle_withhold },
-	{ "arrears.compute", handle_arrears },
-	{ "years.compute", handle_years },
-	{ "retirement.check", handle_retirement },
-	{ "housing.check", handle_housing },
-	{ "medical.status", handle_medical },
+	{ "ping", handle_ping, RUN_INLINE },
+	{ "auth", handle_auth, RUN_INLINE },
+	{ "server.stats", handle_stats, RUN_INLINE },
+	{ "policy.put", handle_policy_put, RUN_DEFERRED },
+	{ "policy.get", handle_policy_get, RUN_INLINE },
+	{ "person.put", handle_person_put, RUN_DEFERRED },
+	{ "person.get", handle_person_get, RUN_INLINE },
+	{ "person.delete", handle_person_delete, RUN_DEFERRED },
+	{ "payment.apply", handle_payment, RUN_DEFERRED },
+	{ "withhold.run", handle_withhold, RUN_DEFERRED },
+	{ "arrears.compute", handle_arrears, RUN_BY_SIZE },
+	{ "years.compute", handle_years, RUN_BY_SIZE },
+	{ "retirement.check", handle_retirement, RUN_BY_SIZE },
+	{ "housing.check", handle_housing, RUN_BY_SIZE },
+	{ "medical.status", handle_medical, RUN_BY_SIZE },
 };
+#define METHOD_COUNT (sizeof(methods) / sizeof(methods[0]))
+_Static_assert(METHOD_COUNT < STATS_METHODS_MAX, "a stats row per method and one for unknown");
 
-bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size, const uint8_t **response,
-		    size_t *response_size)
+static void handle_stats(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_stats_method rows[METHOD_COUNT];
+	struct proto_stats st = { .method_count = METHOD_COUNT, .methods = rows };
+	const struct stats *s = d->shared->stats;
+	for (uint32_t i = 0; i < METHOD_COUNT; i++) {
+		rows[i] = (struct proto_stats_method){ .name = methods[i].name };
+		if (s != NULL) {
+			rows[i].requests = atomic_load(&s->requests[i]);
+			rows[i].errors = atomic_load(&s->errors[i]);
+			rows[i].p50_us = stats_latency_us(s, i, 0.50);
+			rows[i].p99_us = stats_latency_us(s, i, 0.99);
+			rows[i].p999_us = stats_latency_us(s, i, 0.999);
+		}
+	}
+	if (s != NULL) {
+		st.connections_open = atomic_load(&s->connections_open);
+		st.connections_total = atomic_load(&s->connections_total);
+		st.connections_refused = atomic_load(&s->connections_refused);
+	}
+	struct store_stats ss = { 0 };
+	if (d->store != NULL) {
+		store_stats(d->store, &ss);
+	}
+	st.persons = ss.persons;
+	st.audit_records = ss.audit_records;
+	st.bytes_used = ss.bytes_used;
+	st.map_bytes = ss.map_bytes;
+	proto_write_stats(d->writer, env->msgid, &st);
+}
+
+/* Checks that hold before any method runs: auth, and the request size limit. */
+static bool admitted(struct dispatch *d, const struct proto_envelope *env, uint32_t method)
+{
+	const struct dispatch_shared *sh = d->shared;
+	bool open_method = method < METHOD_COUNT && (methods[method].handle == handle_ping ||
+						     methods[method].handle == handle_auth);
+	if (sh->token != NULL && d->session != NULL && !d->session->authed && !open_method) {
+		write_error(d, env->msgid, PROTO_UNAUTHORIZED, "send auth with the token first", NULL);
+		return false;
+	}
+	/* Over PROTO_PERSONS_MAX the method's own decoding answers, with its path. */
+	const char *list;
+	uint32_t size = proto_params_list_size(env->params, &list);
+	if (method < METHOD_COUNT && size > sh->persons_max && size <= PROTO_PERSONS_MAX) {
+		write_error(d, env->msgid, PROTO_TOO_LARGE, "more entries than this server takes in one request", list);
+		return false;
+	}
+	return true;
+}
+
+static uint32_t method_find(const struct proto_envelope *env)
+{
+	uint32_t i = 0;
+	while (i < METHOD_COUNT && !(strlen(methods[i].name) == env->method_size &&
+				     memcmp(methods[i].name, env->method, env->method_size) == 0)) {
+		i++;
+	}
+	return i;
+}
+
+static bool runs_elsewhere(const struct proto_envelope *env, uint32_t method)
+{
+	return method < METHOD_COUNT &&
+	       (methods[method].kind == RUN_DEFERRED ||
+		(methods[method].kind == RUN_BY_SIZE && proto_params_weight(env->params) > DISPATCH_INLINE_WEIGHT));
+}
+
+void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
+		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out)
 {
 	struct proto_envelope env;
 	struct proto_error err;
 	proto_writer_reset(d->writer);
-	bool close = false;
-	if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
+	d->session = session;
+	*out = (struct dispatch_outcome){ .method = STATS_METHODS_MAX - 1 };
+	if (d->store != NULL && d->policy_generation != atomic_load(&d->shared->policy_generation) &&
+	    !policies_reload(d)) {
+		write_error(d, 0, PROTO_INTERNAL, "stored policies do not load", NULL);
+	} else if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
 		proto_write_error(d->writer, env.msgid, &err);
-		close = true;
+		out->close = true;
 	} else {
-		uint32_t i = 0;
-		uint32_t count = sizeof(methods) / sizeof(methods[0]);
-		while (i < count && !(strlen(methods[i].name) == env.method_size &&
-				      memcmp(methods[i].name, env.method, env.method_size) == 0)) {
-			i++;
-		}
-		if (i < count) {
-			methods[i].handle(d, &env);
+		uint32_t method = method_find(&env);
+		out->method = method < METHOD_COUNT ? method : STATS_METHODS_MAX - 1;
+		if (!admitted(d, &env, method)) {
+			/* the error is written */
+		} else if (mode == DISPATCH_INLINE && runs_elsewhere(&env, method)) {
+			out->deferred = true;
+		} else if (method < METHOD_COUNT) {
+			methods[method].handle(d, &env);
 		} else {
 			write_error(d, env.msgid, PROTO_UNKNOWN_METHOD, "unknown method", NULL);
 		}
+		out->error = proto_writer_is_error(d->writer);
 		if (env.kind == PROTO_KIND_NOTIFICATION) {
 			proto_writer_reset(d->writer);
 		}
@@ -865,7 +997,12 @@ bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size,
 		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);
 		*response = proto_writer_data(d->writer, response_size);
 	}
-	return close;
+	out->error |= out->close;
+}
+
+uint8_t *dispatch_take_response(struct dispatch *d, size_t *size)
+{
+	return proto_writer_take(d->writer, size);
 }
 
 void dispatch_reject(struct dispatch *d, int code, const char *message, const uint8_t **response,

@@ -7,25 +7,57 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdatomic.h>
+
 #include "../proto/proto.h"
 #include "../store/store.h"
+#include "stats.h"
 
-#define DISPATCH_CITIES_MAX 4096u /* policies held; beyond: too_large */
+#define DISPATCH_CITIES_MAX 4096u  /* policies held; beyond: too_large */
+#define DISPATCH_INLINE_WEIGHT 32u /* persons a request may carry and still run on the event loop */
+
+/* What every dispatch of a process shares (the server's threads; eval has one). */
+struct dispatch_shared {
+	atomic_uint_fast64_t policy_generation; /* bumped after each committed policy.put */
+	const char *token;                      /* NULL: no auth */
+	size_t token_size;
+	uint32_t persons_max;                   /* persons/ids/items/accounts per request */
+	struct stats *stats;                    /* NULL: server.stats has no counters */
+};
+
+/* One connection's state across its requests. */
+struct dispatch_session {
+	bool authed;
+};
+
+enum dispatch_mode {
+	DISPATCH_ALL,    /* run every request */
+	DISPATCH_INLINE, /* defer writes and heavy requests instead of running them */
+};
+
+struct dispatch_outcome {
+	bool close;      /* malformed: close the connection after the response */
+	bool deferred;   /* not run (DISPATCH_INLINE): run it again with DISPATCH_ALL elsewhere */
+	bool error;      /* the response is an error */
+	uint32_t method; /* stats row of the method */
+};
 
 struct dispatch;
 
 /* store: NULL for inline persons only (policies then live in memory);
- * otherwise policies are loaded from it and every write goes to it. NULL
- * when out of memory or the stored policies do not load. */
-struct dispatch *dispatch_new(struct store *store);
+ * otherwise policies are loaded from it and every write goes to it. shared
+ * may be NULL (no auth, default limits, no counters). NULL when out of
+ * memory or the stored policies do not load. */
+struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *shared);
 void dispatch_free(struct dispatch *d);
 
-/* Handles one complete frame (see proto_frame_scan). On return *response
- * (size *response_size, 0 for a notification) borrows d until the next call.
- * Returns true when the connection must close after the response
- * (malformed input). */
-bool dispatch_frame(struct dispatch *d, const uint8_t *frame, size_t frame_size, const uint8_t **response,
-		    size_t *response_size);
+/* Handles one complete frame (see proto_frame_scan). session may be NULL
+ * (trusted). On return *response (size *response_size, 0 for a
+ * notification or a deferral) borrows d until the next call. */
+void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
+		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out);
+/* The last response's bytes, handed over (free() them); NULL when none. */
+uint8_t *dispatch_take_response(struct dispatch *d, size_t *size);
 
 /* A response for bytes that never formed a frame: malformed (code 1) or
  * too_large (6). Same borrowing as dispatch_frame. */

@@ -57,7 +57,7 @@ static bool write_all(int fd, const uint8_t *p, size_t size)
 
 int eval_run(struct store *store, int in_fd, int out_fd)
 {
-	struct dispatch *d = dispatch_new(store);
+	struct dispatch *d = dispatch_new(store, NULL);
 	struct input in = { 0 };
 	struct proto_frame frame;
 	proto_frame_reset(&frame);
@@ -70,7 +70,10 @@ int eval_run(struct store *store, int in_fd, int out_fd)
 		int rc = proto_frame_scan(&frame, in.data + in.start, in.end - in.start, PROTO_REQUEST_BYTES_MAX,
 					  &frame_size);
 		if (rc == PROTO_FRAME_COMPLETE) {
-			bool stop = dispatch_frame(d, in.data + in.start, frame_size, &response, &response_size);
+			struct dispatch_outcome outcome;
+			dispatch_frame(d, NULL, DISPATCH_ALL, in.data + in.start, frame_size, &response, &response_size,
+				       &outcome);
+			bool stop = outcome.close;
 			in.start += frame_size;
 			proto_frame_reset(&frame);
 			if (!write_all(out_fd, response, response_size)) {

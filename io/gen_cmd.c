@@ -66,7 +66,8 @@ static int put_policy(struct dispatch *d, uint32_t city, const struct gen_config
 		const uint8_t *response;
 		size_t response_size;
 		struct proto_error perr;
-		dispatch_frame(d, frame, frame_size, &response, &response_size);
+		struct dispatch_outcome outcome;
+	dispatch_frame(d, NULL, DISPATCH_ALL, frame, frame_size, &response, &response_size, &outcome);
 		rc = proto_response_error(response, response_size, &perr);
 	}
 	free(frame);
@@ -81,7 +82,7 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 		fprintf(stderr, "gen: %s\n", err);
 		return 1;
 	}
-	struct dispatch *d = dispatch_new(store);
+	struct dispatch *d = dispatch_new(store, NULL);
 	int rc = d == NULL || put_policy(d, config->city, config) != 0 ||
 		 (config->second_city != 0 && put_policy(d, config->second_city, config) != 0);
 	dispatch_free(d);

@@ -497,7 +497,8 @@ static int import_policy(struct dispatch *d, const char *path)
 	const uint8_t *response;
 	size_t response_size;
 	struct proto_error perr;
-	dispatch_frame(d, frame, frame_size, &response, &response_size);
+	struct dispatch_outcome outcome;
+	dispatch_frame(d, NULL, DISPATCH_ALL, frame, frame_size, &response, &response_size, &outcome);
 	free(frame);
 	if (proto_response_error(response, response_size, &perr)) {
 		fprintf(stderr, "import: %s: %s at %s: %s\n", path, proto_error_name(perr.code), perr.at, perr.message);
@@ -534,7 +535,7 @@ int import_run(struct store *store, const char *data_dir, const char *csv_path, 
 {
 	struct import im = { .store = store, .data_dir = data_dir, .tty = isatty(STDERR_FILENO) };
 	im.started_ns = now_ns();
-	struct dispatch *d = dispatch_new(store);
+	struct dispatch *d = dispatch_new(store, NULL);
 	int rc = d == NULL;
 	for (int i = 0; rc == 0 && i < policy_count; i++) {
 		rc = import_policy(d, policies[i]);

@@ -199,6 +199,14 @@ int proto_withhold_decode(const struct proto_params *params, struct proto_withho
 int proto_withhold_account(const struct proto_withhold *req, uint32_t index, struct proto_string *id,
 			   int64_t *balance_fen, struct proto_error *err);
 
+/* How many persons, ids, items or accounts a request carries (a scan's
+ * limit counts too): the server runs heavy requests off its event loop. */
+uint32_t proto_params_weight(const struct proto_params *params);
+/* The longest of the persons/ids/items/accounts arrays, and its name. */
+uint32_t proto_params_list_size(const struct proto_params *params, const char **list_name);
+/* auth: the "token" string. */
+int proto_token_decode(const struct proto_params *params, struct proto_string *token, struct proto_error *err);
+
 /* ---- JSON at the edges ---- */
 
 /* A request frame [0, msgid, method, [params]] from JSON text: the params
@@ -218,6 +226,12 @@ struct proto_writer *proto_writer_new(void);
 void proto_writer_free(struct proto_writer *w);
 void proto_writer_reset(struct proto_writer *w);
 const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size);
+
+/* Whether the response written is an error. */
+bool proto_writer_is_error(const struct proto_writer *w);
+/* Hands the written bytes to the caller (free() them); the writer starts
+ * empty. NULL when writing ran out of memory. */
+uint8_t *proto_writer_take(struct proto_writer *w, size_t *size);
 
 /* The response after its msgid, to replay for a repeated idempotency key. */
 const uint8_t *proto_writer_body(const struct proto_writer *w, size_t *size);
@@ -239,6 +253,28 @@ void proto_write_put_ok(struct proto_writer *w, const char *id);
 void proto_write_item_result(struct proto_writer *w, const struct proto_error *err);
 void proto_write_withhold(struct proto_writer *w, const char *id, const struct core_withhold_line *lines,
 			  uint32_t line_count, int64_t balance_fen);
+struct proto_stats_method {
+	const char *name;
+	uint64_t requests;
+	uint64_t errors;
+	uint64_t p50_us;
+	uint64_t p99_us;
+	uint64_t p999_us;
+};
+struct proto_stats {
+	uint64_t connections_open;
+	uint64_t connections_total;
+	uint64_t connections_refused;
+	uint32_t method_count;
+	const struct proto_stats_method *methods;
+	uint64_t persons;
+	uint64_t audit_records;
+	uint64_t bytes_used;
+	uint64_t map_bytes;
+};
+/* server.stats: {connections, requests, errors, latency_us, store}. */
+void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *stats);
+
 /* An audit record: {time_ms, method, idem, persons}. */
 void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
 		       const struct proto_string *idem, const char (*ids)[CORE_ID_SIZE + 1], uint32_t id_count);

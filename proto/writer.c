@@ -132,6 +132,26 @@ static void header(struct proto_writer *w, uint32_t msgid)
 	w->body_offset = w->size;
 }
 
+bool proto_writer_is_error(const struct proto_writer *w)
+{
+	/* [1, msgid, error, result]: the byte after the msgid is nil unless an error follows. */
+	return w->size > w->body_offset && w->data[w->body_offset] != 0xc0;
+}
+
+uint8_t *proto_writer_take(struct proto_writer *w, size_t *size)
+{
+	uint8_t *data = w->failed ? NULL : w->data;
+	*size = w->size;
+	if (w->failed) {
+		free(w->data);
+	}
+	w->data = NULL;
+	w->size = 0;
+	w->capacity = 0;
+	w->failed = false;
+	return data;
+}
+
 const uint8_t *proto_writer_body(const struct proto_writer *w, size_t *size)
 {
 	*size = w->size - w->body_offset;
@@ -559,4 +579,39 @@ void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *meth
 	for (uint32_t i = 0; i < id_count; i++) {
 		str(w, ids[i]);
 	}
+}
+
+void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *st)
+{
+	result_header(w, msgid, 5);
+	str(w, "connections");
+	msgpack_pack_map(&w->pk, 3);
+	key_int(w, "open", (int64_t)st->connections_open);
+	key_int(w, "total", (int64_t)st->connections_total);
+	key_int(w, "refused", (int64_t)st->connections_refused);
+	const char *tables[3] = { "requests", "errors", "latency_us" };
+	for (uint32_t t = 0; t < 3; t++) {
+		str(w, tables[t]);
+		msgpack_pack_map(&w->pk, st->method_count);
+		for (uint32_t i = 0; i < st->method_count; i++) {
+			const struct proto_stats_method *m = &st->methods[i];
+			str(w, m->name);
+			if (t == 0) {
+				msgpack_pack_int64(&w->pk, (int64_t)m->requests);
+			} else if (t == 1) {
+				msgpack_pack_int64(&w->pk, (int64_t)m->errors);
+			} else {
+				msgpack_pack_map(&w->pk, 3);
+				key_int(w, "p50", (int64_t)m->p50_us);
+				key_int(w, "p99", (int64_t)m->p99_us);
+				key_int(w, "p999", (int64_t)m->p999_us);
+			}
+		}
+	}
+	str(w, "store");
+	msgpack_pack_map(&w->pk, 4);
+	key_int(w, "persons", (int64_t)st->persons);
+	key_int(w, "audit_records", (int64_t)st->audit_records);
+	key_int(w, "bytes_used", (int64_t)st->bytes_used);
+	key_int(w, "map_bytes", (int64_t)st->map_bytes);
 }

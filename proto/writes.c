@@ -184,3 +184,43 @@ int proto_withhold_account(const struct proto_withhold *req, uint32_t i, struct 
 	}
 	return PROTO_OK;
 }
+
+uint32_t proto_params_list_size(const struct proto_params *params_, const char **list_name)
+{
+	const msgpack_object *params = (const msgpack_object *)params_;
+	static const char *const lists[] = { "persons", "ids", "items", "accounts" };
+	uint32_t size = 0;
+	*list_name = lists[0];
+	for (uint32_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		const msgpack_object *o = proto_map_get(params, lists[i]);
+		if (o != NULL && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size > size) {
+			size = o->via.array.size;
+			*list_name = lists[i];
+		}
+	}
+	return size;
+}
+
+uint32_t proto_params_weight(const struct proto_params *params_)
+{
+	const char *name;
+	uint32_t weight = proto_params_list_size(params_, &name);
+	const msgpack_object *scan = proto_map_get((const msgpack_object *)params_, "scan");
+	int64_t limit;
+	if (scan != NULL && scan->type == MSGPACK_OBJECT_MAP &&
+	    proto_read_int(proto_map_get(scan, "limit"), 1, UINT32_MAX, &limit) && (uint64_t)limit > weight) {
+		weight = (uint32_t)limit;
+	}
+	return weight;
+}
+
+int proto_token_decode(const struct proto_params *params, struct proto_string *token, struct proto_error *err)
+{
+	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "token");
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
+		return invalid(err, "token must be a string", "token");
+	}
+	token->ptr = o->via.str.ptr;
+	token->size = o->via.str.size;
+	return PROTO_OK;
+}

@@ -1,6 +1,7 @@
 /* LMDB: five named databases in one environment, one writer at a time. */
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +18,12 @@ static const char *const db_names[DB_COUNT] = { "persons", "policies", "idem", "
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi[DB_COUNT];
+	/* Every transaction holds it shared; growing the map takes it alone,
+	 * as mdb_env_set_mapsize needs no transaction open in the process. */
+	pthread_rwlock_t resize_lock;
 	uint64_t map_bytes;
 	uint64_t map_bytes_max;
-	uint8_t *scratch; /* person encodings before they are put */
+	uint8_t *scratch; /* person encodings; LMDB runs one write transaction at a time */
 	size_t scratch_size;
 };
 
@@ -62,6 +66,14 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	int rc = s == NULL ? ENOMEM : 0;
 	if (rc == 0 && mkdir(dir, 0755) != 0 && errno != EEXIST) {
 		rc = errno;
+	}
+	if (rc == 0) {
+		pthread_rwlockattr_t attr;
+		pthread_rwlockattr_init(&attr);
+		/* A grower must not starve behind a stream of readers. */
+		pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		rc = pthread_rwlock_init(&s->resize_lock, &attr);
+		pthread_rwlockattr_destroy(&attr);
 	}
 	if (rc == 0) {
 		s->map_bytes_max = options != NULL && options->map_bytes_max > 0 ? options->map_bytes_max
@@ -111,6 +123,7 @@ void store_close(struct store *s)
 	}
 	if (s->env != NULL) {
 		mdb_env_close(s->env);
+		pthread_rwlock_destroy(&s->resize_lock);
 	}
 	free(s->scratch);
 	free(s);
@@ -122,8 +135,10 @@ static int txn_begin(struct store *s, bool write, struct store_txn **out)
 	if (t == NULL) {
 		return STORE_IO;
 	}
+	pthread_rwlock_rdlock(&s->resize_lock);
 	int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
 	if (rc != 0) {
+		pthread_rwlock_unlock(&s->resize_lock);
 		free(t);
 		return map_error(rc);
 	}
@@ -147,49 +162,58 @@ void store_txn_end(struct store_txn *t)
 {
 	if (t != NULL) {
 		mdb_txn_abort(t->txn);
+		pthread_rwlock_unlock(&t->store->resize_lock);
 		free(t);
 	}
 }
 
-/* Doubles the map after MDB_MAP_FULL; no transaction may be open. */
-static int map_grow(struct store *s)
+/* Sets the map to at least bytes (within the ceiling); waits until no
+ * transaction of this process is open. */
+static int map_set(struct store *s, uint64_t bytes)
 {
-	if (s->map_bytes >= s->map_bytes_max) {
+	int rc = STORE_OK;
+	bytes = bytes < s->map_bytes_max ? bytes : s->map_bytes_max;
+	pthread_rwlock_wrlock(&s->resize_lock);
+	if (bytes > s->map_bytes) {
+		if (mdb_env_set_mapsize(s->env, bytes) == 0) {
+			s->map_bytes = bytes;
+		} else {
+			rc = STORE_IO;
+		}
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+	return rc;
+}
+
+/* Doubles the map after MDB_MAP_FULL (another thread may have already). */
+static int map_grow(struct store *s, uint64_t seen_bytes)
+{
+	if (seen_bytes >= s->map_bytes_max) {
 		return STORE_FULL;
 	}
-	uint64_t bytes = s->map_bytes * 2 < s->map_bytes_max ? s->map_bytes * 2 : s->map_bytes_max;
-	if (mdb_env_set_mapsize(s->env, bytes) != 0) {
-		return STORE_IO;
-	}
-	s->map_bytes = bytes;
-	return STORE_RETRY;
+	int rc = map_set(s, seen_bytes * 2);
+	return rc == STORE_OK ? STORE_RETRY : rc;
 }
 
 int store_reserve(struct store *s, uint64_t bytes)
 {
-	bytes = bytes < s->map_bytes_max ? bytes : s->map_bytes_max;
-	if (bytes <= s->map_bytes) {
-		return STORE_OK;
-	}
-	if (mdb_env_set_mapsize(s->env, bytes) != 0) {
-		return STORE_IO;
-	}
-	s->map_bytes = bytes;
-	return STORE_OK;
+	return map_set(s, bytes);
 }
 
 int store_write_commit(struct store_txn *t)
 {
 	struct store *s = t->store;
+	uint64_t seen_bytes = s->map_bytes; /* stable while this transaction holds the lock */
 	int rc = t->failed;
 	if (rc == 0) {
 		rc = mdb_txn_commit(t->txn);
 	} else {
 		mdb_txn_abort(t->txn);
 	}
+	pthread_rwlock_unlock(&s->resize_lock);
 	free(t);
 	if (rc == MDB_MAP_FULL) {
-		return map_grow(s);
+		return map_grow(s, seen_bytes);
 	}
 	return map_error(rc);
 }
