@@ -9,9 +9,9 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
-PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
+PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev liburing-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
 
-LIB_SRC  := $(wildcard core/*.c proto/*.c store/*.c) io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c
+LIB_SRC  := $(wildcard core/*.c proto/*.c store/*.c) io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c
 HEADERS  := $(wildcard core/*.h proto/*.h store/*.h io/*.h)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
@@ -21,7 +21,7 @@ UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 .PHONY: all deps run test unit sanitize e2e bench clean
 .SECONDARY:
 
-all: build/arrears
+all: build/arrears build/arrearsd
 
 deps:
 	@missing=""; for p in $(PACKAGES); do \
@@ -44,11 +44,17 @@ build/asan/obj/%.o: %.c $(HEADERS)
 build/arrears: $(LIB_OBJ) build/obj/io/arrears_main.o
 	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
+build/arrearsd: $(LIB_OBJ) build/obj/io/server.o build/obj/io/arrearsd_main.o
+	$(CC) $(OPT) -o $@ $^ $(LIBS) -luring -lpthread
+
 build/test_%: build/obj/tests/test_%.o $(LIB_OBJ)
 	$(CC) $(OPT) -o $@ $^ $(LIBS) -lcmocka
 
 build/asan/arrears: $(SAN_OBJ) build/asan/obj/io/arrears_main.o
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
+
+build/asan/arrearsd: $(SAN_OBJ) build/asan/obj/io/server.o build/asan/obj/io/arrearsd_main.o
+	$(CC) $(SAN) -o $@ $^ $(LIBS) -luring -lpthread
 
 build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(LIBS) -lcmocka

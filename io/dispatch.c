@@ -976,6 +976,7 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 		out->close = true;
 	} else {
 		uint32_t method = method_find(&env);
+		out->msgid = env.msgid;
 		out->method = method < METHOD_COUNT ? method : STATS_METHODS_MAX - 1;
 		if (!admitted(d, &env, method)) {
 			/* the error is written */
@@ -1005,10 +1006,10 @@ uint8_t *dispatch_take_response(struct dispatch *d, size_t *size)
 	return proto_writer_take(d->writer, size);
 }
 
-void dispatch_reject(struct dispatch *d, int code, const char *message, const uint8_t **response,
+void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *message, const uint8_t **response,
 		     size_t *response_size)
 {
 	proto_writer_reset(d->writer);
-	write_error(d, 0, code, message, NULL);
+	write_error(d, msgid, code, message, NULL);
 	*response = proto_writer_data(d->writer, response_size);
 }

@@ -40,6 +40,7 @@ struct dispatch_outcome {
 	bool deferred;   /* not run (DISPATCH_INLINE): run it again with DISPATCH_ALL elsewhere */
 	bool error;      /* the response is an error */
 	uint32_t method; /* stats row of the method */
+	uint32_t msgid;  /* of the request, 0 when unreadable */
 };
 
 struct dispatch;
@@ -59,9 +60,10 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 /* The last response's bytes, handed over (free() them); NULL when none. */
 uint8_t *dispatch_take_response(struct dispatch *d, size_t *size);
 
-/* A response for bytes that never formed a frame: malformed (code 1) or
- * too_large (6). Same borrowing as dispatch_frame. */
-void dispatch_reject(struct dispatch *d, int code, const char *message, const uint8_t **response,
+/* An error response without running anything: for bytes that never formed
+ * a frame (malformed, too_large; msgid 0) or a request the server sheds
+ * (overloaded). Same borrowing as dispatch_frame. */
+void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *message, const uint8_t **response,
 		     size_t *response_size);
 
 #endif

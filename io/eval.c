@@ -109,7 +109,7 @@ int eval_run(struct store *store, int in_fd, int out_fd)
 			break; /* clean end of input */
 		}
 		bool large = rc == PROTO_FRAME_TOO_LARGE;
-		dispatch_reject(d, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
+		dispatch_reject(d, 0, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
 				large ? "message over the 16 MiB limit" : "not msgpack-RPC", &response, &response_size);
 		write_all(out_fd, response, response_size);
 		fprintf(stderr, "arrears eval: %s; stopped reading\n",

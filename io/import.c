@@ -18,6 +18,7 @@
 
 #include "dispatch.h"
 #include "import.h"
+#include "log.h"
 
 #define READ_BYTES (4u << 20)            /* one read of the CSV */
 #define LINE_BYTES_MAX 4096u             /* a longer line is a bad row */
@@ -73,18 +74,6 @@ static int64_t now_ns(void)
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
-}
-
-/* 110105********002X: IDs are personal data. */
-void import_mask_id(const char *id, size_t size, char out[CORE_ID_SIZE + 1])
-{
-	memset(out, '*', CORE_ID_SIZE);
-	out[CORE_ID_SIZE] = '\0';
-	for (size_t i = 0; i < CORE_ID_SIZE && i < size; i++) {
-		if (i < 6 || i >= 14) {
-			out[i] = id[i] >= 0x20 && id[i] < 0x7f ? id[i] : '?';
-		}
-	}
 }
 
 static void progress(struct import *im, const char *phase, uint64_t done, uint64_t total, bool last)
@@ -236,7 +225,7 @@ static bool take_line(struct import *im, const char *line, size_t size)
 	row.bad = bad != NULL;
 	if (bad != NULL) {
 		char masked[CORE_ID_SIZE + 1];
-		import_mask_id(row.id, strnlen(row.id, CORE_ID_SIZE), masked);
+		log_mask_id(row.id, strnlen(row.id, CORE_ID_SIZE), masked);
 		im->bad_rows++;
 		if (im->tty) {
 			fprintf(stderr, "\r\033[K");
@@ -345,7 +334,7 @@ static int person_put(struct import *im, struct store_txn *txn, const struct imp
 		      bool print)
 {
 	char masked[CORE_ID_SIZE + 1];
-	import_mask_id(rows[0].id, CORE_ID_SIZE, masked);
+	log_mask_id(rows[0].id, CORE_ID_SIZE, masked);
 	for (size_t i = 0; i < count; i++) {
 		if (rows[i].bad) {
 			im->rejected_persons++;

@@ -13,7 +13,4 @@
 int import_run(struct store *store, const char *data_dir, const char *csv_path, const char *const *policies,
 	       int policy_count);
 
-/* 110105********002X: person IDs are personal data in logs. */
-void import_mask_id(const char *id, size_t size, char out[CORE_ID_SIZE + 1]);
-
 #endif

@@ -1,0 +1,109 @@
+/* build/arrearsd: the server. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "log.h"
+#include "server.h"
+
+#define TOKEN_BYTES_MAX 4096u
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
+			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
+			"                [--token-file FILE]\n");
+	return 2;
+}
+
+static bool parse_listen(const char *s, struct server_config *cfg, char *host, size_t host_size)
+{
+	const char *colon = strrchr(s, ':');
+	if (colon == NULL || (size_t)(colon - s) >= host_size) {
+		return false;
+	}
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	cfg->host = host;
+	cfg->port = (uint16_t)port;
+	return *end == '\0' && port <= 65535;
+}
+
+/* The token is the file's first line. */
+static bool read_token(const char *path, char *token, size_t size, size_t *token_size)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL || fgets(token, (int)size, f) == NULL) {
+		if (f != NULL) {
+			fclose(f);
+		}
+		return false;
+	}
+	fclose(f);
+	*token_size = strcspn(token, "\r\n");
+	return *token_size > 0;
+}
+
+int main(int argc, char **argv)
+{
+	static char host[64] = "127.0.0.1";
+	static char token[TOKEN_BYTES_MAX];
+	const char *data = "data";
+	struct server_config cfg = { .host = host, .port = 7420, .loops = 2, .workers = 2,
+				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
+				     .connections_max = 10000, .idle_timeout_s = 300 };
+	for (int i = 1; i < argc; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		unsigned long long n = v != NULL ? strtoull(v, NULL, 10) : 0;
+		if (v == NULL) {
+			return usage();
+		} else if (strcmp(argv[i], "--listen") == 0) {
+			if (!parse_listen(v, &cfg, host, sizeof(host))) {
+				return usage();
+			}
+		} else if (strcmp(argv[i], "--data") == 0) {
+			data = v;
+		} else if (strcmp(argv[i], "--threads") == 0 && n >= 1 && n <= 64) {
+			cfg.loops = cfg.workers = (uint32_t)n;
+		} else if (strcmp(argv[i], "--max-request") == 0 && n >= 64 && n <= PROTO_REQUEST_BYTES_MAX * 16ull) {
+			cfg.request_bytes_max = n;
+		} else if (strcmp(argv[i], "--max-persons") == 0 && n >= 1 && n <= PROTO_PERSONS_MAX) {
+			cfg.persons_max = (uint32_t)n;
+		} else if (strcmp(argv[i], "--max-connections") == 0 && n >= 1 && n <= 1000000) {
+			cfg.connections_max = (uint32_t)n;
+		} else if (strcmp(argv[i], "--idle-timeout") == 0) {
+			cfg.idle_timeout_s = (uint32_t)n;
+		} else if (strcmp(argv[i], "--token-file") == 0) {
+			if (!read_token(v, token, sizeof(token), &cfg.token_size)) {
+				fprintf(stderr, "arrearsd: %s: no token in its first line\n", v);
+				return 1;
+			}
+			cfg.token = token;
+		} else {
+			return usage();
+		}
+		i++;
+	}
+	/* Room for every connection's socket. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	char err[256];
+	if (store_open(data, NULL, &cfg.store, err, sizeof(err)) != STORE_OK) {
+		log_event("event=start_failed reason=store detail=\"%s\"", err);
+		return 1;
+	}
+	log_event("event=start data=%s max_request=%zu max_persons=%u max_connections=%u idle_timeout_s=%u auth=%s",
+		  data, cfg.request_bytes_max, cfg.persons_max, cfg.connections_max, cfg.idle_timeout_s,
+		  cfg.token != NULL ? "token" : "none");
+	int rc = server_run(&cfg);
+	store_close(cfg.store);
+	log_event("event=stopped status=%s", rc == 0 ? "clean" : strerror(-rc));
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,971 @@
+/* The io_uring event loops, connections and the worker pool. */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "server.h"
+
+#define RING_ENTRIES 4096u        /* SQEs per loop; a full queue is submitted and refilled */
+#define CQ_ENTRIES 16384u         /* completions a burst may leave before we reap */
+#define CQE_BATCH 512u            /* completions handled between submits */
+#define BUF_BYTES 16384u          /* one provided receive buffer */
+#define BUF_COUNT 2048u           /* provided buffers per loop: 32 MiB */
+#define BUF_GROUP 1
+#define OUT_BYTES_MAX (64u << 20) /* unsent answers a client may leave; beyond: cut off */
+#define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
+#define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
+#define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
+#define LISTEN_BACKLOG 4096
+
+static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
+
+enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_CANCEL };
+
+/* user_data: operation, connection slot and its generation, never a bare fd,
+ * so a late completion cannot reach a connection that reused the slot. */
+static uint64_t user_data(enum op op, uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)op << 56 | (uint64_t)(slot & 0xffffff) << 32 | gen;
+}
+
+struct chunk {
+	struct chunk *next;
+	uint8_t *data;
+	size_t size;
+	size_t offset;   /* bytes already sent */
+	size_t capacity;
+};
+
+struct conn {
+	int fd;
+	uint32_t slot;    /* index in the loop's table, fixed */
+	uint32_t gen;
+	bool in_use;
+	bool aborted;     /* cut off: unsent answers are dropped */
+	bool recv_armed;
+	bool send_armed;
+	bool busy;        /* a request of this connection is on a worker */
+	bool closing;     /* answer what is queued, then close */
+	bool read_closed; /* the peer finished sending */
+	bool want_send;   /* on the loop's list of connections to send for */
+	struct dispatch_session session;
+	uint8_t *in;
+	size_t in_size;
+	size_t in_capacity;
+	struct proto_frame frame;
+	struct chunk *out_head;
+	struct chunk *out_tail;
+	size_t out_bytes;
+	int64_t last_active_ns;
+	uint32_t next_free;
+	uint32_t next_send;
+};
+
+struct job {
+	struct job *next;
+	struct loop *loop;
+	uint32_t slot;
+	uint32_t gen;
+	struct dispatch_session session;
+	uint8_t *frame;
+	size_t frame_size;
+	uint8_t *response;
+	size_t response_size;
+	struct dispatch_outcome outcome;
+	int64_t started_ns;
+};
+
+struct server;
+
+struct loop {
+	struct server *srv;
+	uint32_t id;
+	pthread_t thread;
+	struct io_uring ring;
+	struct io_uring_buf_ring *buf_ring;
+	uint8_t *bufs;
+	struct dispatch *d;
+	struct conn **conns;
+	uint32_t conn_count;    /* slots allocated */
+	uint32_t free_head;     /* UINT32_MAX: none */
+	uint32_t send_head;     /* connections wanting a send, UINT32_MAX: none */
+	uint32_t open;          /* connections in use */
+	uint32_t jobs_out;      /* jobs on workers */
+	int wake_fd;
+	uint64_t wake_value;
+	pthread_mutex_t done_lock;
+	struct job *done;       /* jobs finished by workers */
+	struct __kernel_timespec tick;
+	bool accepting;
+	bool stopping;
+	int64_t stop_deadline_ns;
+};
+
+struct server {
+	const struct server_config *config;
+	struct dispatch_shared shared;
+	struct stats stats;
+	int listen_fd;
+	atomic_bool stop;
+	struct loop *loops;
+	pthread_t *workers;
+	pthread_mutex_t jobs_lock;
+	pthread_cond_t jobs_cond;
+	struct job *jobs_head;
+	struct job *jobs_tail;
+	uint32_t jobs_queued;
+	bool workers_stop;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
+static struct io_uring_sqe *sqe_get(struct loop *l)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+	while (sqe == NULL) {
+		io_uring_submit(&l->ring);
+		sqe = io_uring_get_sqe(&l->ring);
+	}
+	return sqe;
+}
+
+static struct conn *conn_of(struct loop *l, uint64_t data)
+{
+	uint32_t slot = (uint32_t)(data >> 32) & 0xffffff;
+	uint32_t gen = (uint32_t)data;
+	if (slot >= l->conn_count || !l->conns[slot]->in_use || l->conns[slot]->gen != gen) {
+		return NULL;
+	}
+	return l->conns[slot];
+}
+
+static uint32_t slot_of(struct loop *l, const struct conn *c)
+{
+	(void)l;
+	return c->slot;
+}
+
+/* ---- arming operations ---- */
+
+static void arm_accept(struct loop *l)
+{
+	struct io_uring_sqe *sqe = sqe_get(l);
+	io_uring_prep_multishot_accept(sqe, l->srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, user_data(OP_ACCEPT, 0, 0));
+}
+
+static void arm_recv(struct loop *l, struct conn *c)
+{
+	struct io_uring_sqe *sqe = sqe_get(l);
+	io_uring_prep_recv(sqe, c->fd, NULL, BUF_BYTES, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+	io_uring_sqe_set_data64(sqe, user_data(OP_RECV, slot_of(l, c), c->gen));
+	c->recv_armed = true;
+}
+
+static void arm_send(struct loop *l, struct conn *c)
+{
+	struct chunk *h = c->out_head;
+	struct io_uring_sqe *sqe = sqe_get(l);
+	io_uring_prep_send(sqe, c->fd, h->data + h->offset, h->size - h->offset, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, user_data(OP_SEND, slot_of(l, c), c->gen));
+	c->send_armed = true;
+}
+
+static void arm_wake(struct loop *l)
+{
+	struct io_uring_sqe *sqe = sqe_get(l);
+	io_uring_prep_read(sqe, l->wake_fd, &l->wake_value, sizeof(l->wake_value), 0);
+	io_uring_sqe_set_data64(sqe, user_data(OP_WAKE, 0, 0));
+}
+
+static void arm_tick(struct loop *l)
+{
+	struct io_uring_sqe *sqe = sqe_get(l);
+	l->tick = (struct __kernel_timespec){ .tv_sec = 1 };
+	io_uring_prep_timeout(sqe, &l->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, user_data(OP_TICK, 0, 0));
+}
+
+/* Whether the connection should read more: not while its answers pile up
+ * or a request of it is on a worker with more bytes already waiting. */
+static bool wants_input(const struct loop *l, const struct conn *c)
+{
+	return !c->recv_armed && !c->closing && !c->read_closed && !l->stopping && c->out_bytes < OUT_BYTES_MAX &&
+	       c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
+}
+
+/* ---- connections ---- */
+
+static void conn_release(struct loop *l, struct conn *c)
+{
+	uint32_t slot = slot_of(l, c);
+	close(c->fd);
+	for (struct chunk *k = c->out_head; k != NULL;) {
+		struct chunk *next = k->next;
+		free(k->data);
+		free(k);
+		k = next;
+	}
+	free(c->in);
+	uint32_t gen = c->gen + 1;
+	memset(c, 0, sizeof(*c));
+	c->gen = gen;
+	c->slot = slot;
+	c->next_free = l->free_head;
+	l->free_head = slot;
+	l->open--;
+	atomic_fetch_sub(&l->srv->stats.connections_open, 1);
+}
+
+/* Closes once nothing of the connection is in flight. */
+static void conn_settle(struct loop *l, struct conn *c)
+{
+	bool drained = c->out_head == NULL && !c->busy;
+	if (!c->closing && c->read_closed && drained) {
+		c->closing = true;
+	}
+	if (c->closing && drained && !c->recv_armed && !c->send_armed) {
+		conn_release(l, c);
+	} else if (c->closing && drained && c->recv_armed) {
+		shutdown(c->fd, SHUT_RDWR); /* completes the pending receive */
+	}
+}
+
+/* Drops unsent answers, unless the kernel is reading the first. */
+static void out_drop(struct conn *c)
+{
+	while (c->out_head != NULL && !c->send_armed) {
+		struct chunk *next = c->out_head->next;
+		free(c->out_head->data);
+		free(c->out_head);
+		c->out_head = next;
+	}
+	if (c->out_head == NULL) {
+		c->out_tail = NULL;
+		c->out_bytes = 0;
+	}
+}
+
+/* Cuts a connection off: the peer is gone, broke a limit, or stopped reading. */
+static void conn_abort(struct loop *l, struct conn *c, const char *why)
+{
+	if (!c->aborted) {
+		log_event("event=close conn=%u.%u reason=%s", l->id, slot_of(l, c), why);
+	}
+	c->aborted = true;
+	c->closing = true;
+	out_drop(c);
+	shutdown(c->fd, SHUT_RDWR);
+	conn_settle(l, c);
+}
+
+static void send_later(struct loop *l, struct conn *c)
+{
+	if (!c->want_send && !c->send_armed) {
+		c->want_send = true;
+		c->next_send = l->send_head;
+		l->send_head = slot_of(l, c);
+	}
+}
+
+/* Queues an answer; owned (taken from a writer) or copied into the tail chunk. */
+static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size_t size, uint8_t *owned)
+{
+	struct chunk *t = c->out_tail;
+	bool tail_free = t != NULL && !(t == c->out_head && c->send_armed);
+	if (owned == NULL && tail_free && t->size + size <= t->capacity) {
+		memcpy(t->data + t->size, data, size);
+		t->size += size;
+	} else {
+		struct chunk *k = calloc(1, sizeof(*k));
+		if (k == NULL) {
+			free(owned);
+			return false;
+		}
+		if (owned != NULL) {
+			k->data = owned;
+			k->capacity = size;
+		} else {
+			k->capacity = size > OUT_CHUNK_BYTES ? size : OUT_CHUNK_BYTES;
+			k->data = malloc(k->capacity);
+			if (k->data == NULL) {
+				free(k);
+				return false;
+			}
+			memcpy(k->data, data, size);
+		}
+		k->size = size;
+		if (t == NULL) {
+			c->out_head = k;
+		} else {
+			t->next = k;
+		}
+		c->out_tail = k;
+	}
+	c->out_bytes += size;
+	send_later(l, c);
+	if (c->out_bytes > OUT_BYTES_MAX + BUF_BYTES) {
+		conn_abort(l, c, "client_not_reading");
+	}
+	return true;
+}
+
+/* ---- requests ---- */
+
+static void stats_answer(struct loop *l, const struct dispatch_outcome *o, int64_t started_ns)
+{
+	stats_request(&l->srv->stats, o->method, o->error, (uint64_t)(now_ns() - started_ns));
+}
+
+/* Hands a request to the workers; false when their queue is full. */
+static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size, int64_t started_ns)
+{
+	struct server *srv = l->srv;
+	struct job *j = calloc(1, sizeof(*j));
+	uint8_t *copy = j == NULL ? NULL : malloc(size);
+	if (copy == NULL) {
+		free(j);
+		return false;
+	}
+	memcpy(copy, frame, size);
+	*j = (struct job){ .loop = l, .slot = slot_of(l, c), .gen = c->gen, .session = c->session, .frame = copy,
+			   .frame_size = size, .started_ns = started_ns };
+	pthread_mutex_lock(&srv->jobs_lock);
+	bool room = srv->jobs_queued < JOBS_MAX;
+	if (room) {
+		if (srv->jobs_tail == NULL) {
+			srv->jobs_head = j;
+		} else {
+			srv->jobs_tail->next = j;
+		}
+		srv->jobs_tail = j;
+		srv->jobs_queued++;
+		pthread_cond_signal(&srv->jobs_cond);
+	}
+	pthread_mutex_unlock(&srv->jobs_lock);
+	if (!room) {
+		free(copy);
+		free(j);
+		return false;
+	}
+	l->jobs_out++;
+	return true;
+}
+
+static void answer_error(struct loop *l, struct conn *c, int code, const char *message)
+{
+	const uint8_t *response;
+	size_t size;
+	dispatch_reject(l->d, 0, code, message, &response, &size);
+	conn_queue(l, c, response, size, NULL);
+}
+
+/* Runs the complete requests in the connection's input, in order, until one
+ * goes to a worker. */
+static void conn_process(struct loop *l, struct conn *c)
+{
+	size_t start = 0;
+	while (!c->busy && !c->closing) {
+		size_t size;
+		int rc = proto_frame_scan(&c->frame, c->in + start, c->in_size - start, l->srv->config->request_bytes_max,
+					  &size);
+		if (rc == PROTO_FRAME_MORE) {
+			break;
+		}
+		if (rc != PROTO_FRAME_COMPLETE) {
+			bool large = rc == PROTO_FRAME_TOO_LARGE;
+			log_event("event=reject conn=%u.%u limit=%s", l->id, slot_of(l, c),
+				  large ? "request_bytes_max" : "msgpack_rpc");
+			answer_error(l, c, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
+				     large ? "message over the server's size limit" : "not msgpack-RPC");
+			c->closing = true;
+			break;
+		}
+		const uint8_t *frame = c->in + start;
+		start += size;
+		proto_frame_reset(&c->frame);
+		int64_t started = now_ns();
+		const uint8_t *response;
+		size_t response_size;
+		struct dispatch_outcome out;
+		dispatch_frame(l->d, &c->session, DISPATCH_INLINE, frame, size, &response, &response_size, &out);
+		if (out.deferred) {
+			if (job_submit(l, c, frame, size, started)) {
+				c->busy = true;
+				break;
+			}
+			dispatch_reject(l->d, out.msgid, PROTO_OVERLOADED, "too many requests queued; retry later",
+					&response, &response_size);
+			out.error = true;
+		}
+		stats_answer(l, &out, started);
+		if (response_size > 0) {
+			conn_queue(l, c, response, response_size, NULL);
+		}
+		if (out.close) {
+			log_event("event=reject conn=%u.%u limit=msgpack_rpc", l->id, slot_of(l, c));
+			c->closing = true;
+		}
+	}
+	if (start > 0) {
+		memmove(c->in, c->in + start, c->in_size - start);
+		c->in_size -= start;
+	}
+}
+
+static bool conn_append(struct loop *l, struct conn *c, const uint8_t *data, size_t size)
+{
+	(void)l;
+	if (c->in_capacity - c->in_size < size) {
+		size_t capacity = c->in_capacity == 0 ? BUF_BYTES : c->in_capacity;
+		while (capacity - c->in_size < size) {
+			capacity *= 2;
+		}
+		uint8_t *in = realloc(c->in, capacity);
+		if (in == NULL) {
+			return false;
+		}
+		c->in = in;
+		c->in_capacity = capacity;
+	}
+	memcpy(c->in + c->in_size, data, size);
+	c->in_size += size;
+	return true;
+}
+
+/* ---- completions ---- */
+
+static struct conn *conn_new(struct loop *l, int fd)
+{
+	if (l->free_head == UINT32_MAX) {
+		uint32_t count = l->conn_count == 0 ? 64 : l->conn_count * 2;
+		struct conn **conns = realloc(l->conns, count * sizeof(*conns));
+		if (count > 0xffffff || conns == NULL) {
+			return NULL;
+		}
+		l->conns = conns;
+		for (uint32_t i = l->conn_count; i < count; i++) {
+			conns[i] = calloc(1, sizeof(struct conn));
+			if (conns[i] == NULL) {
+				l->conn_count = i;
+				return NULL;
+			}
+			conns[i]->slot = i;
+			conns[i]->next_free = i + 1 < count ? i + 1 : l->free_head;
+		}
+		l->free_head = l->conn_count;
+		l->conn_count = count;
+	}
+	struct conn *c = l->conns[l->free_head];
+	l->free_head = c->next_free;
+	c->in_use = true;
+	c->fd = fd;
+	c->last_active_ns = now_ns();
+	proto_frame_reset(&c->frame);
+	l->open++;
+	return c;
+}
+
+static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE) && l->accepting) {
+		arm_accept(l); /* the multishot ended (an error, or the kernel's choice) */
+	}
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED) {
+			log_event("event=accept_error errno=%d", -cqe->res);
+		}
+		return;
+	}
+	int fd = cqe->res;
+	struct stats *st = &l->srv->stats;
+	if (l->stopping || atomic_load(&st->connections_open) >= l->srv->config->connections_max) {
+		/* Say why before closing; a best effort on a fresh socket. */
+		const uint8_t *response;
+		size_t size;
+		dispatch_reject(l->d, 0, PROTO_OVERLOADED, "too many connections", &response, &size);
+		ssize_t sent = send(fd, response, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)sent;
+		close(fd);
+		atomic_fetch_add(&st->connections_refused, 1);
+		return;
+	}
+	struct conn *c = conn_new(l, fd);
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	atomic_fetch_add(&st->connections_open, 1);
+	atomic_fetch_add(&st->connections_total, 1);
+	arm_recv(l, c);
+}
+
+static void buffer_return(struct loop *l, uint32_t bid)
+{
+	io_uring_buf_ring_add(l->buf_ring, l->bufs + (size_t)bid * BUF_BYTES, BUF_BYTES, (unsigned short)bid,
+			      io_uring_buf_ring_mask(BUF_COUNT), 0);
+	io_uring_buf_ring_advance(l->buf_ring, 1);
+}
+
+static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
+{
+	struct conn *c = conn_of(l, cqe->user_data);
+	bool has_buffer = cqe->flags & IORING_CQE_F_BUFFER;
+	uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+	if (c == NULL) {
+		if (has_buffer) {
+			buffer_return(l, bid);
+		}
+		return;
+	}
+	c->recv_armed = false;
+	if (cqe->res > 0 && has_buffer) {
+		bool kept = c->closing || conn_append(l, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
+		buffer_return(l, bid);
+		c->last_active_ns = now_ns();
+		if (!kept) {
+			conn_abort(l, c, "out_of_memory");
+			return;
+		}
+		conn_process(l, c);
+	} else if (cqe->res == 0) {
+		c->read_closed = true; /* finish what was asked, then close */
+	} else if (cqe->res == -ENOBUFS) {
+		/* The pool ran dry: buffers return as this batch is handled; read again. */
+	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
+		conn_abort(l, c, cqe->res == -ECONNRESET ? "reset" : "recv_error");
+		return;
+	}
+	if (wants_input(l, c)) {
+		arm_recv(l, c);
+	}
+	conn_settle(l, c);
+}
+
+static void on_send(struct loop *l, struct io_uring_cqe *cqe)
+{
+	struct conn *c = conn_of(l, cqe->user_data);
+	if (c == NULL) {
+		return;
+	}
+	c->send_armed = false;
+	if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN) {
+		conn_abort(l, c, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "peer_gone" : "send_error");
+		return;
+	}
+	if (c->aborted) {
+		out_drop(c);
+		conn_settle(l, c);
+		return;
+	}
+	struct chunk *h = c->out_head;
+	size_t sent = cqe->res > 0 ? (size_t)cqe->res : 0; /* short sends happen: keep the offset */
+	h->offset += sent;
+	c->out_bytes -= sent;
+	if (h->offset == h->size) {
+		c->out_head = h->next;
+		if (c->out_head == NULL) {
+			c->out_tail = NULL;
+		}
+		free(h->data);
+		free(h);
+	}
+	if (c->out_head != NULL) {
+		arm_send(l, c);
+	}
+	if (wants_input(l, c)) {
+		arm_recv(l, c);
+	}
+	conn_settle(l, c);
+}
+
+/* Answers from the workers. */
+static void on_wake(struct loop *l)
+{
+	pthread_mutex_lock(&l->done_lock);
+	struct job *j = l->done;
+	l->done = NULL;
+	pthread_mutex_unlock(&l->done_lock);
+	while (j != NULL) {
+		struct job *next = j->next;
+		struct conn *c = conn_of(l, user_data(OP_RECV, j->slot, j->gen));
+		l->jobs_out--;
+		stats_answer(l, &j->outcome, j->started_ns);
+		if (c != NULL) {
+			c->busy = false;
+			c->session = j->session; /* auth is never deferred, but keep them one */
+			if (j->response != NULL && !c->aborted) {
+				conn_queue(l, c, j->response, j->response_size, j->response);
+				j->response = NULL;
+			}
+			if (j->outcome.close) {
+				c->closing = true;
+			}
+			conn_process(l, c);
+			if (wants_input(l, c)) {
+				arm_recv(l, c);
+			}
+			conn_settle(l, c);
+		}
+		free(j->response);
+		free(j->frame);
+		free(j);
+		j = next;
+	}
+	arm_wake(l);
+}
+
+static void stop_begin(struct loop *l)
+{
+	l->stopping = true;
+	l->stop_deadline_ns = now_ns() + SHUTDOWN_GRACE_S * 1000000000ll;
+	if (l->accepting) {
+		l->accepting = false;
+		struct io_uring_sqe *sqe = sqe_get(l);
+		io_uring_prep_cancel64(sqe, user_data(OP_ACCEPT, 0, 0), 0);
+		io_uring_sqe_set_data64(sqe, user_data(OP_CANCEL, 0, 0));
+	}
+	/* Requests already received still run; idle connections close now. */
+	for (uint32_t i = 0; i < l->conn_count; i++) {
+		struct conn *c = l->conns[i];
+		if (c->in_use) {
+			c->read_closed = true;
+			conn_settle(l, c);
+		}
+	}
+}
+
+static void on_tick(struct loop *l)
+{
+	if (atomic_load(&l->srv->stop) && !l->stopping) {
+		stop_begin(l);
+	}
+	uint32_t idle_s = l->srv->config->idle_timeout_s;
+	int64_t now = now_ns();
+	for (uint32_t i = 0; i < l->conn_count; i++) {
+		struct conn *c = l->conns[i];
+		bool idle = idle_s > 0 && now - c->last_active_ns > (int64_t)idle_s * 1000000000ll;
+		bool late = l->stopping && now > l->stop_deadline_ns;
+		if (c->in_use && !c->aborted && (late || (idle && !c->busy && c->out_head == NULL))) {
+			conn_abort(l, c, late ? "shutdown_grace_over" : "idle_timeout");
+		}
+	}
+	arm_tick(l);
+}
+
+static void flush_sends(struct loop *l)
+{
+	while (l->send_head != UINT32_MAX) {
+		struct conn *c = l->conns[l->send_head];
+		l->send_head = c->next_send;
+		c->want_send = false;
+		if (c->in_use && !c->send_armed && c->out_head != NULL && !c->aborted) {
+			arm_send(l, c);
+		}
+	}
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+	struct server *srv = arg;
+	struct dispatch *d = dispatch_new(srv->config->store, &srv->shared);
+	if (d == NULL) {
+		log_event("event=worker_failed reason=dispatch");
+		return NULL;
+	}
+	while (true) {
+		pthread_mutex_lock(&srv->jobs_lock);
+		while (srv->jobs_head == NULL && !srv->workers_stop) {
+			pthread_cond_wait(&srv->jobs_cond, &srv->jobs_lock);
+		}
+		struct job *j = srv->jobs_head;
+		if (j == NULL) {
+			pthread_mutex_unlock(&srv->jobs_lock);
+			break;
+		}
+		srv->jobs_head = j->next;
+		if (srv->jobs_head == NULL) {
+			srv->jobs_tail = NULL;
+		}
+		srv->jobs_queued--;
+		pthread_mutex_unlock(&srv->jobs_lock);
+
+		const uint8_t *response;
+		dispatch_frame(d, &j->session, DISPATCH_ALL, j->frame, j->frame_size, &response, &j->response_size,
+			       &j->outcome);
+		/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
+		j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
+		struct loop *l = j->loop;
+		pthread_mutex_lock(&l->done_lock);
+		j->next = l->done;
+		l->done = j;
+		pthread_mutex_unlock(&l->done_lock);
+		uint64_t one = 1;
+		ssize_t w = write(l->wake_fd, &one, sizeof(one));
+		(void)w;
+	}
+	dispatch_free(d);
+	return NULL;
+}
+
+/* ---- the loop ---- */
+
+static int loop_init(struct loop *l)
+{
+	struct io_uring_params params = { .flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES };
+	int rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
+	if (rc < 0) {
+		return rc;
+	}
+	/* liburing 2.3 has no io_uring_setup_buf_ring: map and register the ring by hand. */
+	size_t ring_bytes = BUF_COUNT * sizeof(struct io_uring_buf);
+	void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED) {
+		return -errno;
+	}
+	l->buf_ring = mem;
+	io_uring_buf_ring_init(l->buf_ring);
+	struct io_uring_buf_reg reg = { .ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = BUF_COUNT,
+					.bgid = BUF_GROUP };
+	rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
+	if (rc < 0) {
+		return rc;
+	}
+	l->bufs = malloc((size_t)BUF_COUNT * BUF_BYTES);
+	if (l->bufs == NULL) {
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < BUF_COUNT; i++) {
+		io_uring_buf_ring_add(l->buf_ring, l->bufs + (size_t)i * BUF_BYTES, BUF_BYTES, (unsigned short)i,
+				      io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+	}
+	io_uring_buf_ring_advance(l->buf_ring, BUF_COUNT);
+	l->wake_fd = eventfd(0, EFD_CLOEXEC);
+	l->d = dispatch_new(l->srv->config->store, &l->srv->shared);
+	if (l->wake_fd < 0 || l->d == NULL) {
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&l->done_lock, NULL);
+	l->free_head = UINT32_MAX;
+	l->send_head = UINT32_MAX;
+	l->accepting = true;
+	return 0;
+}
+
+static void loop_free(struct loop *l)
+{
+	for (uint32_t i = 0; i < l->conn_count; i++) {
+		if (l->conns[i]->in_use) {
+			conn_release(l, l->conns[i]);
+		}
+		free(l->conns[i]);
+	}
+	free(l->conns);
+	dispatch_free(l->d);
+	io_uring_queue_exit(&l->ring);
+	if (l->buf_ring != NULL) {
+		munmap(l->buf_ring, BUF_COUNT * sizeof(struct io_uring_buf));
+	}
+	free(l->bufs);
+	if (l->wake_fd >= 0) {
+		close(l->wake_fd);
+	}
+	pthread_mutex_destroy(&l->done_lock);
+}
+
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	arm_accept(l);
+	arm_wake(l);
+	arm_tick(l);
+	while (!(l->stopping && l->open == 0 && l->jobs_out == 0)) {
+		flush_sends(l);
+		int rc = io_uring_submit_and_wait(&l->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
+			log_event("event=loop_error errno=%d", -rc);
+			break;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head;
+		unsigned seen = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe)
+		{
+			switch (cqe->user_data >> 56) {
+			case OP_ACCEPT:
+				on_accept(l, cqe);
+				break;
+			case OP_RECV:
+				on_recv(l, cqe);
+				break;
+			case OP_SEND:
+				on_send(l, cqe);
+				break;
+			case OP_WAKE:
+				on_wake(l);
+				break;
+			case OP_TICK:
+				on_tick(l);
+				break;
+			default:
+				break;
+			}
+			if (++seen == CQE_BATCH) {
+				break;
+			}
+		}
+		io_uring_cq_advance(&l->ring, seen);
+		if (atomic_load(&l->srv->stop) && !l->stopping) {
+			stop_begin(l);
+		}
+	}
+	return NULL;
+}
+
+static int listen_socket(const struct server_config *config, uint16_t *port)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(config->port) };
+	if (inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) {
+		return -EINVAL;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+		int rc = -errno;
+		if (fd >= 0) {
+			close(fd);
+		}
+		return rc;
+	}
+	socklen_t len = sizeof(addr);
+	getsockname(fd, (struct sockaddr *)&addr, &len);
+	*port = ntohs(addr.sin_port);
+	return fd;
+}
+
+static int threads_start(struct server *srv)
+{
+	const struct server_config *cfg = srv->config;
+	for (uint32_t i = 0; i < cfg->loops; i++) {
+		struct loop *l = &srv->loops[i];
+		*l = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
+		int rc = loop_init(l);
+		if (rc != 0) {
+			return rc;
+		}
+	}
+	for (uint32_t i = 0; i < cfg->loops; i++) {
+		if (pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) != 0) {
+			return -EAGAIN;
+		}
+	}
+	for (uint32_t i = 0; i < cfg->workers; i++) {
+		if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0) {
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+static void threads_stop(struct server *srv)
+{
+	const struct server_config *cfg = srv->config;
+	atomic_store(&srv->stop, true);
+	for (uint32_t i = 0; i < cfg->loops; i++) {
+		uint64_t one = 1;
+		if (srv->loops[i].wake_fd >= 0 && write(srv->loops[i].wake_fd, &one, sizeof(one)) < 0) {
+			log_event("event=wake_failed loop=%u", i);
+		}
+	}
+	for (uint32_t i = 0; i < cfg->loops; i++) {
+		if (srv->loops[i].thread != 0) {
+			pthread_join(srv->loops[i].thread, NULL);
+		}
+	}
+	pthread_mutex_lock(&srv->jobs_lock);
+	srv->workers_stop = true;
+	pthread_cond_broadcast(&srv->jobs_cond);
+	pthread_mutex_unlock(&srv->jobs_lock);
+	for (uint32_t i = 0; i < cfg->workers; i++) {
+		if (srv->workers[i] != 0) {
+			pthread_join(srv->workers[i], NULL);
+		}
+	}
+}
+
+int server_run(const struct server_config *config)
+{
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL); /* threads inherit it */
+
+	struct server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		return -ENOMEM;
+	}
+	srv->config = config;
+	srv->shared = (struct dispatch_shared){ .token = config->token, .token_size = config->token_size,
+						.persons_max = config->persons_max, .stats = &srv->stats };
+	pthread_mutex_init(&srv->jobs_lock, NULL);
+	pthread_cond_init(&srv->jobs_cond, NULL);
+	srv->loops = calloc(config->loops, sizeof(*srv->loops));
+	srv->workers = calloc(config->workers, sizeof(*srv->workers));
+	uint16_t port = 0;
+	int rc = srv->loops == NULL || srv->workers == NULL ? -ENOMEM : listen_socket(config, &port);
+	if (rc >= 0) {
+		srv->listen_fd = rc;
+		log_event("event=listen addr=%s port=%u loops=%u workers=%u", config->host, port, config->loops,
+			  config->workers);
+		rc = threads_start(srv);
+	}
+	if (rc == 0) {
+		int sig = 0;
+		sigdelset(&signals, SIGPIPE);
+		sigwait(&signals, &sig);
+		log_event("event=shutdown signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	} else {
+		log_event("event=start_failed errno=%d", -rc);
+	}
+	threads_stop(srv);
+	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
+		loop_free(&srv->loops[i]);
+	}
+	if (srv->listen_fd > 0) {
+		close(srv->listen_fd);
+	}
+	free(srv->loops);
+	free(srv->workers);
+	pthread_mutex_destroy(&srv->jobs_lock);
+	pthread_cond_destroy(&srv->jobs_cond);
+	free(srv);
+	return rc;
+}
