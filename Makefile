@@ -18,7 +18,7 @@ SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
 LIBS     := -lmsgpackc -llmdb -ljansson
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run test unit sanitize e2e bench clean
+.PHONY: all deps run demo test unit sanitize e2e bench clean
 .SECONDARY:
 
 all: build/arrears build/arrearsd
@@ -79,7 +79,19 @@ e2e: build/arrears
 test: deps
 	$(MAKE) --no-print-directory unit e2e sanitize
 
-run: deps build/arrears
+# The server on the README's defaults, with a small generated city loaded.
+DATA ?= data
+run: deps build/arrears build/arrearsd
+	@if [ ! -f $(DATA)/data.mdb ]; then \
+	  echo "generating a city of 10,000 persons into $(DATA)/ (arrears gen --seed 1 --city 110000)"; \
+	  ./build/arrears gen --persons 10000 --seed 1 --city 110000 --data $(DATA); \
+	fi
+	@echo "serving $(DATA)/ on 127.0.0.1:7420; in another terminal try:"
+	@echo "  build/arrears call arrears.compute '{\"as_of\": 20251110, \"scan\": {\"after\": null, \"limit\": 3}}'"
+	@echo "  build/arrears show 110101195501010013 --as-of 20251110"
+	./build/arrearsd --listen 127.0.0.1:7420 --data $(DATA)
+
+demo: build/arrears
 	$(PYTHON) examples/demo.py build/arrears
 
 bench: deps build/bench_core

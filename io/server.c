@@ -220,6 +220,9 @@ static bool wants_input(const struct loop *l, const struct conn *c)
 static void conn_release(struct loop *l, struct conn *c)
 {
 	uint32_t slot = slot_of(l, c);
+	if (!c->aborted) {
+		log_event("event=close conn=%u.%u reason=done", l->id, slot);
+	}
 	close(c->fd);
 	for (struct chunk *k = c->out_head; k != NULL;) {
 		struct chunk *next = k->next;
@@ -518,6 +521,13 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct sockaddr_in peer;
+	socklen_t peer_size = sizeof(peer);
+	char peer_text[INET_ADDRSTRLEN] = "?";
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0) {
+		inet_ntop(AF_INET, &peer.sin_addr, peer_text, sizeof(peer_text));
+	}
+	log_event("event=open conn=%u.%u peer=%s:%u", l->id, slot_of(l, c), peer_text, ntohs(peer.sin_port));
 	atomic_fetch_add(&st->connections_open, 1);
 	atomic_fetch_add(&st->connections_total, 1);
 	arm_recv(l, c);
