@@ -1060,7 +1060,7 @@ static void test_reject_answers_too_large_or_malformed_with_msgid_0(void **state
 	(void)state;
 	const uint8_t *response;
 	size_t size;
-	dispatch_reject(D, PROTO_TOO_LARGE, "message too large", &response, &size);
+	dispatch_reject(D, 0, PROTO_TOO_LARGE, "message too large", &response, &size);
 	msgpack_unpacked u;
 	msgpack_unpacked_init(&u);
 	size_t off = 0;
@@ -1070,7 +1070,7 @@ static void test_reject_answers_too_large_or_malformed_with_msgid_0(void **state
 	check_int(dig(&u.data, "1"), 0);
 	check_error_map(dig(&u.data, "2"), PROTO_TOO_LARGE, NULL, "reject");
 	check_nil(dig(&u.data, "3"));
-	dispatch_reject(D, PROTO_MALFORMED, "not msgpack", &response, &size);
+	dispatch_reject(D, 0, PROTO_MALFORMED, "not msgpack", &response, &size);
 	off = 0;
 	assert_int_equal(msgpack_unpack_next(&u, (const char *)response, size, &off), MSGPACK_UNPACK_SUCCESS);
 	assert_int_equal(off, size);
