@@ -11,7 +11,7 @@ PYTHON  := /usr/bin/python3
 # Debian packages the build and the tests need; installed only when missing.
 PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev liburing-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
 
-LIB_SRC  := $(wildcard core/*.c proto/*.c store/*.c) io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c
+LIB_SRC  := $(wildcard core/*.c proto/*.c store/*.c) io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c io/client.c
 HEADERS  := $(wildcard core/*.h proto/*.h store/*.h io/*.h)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
@@ -75,6 +75,7 @@ e2e: build/arrears
 	$(PYTHON) tests/test_examples.py --eval build/arrears
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
+	$(PYTHON) tests/test_client.py --arrears build/arrears
 
 test: deps
 	$(MAKE) --no-print-directory unit e2e sanitize

@@ -113,61 +113,70 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 	slot_cursor_init(&cursor, set);
 
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		if (v.state == SLOT_PENDING) {
-			if (!core_sum_add(&out->pending_fen, v.owed_fen)) {
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		if (r->first.deemed || last < r->first.month || run_settled(&cursor, r, last, as_of, false)) {
+			continue; /* the whole run: nothing owed */
+		}
+		for (int32_t m = r->first.month; m <= last; m++) {
+			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+			struct slot_view v;
+			slot_view_make(&cursor, s, as_of, &v);
+			if (v.state == SLOT_PENDING) {
+				if (!core_sum_add(&out->pending_fen, v.owed_fen)) {
+					return CORE_ERR_OVERFLOW;
+				}
+				continue;
+			}
+			if (v.state != SLOT_ARREARS) {
+				continue;
+			}
+			const struct core_policy *p = v.policy;
+			uint8_t tier = tier_of(p, s->month, as_of);
+			if (items != NULL) {
+				item_fill(&items[items_filled++], s, &v, tier);
+			}
+			if (v.expired) {
+				month_bits_set(&expired, s->month);
+				if (!core_sum_add(&out->expired_principal_fen, v.owed_fen)) {
+					return CORE_ERR_OVERFLOW;
+				}
+				continue;
+			}
+			int64_t interest = 0;
+			if ((p->interest_types >> s->type & 1) && (p->interest_categories >> s->category & 1)) {
+				interest = interest_fen(p, s->month, v.owed_fen, as_of);
+				if (interest < 0) {
+					return CORE_ERR_OVERFLOW;
+				}
+			}
+			int64_t fee = 0;
+			if (p->late_fee_categories >> s->category & 1) {
+				fee = late_fee_fen(p, v.owed_fen, v.deadline_date, as_of);
+			}
+			if (items != NULL) {
+				items[items_filled - 1].interest_fen = interest;
+				items[items_filled - 1].late_fee_fen = fee;
+			}
+			month_bits_set(&payable, s->month);
+			month_bits_set(&by_type[s->type], s->month);
+			out->tiers[tier]++;
+			struct core_arrears_sums *t = &out->by_type[s->type];
+			if (!(core_sum_add(&t->principal_fen, v.owed_fen) && core_sum_add(&t->interest_fen, interest) &&
+			      core_sum_add(&t->late_fee_fen, fee) && core_sum_add(&out->principal_fen, v.owed_fen) &&
+			      core_sum_add(&out->interest_fen, interest) && core_sum_add(&out->late_fee_fen, fee))) {
 				return CORE_ERR_OVERFLOW;
 			}
-			continue;
-		}
-		if (v.state != SLOT_ARREARS) {
-			continue;
-		}
-		const struct core_policy *p = v.policy;
-		uint8_t tier = tier_of(p, s->month, as_of);
-		if (items != NULL) {
-			item_fill(&items[items_filled++], s, &v, tier);
-		}
-		if (v.expired) {
-			month_bits_set(&expired, s->month);
-			if (!core_sum_add(&out->expired_principal_fen, v.owed_fen)) {
-				return CORE_ERR_OVERFLOW;
+			if (out->first_month < 0 || s->month < out->first_month) {
+				out->first_month = s->month;
 			}
-			continue;
-		}
-		int64_t interest = 0;
-		if ((p->interest_types >> s->type & 1) && (p->interest_categories >> s->category & 1)) {
-			interest = interest_fen(p, s->month, v.owed_fen, as_of);
-			if (interest < 0) {
-				return CORE_ERR_OVERFLOW;
+			if (s->month > out->last_month) {
+				out->last_month = s->month;
 			}
-		}
-		int64_t fee = 0;
-		if (p->late_fee_categories >> s->category & 1) {
-			fee = late_fee_fen(p, v.owed_fen, v.deadline_date, as_of);
-		}
-		if (items != NULL) {
-			items[items_filled - 1].interest_fen = interest;
-			items[items_filled - 1].late_fee_fen = fee;
-		}
-		month_bits_set(&payable, s->month);
-		month_bits_set(&by_type[s->type], s->month);
-		out->tiers[tier]++;
-		struct core_arrears_sums *t = &out->by_type[s->type];
-		if (!(core_sum_add(&t->principal_fen, v.owed_fen) && core_sum_add(&t->interest_fen, interest) &&
-		      core_sum_add(&t->late_fee_fen, fee) && core_sum_add(&out->principal_fen, v.owed_fen) &&
-		      core_sum_add(&out->interest_fen, interest) && core_sum_add(&out->late_fee_fen, fee))) {
-			return CORE_ERR_OVERFLOW;
-		}
-		if (out->first_month < 0 || s->month < out->first_month) {
-			out->first_month = s->month;
-		}
-		if (s->month > out->last_month) {
-			out->last_month = s->month;
 		}
 	}
 	if (it.corrupt) {

@@ -85,7 +85,17 @@ struct core_timeline {
 	size_t runs_size;
 };
 
-/* Reads a timeline slot by slot, in its order. */
+/* Months of one city, type, category, deemed flag, base and paid, each paid
+ * on the same day the same number of months after it (SPEC's "runs": a
+ * payroll paid on time every month is one run however long). */
+struct core_run {
+	struct core_slot first; /* the first month as a slot */
+	uint32_t count;         /* months */
+	int32_t pay_offset;     /* when paid > 0 and count > 1: payment month − slot month */
+	uint8_t pay_day;        /* when paid > 0 and count > 1: payment day, clipped to the month */
+};
+
+/* Reads a timeline run by run, or slot by slot (do not mix), in its order. */
 struct core_timeline_iter {
 	const struct core_timeline *tl;
 	uint32_t index; /* slots returned so far */
@@ -100,6 +110,7 @@ struct core_timeline_iter {
 	bool corrupt;        /* the encoding broke a rule: stop, report CORE_ERR_CORRUPT */
 	struct core_slot run; /* the current run's next month */
 	struct core_slot slot; /* the slot last returned from the encoded form */
+	struct core_run cur;   /* the run last returned */
 };
 
 void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl);
@@ -112,6 +123,21 @@ static inline const struct core_slot *core_timeline_next(struct core_timeline_it
 		return it->index < it->tl->slot_count ? &it->tl->slots[it->index++] : NULL;
 	}
 	return core_timeline_next_encoded(it);
+}
+
+/* The next run, or NULL at the end (check it->corrupt then). A plain
+ * timeline reads as runs of one month. */
+const struct core_run *core_timeline_next_run(struct core_timeline_iter *it);
+/* The payment date of month k of a run (0 when unpaid). */
+int32_t core_run_paid_date(const struct core_run *r, uint32_t k);
+/* Month k of a run as a slot. */
+static inline void core_run_slot(const struct core_run *r, uint32_t k, struct core_slot *out)
+{
+	*out = r->first;
+	out->month += (int32_t)k;
+	if (k > 0) {
+		out->paid_date = core_run_paid_date(r, k);
+	}
 }
 
 /* Bytes that always suffice to encode slot_count slots. */

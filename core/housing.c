@@ -2,6 +2,13 @@
 #include "core.h"
 #include "internal.h"
 
+/* A counted slot paid by deadline + grace days, or backpay counts. */
+static bool in_time(const struct core_policy *p, const struct core_slot *s, const struct slot_view *v)
+{
+	return p->housing_backpay_counts || v->on_time ||
+	       core_date_to_days(s->paid_date) <= core_date_to_days(v->deadline_date) + (int64_t)p->housing_grace_days;
+}
+
 /* Months that qualify as of D: for every housing type, a counted non-deemed
  * slot in the city, paid by deadline + grace unless backpay counts. */
 static bool qualifying_months(const struct core_policy_set *set, const struct core_policy *p,
@@ -12,22 +19,31 @@ static bool qualifying_months(const struct core_policy_set *set, const struct co
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
+	struct core_slot s;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		if (s->city != p->city || !(p->housing_types >> s->type & 1) || s->deemed) {
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		if (r->first.city != p->city || !(p->housing_types >> r->first.type & 1) || r->first.deemed ||
+		    last < r->first.month) {
 			continue;
 		}
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		if (v.state != SLOT_COUNTED) {
-			continue;
+		if (run_settled(&cursor, r, last, as_of, false)) {
+			int on_time = p->housing_backpay_counts ? 1 : run_on_time(p, r);
+			if (on_time == 1 || (on_time == 0 && p->housing_grace_days == 0)) {
+				if (on_time == 1) {
+					month_bits_set_range(&by_type[r->first.type], r->first.month, last);
+				}
+				continue;
+			}
 		}
-		bool in_time = p->housing_backpay_counts || v.on_time ||
-			       core_date_to_days(s->paid_date) <=
-				       core_date_to_days(v.deadline_date) + (int64_t)p->housing_grace_days;
-		if (in_time) {
-			month_bits_set(&by_type[s->type], s->month);
+		for (int32_t m = r->first.month; m <= last; m++) {
+			core_run_slot(r, (uint32_t)(m - r->first.month), &s);
+			struct slot_view v;
+			slot_view_make(&cursor, &s, as_of, &v);
+			if (v.state == SLOT_COUNTED && in_time(p, &s, &v)) {
+				month_bits_set(&by_type[s.type], m);
+			}
 		}
 	}
 	memset(out->w, 0xff, sizeof(out->w));

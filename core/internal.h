@@ -61,6 +61,19 @@ static inline bool month_bits_test(const struct month_bits *b, int32_t month)
 	return i < CORE_MONTH_COUNT && (b->w[i / 64] >> (i % 64) & 1);
 }
 
+/* Sets months from..to (both in range, from ≤ to). */
+static inline void month_bits_set_range(struct month_bits *b, int32_t from, int32_t to)
+{
+	uint32_t i = (uint32_t)(from - CORE_MONTH_FIRST);
+	uint32_t j = (uint32_t)(to - CORE_MONTH_FIRST);
+	ASSERT(i <= j && j < CORE_MONTH_COUNT);
+	for (uint32_t w = i / 64; w <= j / 64; w++) {
+		uint64_t lo = w == i / 64 ? ~0ull << (i % 64) : ~0ull;
+		uint64_t hi = w == j / 64 ? ~0ull >> (63 - j % 64) : ~0ull;
+		b->w[w] |= lo & hi;
+	}
+}
+
 static inline uint32_t month_bits_count(const struct month_bits *b)
 {
 	uint32_t n = 0;
@@ -122,6 +135,23 @@ static inline const struct core_policy *slot_cursor_policy(struct slot_cursor *c
 	return c->policy;
 }
 
+/* The due of a slot through the cursor's cache. */
+static inline struct core_due slot_cursor_due(struct slot_cursor *c, const struct core_policy *p,
+					      const struct core_slot *s)
+{
+	int16_t period = p->period_of[s->month - CORE_MONTH_FIRST];
+	if (period != c->period || s->type != c->type || s->category != c->category || s->base_fen != c->base_fen ||
+	    s->deemed != c->deemed) {
+		c->period = period;
+		c->type = s->type;
+		c->category = s->category;
+		c->base_fen = s->base_fen;
+		c->deemed = s->deemed;
+		c->due = core_slot_due(p, s);
+	}
+	return c->due;
+}
+
 static inline bool slot_is_expired(const struct core_policy *p, const struct core_slot *s, struct core_as_of as_of)
 {
 	return s->category == CORE_FLEXIBLE && p->backpay_flexible_window_months > 0 &&
@@ -136,18 +166,8 @@ static inline void slot_view_make(struct slot_cursor *c, const struct core_slot 
 		return;
 	}
 	const struct core_policy *p = slot_cursor_policy(c, s->city);
-	int16_t period = p->period_of[s->month - CORE_MONTH_FIRST];
-	if (period != c->period || s->type != c->type || s->category != c->category || s->base_fen != c->base_fen ||
-	    s->deemed != c->deemed) {
-		c->period = period;
-		c->type = s->type;
-		c->category = s->category;
-		c->base_fen = s->base_fen;
-		c->deemed = s->deemed;
-		c->due = core_slot_due(p, s);
-	}
 	v->policy = p;
-	v->due = c->due;
+	v->due = slot_cursor_due(c, p, s);
 	v->paid_fen = s->paid_date <= as_of.date ? s->paid_fen : 0;
 	v->deadline_date = p->deadline_date[s->month - CORE_MONTH_FIRST];
 	int64_t due = v->due.employer_fen + v->due.individual_fen;
@@ -165,6 +185,59 @@ static inline void slot_view_make(struct slot_cursor *c, const struct core_slot 
 		v->state = SLOT_ARREARS;
 		v->expired = slot_is_expired(p, s, as_of);
 	}
+}
+
+/* The last month of a run that is not in the future, or first − 1 when
+ * the whole run is. */
+static inline int32_t run_last_due(const struct core_run *r, struct core_as_of as_of)
+{
+	int32_t last = r->first.month + (int32_t)r->count - 1;
+	return last < as_of.month ? last : as_of.month;
+}
+
+/* Whether months first..last of a paid run were all paid in full by D (paid
+ * dates rise with the months, so the last one decides) under one due: then
+ * every one of them is counted and none is owed. strictly_before: paid
+ * before D, not on it (medical resumption looks at payments made on D). */
+static inline bool run_settled(struct slot_cursor *c, const struct core_run *r, int32_t last, struct core_as_of as_of,
+			       bool strictly_before)
+{
+	const struct core_slot *f = &r->first;
+	if (f->deemed || f->paid_fen == 0 || last < f->month) {
+		return false;
+	}
+	int32_t paid_date = core_run_paid_date(r, (uint32_t)(last - f->month));
+	if (paid_date > as_of.date || (strictly_before && paid_date == as_of.date)) {
+		return false;
+	}
+	const struct core_policy *p = slot_cursor_policy(c, f->city);
+	if (p->period_of[f->month - CORE_MONTH_FIRST] != p->period_of[last - CORE_MONTH_FIRST]) {
+		return false;
+	}
+	struct core_due due = slot_cursor_due(c, p, f);
+	int64_t total = due.employer_fen + due.individual_fen;
+	return total > 0 && f->paid_fen >= total;
+}
+
+/* For a settled run: 1 when every month was paid by its deadline, 0 when
+ * every month after it, -1 when it cannot tell at once (go month by month). */
+static inline int run_on_time(const struct core_policy *p, const struct core_run *r)
+{
+	if (r->count == 1) {
+		return r->first.paid_date <= p->deadline_date[r->first.month - CORE_MONTH_FIRST];
+	}
+	int32_t deadline_offset = p->deadline_month_offset;
+	if (r->pay_offset != deadline_offset) {
+		return r->pay_offset < deadline_offset;
+	}
+	/* Same month: a deadline is day min(day, month end) ≥ min(day, 28). */
+	if (r->pay_day <= 28 && r->pay_day <= p->deadline_day) {
+		return 1;
+	}
+	if (p->deadline_day < 28 && r->pay_day > p->deadline_day) {
+		return 0;
+	}
+	return -1;
 }
 
 #endif

@@ -63,20 +63,19 @@ int core_person_resolve(const struct core_policy_set *set, const struct core_tim
 {
 	const struct core_policy *p = NULL;
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
+	uint32_t index = 0;
 	core_timeline_iter_init(&it, tl);
-	for (uint32_t i = 0; (s = core_timeline_next(&it)) != NULL; i++) {
-		if (p == NULL || p->city != s->city) {
-			p = core_policy_find(set, s->city);
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		if (p == NULL || p->city != r->first.city) {
+			p = core_policy_find(set, r->first.city);
 		}
-		if (p == NULL) {
-			*slot_index = i;
-			return CORE_ERR_NO_POLICY;
+		/* Periods run on from their month: a run's first month decides for all of it. */
+		if (p == NULL || p->period_of[r->first.month - CORE_MONTH_FIRST] < 0) {
+			*slot_index = index;
+			return p == NULL ? CORE_ERR_NO_POLICY : CORE_ERR_NO_PERIOD;
 		}
-		if (p->period_of[s->month - CORE_MONTH_FIRST] < 0) {
-			*slot_index = i;
-			return CORE_ERR_NO_PERIOD;
-		}
+		index += r->count;
 	}
 	return it.corrupt ? CORE_ERR_CORRUPT : CORE_OK;
 }

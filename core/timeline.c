@@ -286,6 +286,34 @@ const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it
 	return &it->slot;
 }
 
+int32_t core_run_paid_date(const struct core_run *r, uint32_t k)
+{
+	if (r->first.paid_fen == 0 || k == 0) {
+		return r->first.paid_date;
+	}
+	return pattern_date(r->first.month + (int32_t)k, r->pay_offset, r->pay_day);
+}
+
+const struct core_run *core_timeline_next_run(struct core_timeline_iter *it)
+{
+	if (it->tl->runs == NULL) {
+		if (it->index == it->tl->slot_count) {
+			return NULL;
+		}
+		it->cur = (struct core_run){ .first = it->tl->slots[it->index++], .count = 1 };
+		return &it->cur;
+	}
+	if (it->corrupt || !read_run(it)) {
+		return NULL;
+	}
+	it->cur = (struct core_run){ .first = it->run, .count = it->run_left, .pay_offset = it->pay_offset,
+				     .pay_day = it->pay_day };
+	it->cur.first.paid_date = it->run.paid_fen > 0 ? pattern_date(it->run.month, it->pay_offset, it->pay_day) : 0;
+	it->index += it->run_left;
+	it->run_left = 0;
+	return &it->cur;
+}
+
 static int store_order(const void *a, const void *b)
 {
 	const struct core_slot *x = a;

@@ -23,6 +23,58 @@ static int duplicate_order(const void *a, const void *b)
 	return x->city < y->city ? -1 : x->city > y->city;
 }
 
+/* Marks a slot counted by R8 in its type's sets; true when it makes a duplicate. */
+static bool count_slot(struct counted_bits *b, const struct core_slot *s, const struct slot_view *v)
+{
+	if (s->deemed) {
+		month_bits_set(&b->deemed, s->month);
+		return false;
+	}
+	month_bits_set(v->on_time ? &b->on_time : &b->backpaid, s->month);
+	bool duplicate = month_bits_test(&b->paid, s->month);
+	if (duplicate) {
+		month_bits_set(&b->duplicate, s->month);
+	}
+	month_bits_set(&b->paid, s->month);
+	return duplicate;
+}
+
+/* Months first..last (≤ month(D)) of a run into its type's sets: a run paid
+ * in full by D on one side of its deadlines at once, others month by month. */
+static bool count_run(struct slot_cursor *cursor, const struct core_run *r, int32_t last, struct core_as_of as_of,
+		      struct counted_bits *b)
+{
+	if (r->first.deemed) {
+		month_bits_set_range(&b->deemed, r->first.month, last);
+		return false;
+	}
+	int on_time = run_settled(cursor, r, last, as_of, false) ? run_on_time(cursor->policy, r) : -1;
+	if (on_time >= 0) {
+		struct month_bits range = { { 0 } };
+		month_bits_set_range(&range, r->first.month, last);
+		struct month_bits *kind = on_time ? &b->on_time : &b->backpaid;
+		uint64_t duplicate = 0;
+		for (uint32_t w = 0; w < MONTH_WORDS; w++) {
+			kind->w[w] |= range.w[w];
+			b->duplicate.w[w] |= b->paid.w[w] & range.w[w];
+			duplicate |= b->paid.w[w] & range.w[w];
+			b->paid.w[w] |= range.w[w];
+		}
+		return duplicate != 0;
+	}
+	bool duplicate = false;
+	struct core_slot slot;
+	for (int32_t m = r->first.month; m <= last; m++) {
+		core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+		struct slot_view v;
+		slot_view_make(cursor, &slot, as_of, &v);
+		if (v.state == SLOT_COUNTED) {
+			duplicate |= count_slot(b, &slot, &v);
+		}
+	}
+	return duplicate;
+}
+
 int core_years_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
 		       struct core_years *out, struct core_duplicate *duplicates, uint32_t *duplicate_count)
 {
@@ -32,25 +84,13 @@ int core_years_compute(const struct core_policy_set *set, const struct core_time
 	slot_cursor_init(&cursor, set);
 	bool any_duplicate = false;
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		if (v.state != SLOT_COUNTED) {
-			continue;
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		if (last >= r->first.month) {
+			any_duplicate |= count_run(&cursor, r, last, as_of, &bits[r->first.type]);
 		}
-		struct counted_bits *b = &bits[s->type];
-		if (s->deemed) {
-			month_bits_set(&b->deemed, s->month);
-			continue;
-		}
-		month_bits_set(v.on_time ? &b->on_time : &b->backpaid, s->month);
-		if (month_bits_test(&b->paid, s->month)) {
-			month_bits_set(&b->duplicate, s->month);
-			any_duplicate = true;
-		}
-		month_bits_set(&b->paid, s->month);
 	}
 	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
 		struct counted_bits *b = &bits[t];
@@ -76,6 +116,7 @@ int core_years_compute(const struct core_policy_set *set, const struct core_time
 	/* Rare: a second pass lists the cities of each duplicate month. */
 	slot_cursor_init(&cursor, set);
 	core_timeline_iter_init(&it, tl);
+	const struct core_slot *s;
 	while ((s = core_timeline_next(&it)) != NULL) {
 		if (s->deemed || !month_bits_test(&bits[s->type].duplicate, s->month)) {
 			continue;
@@ -137,18 +178,27 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
+	struct core_slot s;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		if (s->type != CORE_PENSION) {
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		if (r->first.type != CORE_PENSION || last < r->first.month) {
 			continue;
 		}
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		if (v.state == SLOT_COUNTED) {
-			month_bits_set(&counted, s->month);
-		} else if (v.state == SLOT_ARREARS && !v.expired) {
-			month_bits_set(&arrears, s->month);
+		if (r->first.deemed || run_settled(&cursor, r, last, as_of, false)) {
+			month_bits_set_range(&counted, r->first.month, last);
+			continue;
+		}
+		for (int32_t m = r->first.month; m <= last; m++) {
+			core_run_slot(r, (uint32_t)(m - r->first.month), &s);
+			struct slot_view v;
+			slot_view_make(&cursor, &s, as_of, &v);
+			if (v.state == SLOT_COUNTED) {
+				month_bits_set(&counted, m);
+			} else if (v.state == SLOT_ARREARS && !v.expired) {
+				month_bits_set(&arrears, m);
+			}
 		}
 	}
 	if (it.corrupt) {
@@ -178,24 +228,34 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
+	struct core_slot slot;
+	const struct core_slot *s = &slot;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		if (s->type != CORE_MEDICAL || s->month > as_of.month) {
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		if (r->first.type != CORE_MEDICAL || last < r->first.month) {
 			continue;
 		}
 		enrolled = true;
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		int32_t from = s->month + 1;
-		if (v.state == SLOT_ARREARS && !v.expired) {
-			month_bits_set(&arrears, s->month);
-			if (from <= as_of.month && (suspended_since < 0 || from < suspended_since)) {
-				suspended_since = from;
+		/* Deemed months are never owed; a run paid before D neither suspends nor resumes. */
+		if (r->first.deemed || run_settled(&cursor, r, last, as_of, true)) {
+			continue;
+		}
+		for (int32_t m = r->first.month; m <= last; m++) {
+			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+			struct slot_view v;
+			slot_view_make(&cursor, s, as_of, &v);
+			int32_t from = m + 1;
+			if (v.state == SLOT_ARREARS && !v.expired) {
+				month_bits_set(&arrears, m);
+				if (from <= as_of.month && (suspended_since < 0 || from < suspended_since)) {
+					suspended_since = from;
+				}
+			} else if (v.state == SLOT_COUNTED && !s->deemed && !v.on_time && s->paid_date == as_of.date &&
+				   from <= as_of.month && (repaid_since < 0 || from < repaid_since)) {
+				repaid_since = from;
 			}
-		} else if (v.state == SLOT_COUNTED && !s->deemed && !v.on_time && s->paid_date == as_of.date &&
-			   from <= as_of.month && (repaid_since < 0 || from < repaid_since)) {
-			repaid_since = from;
 		}
 	}
 	if (it.corrupt) {

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "eval.h"
 #include "gen_cmd.h"
 #include "import.h"
@@ -19,7 +20,12 @@ static int usage(FILE *out)
 		"  arrears import --data DIR FILE.csv [POLICY.json ...]\n"
 		"      imports policies, then the CSV (SPEC 6.1; '-' reads stdin) into the store.\n"
 		"  arrears gen --persons N --seed S --city C [--second-city C2] (--out DIR | --data DIR)\n"
-		"      a seeded synthetic city: DIR/slots.csv and DIR/policy-C.json, or a store.\n");
+		"      a seeded synthetic city: DIR/slots.csv and DIR/policy-C.json, or a store.\n"
+		"  arrears call [--connect HOST:PORT] [--token-file F] METHOD '{json params}'\n"
+		"      one request to a running arrearsd; the result as pretty JSON.\n"
+		"  arrears show ID [--as-of YYYYMMDD] [--connect HOST:PORT] [--city C] [--no-color]\n"
+		"      a person's timeline as a grid (a row per year and type, a cell per month), then\n"
+		"      arrears, years, retirement, medical and housing.\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -78,6 +84,12 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "import") == 0) {
 		return cmd_import(argc - 2, argv + 2);
+	}
+	if (strcmp(cmd, "call") == 0) {
+		return client_call_command(argc - 2, argv + 2);
+	}
+	if (strcmp(cmd, "show") == 0) {
+		return client_show_command(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "gen") == 0) {
 		int status = gen_command(argc - 2, argv + 2);

@@ -24,18 +24,17 @@
 #include "../proto/proto.h"
 #include "client.h"
 
-#define CLIENT_RESPONSE_BYTES_MAX (64u << 20) /* one answer; a larger one is refused, not buffered */
+#define CLIENT_RESPONSE_BYTES_MAX (64u << 20) /* one answer; larger: refused (at once when its header says so) */
 #define CLIENT_TIMEOUT_S 30                   /* per connect, send and receive: a server that stopped answering */
 #define CLIENT_READ_CHUNK_BYTES (64u << 10)
 #define CLIENT_TOKEN_BYTES_MAX 4096u          /* a token file holds a secret, not a document */
-#define CLIENT_STDIN_BYTES_MAX PROTO_REQUEST_BYTES_MAX /* params from stdin: the server takes no more */
+#define CLIENT_STDIN_BYTES_MAX (64u << 20)    /* JSON params from stdin: far above what a server takes */
 #define CLIENT_HOST_SIZE 256u                 /* a DNS name is at most 253 characters */
 #define SHOW_CITIES_MAX 64u                   /* cities on one grid, a policy.get each; more: refused */
 #define SHOW_MISSING_SHOWN 12u                /* housing months listed before "and N more" */
 #define SHOW_TYPE_WIDTH 12                    /* "unemployment" */
 
 _Static_assert(CLIENT_RESPONSE_BYTES_MAX >= PROTO_REQUEST_BYTES_MAX, "an answer may echo a whole request");
-_Static_assert(SHOW_CITIES_MAX < (1u << 8), "city indices fit the grid's bytes");
 
 /* ---- one connection ---- */
 
@@ -192,7 +191,8 @@ static int conn_recv(struct client_conn *c, const uint8_t **frame, size_t *frame
 		}
 		if (rc != PROTO_FRAME_MORE) {
 			fprintf(stderr, "arrears: the answer is %s\n",
-				rc == PROTO_FRAME_TOO_LARGE ? "over the 64 MiB limit: refused" : "not msgpack");
+				rc == PROTO_FRAME_TOO_LARGE ? "over the 64 MiB limit: refused"
+							      : "not msgpack, or nested too deep");
 			return 1;
 		}
 		if (!conn_reserve(c)) {
@@ -312,7 +312,7 @@ static char *read_bounded(int fd, size_t max, const char *what)
 	return NULL;
 }
 
-/* The token of the file, trailing whitespace (the file's newline) dropped. */
+/* The token is the file's first line, as arrearsd reads its own --token-file. */
 static char *token_read(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -322,9 +322,14 @@ static char *token_read(const char *path)
 	}
 	char *token = read_bounded(fd, CLIENT_TOKEN_BYTES_MAX, path);
 	close(fd);
-	size_t size = token != NULL ? strlen(token) : 0;
-	while (size > 0 && strchr(" \t\r\n", token[size - 1]) != NULL) {
-		token[--size] = '\0';
+	if (token == NULL) {
+		return NULL;
+	}
+	token[strcspn(token, "\r\n")] = '\0';
+	if (token[0] == '\0') {
+		fprintf(stderr, "arrears: %s: no token in its first line\n", path);
+		free(token);
+		return NULL;
 	}
 	return token;
 }
@@ -398,8 +403,9 @@ int client_call_command(int argc, char **argv)
 		status = conn_call(&c, positional[0], params, &answer, &is_error);
 	}
 	if (status == 0) {
-		fprintf(is_error ? stderr : stdout, "%s\n", answer);
-		status = is_error ? 1 : 0;
+		FILE *out = is_error ? stderr : stdout;
+		bool printed = fprintf(out, "%s\n", answer) >= 0 && fflush(out) == 0;
+		status = is_error || !printed ? 1 : 0;
 	}
 	free(answer);
 	free(from_stdin);
@@ -460,8 +466,9 @@ struct show {
 	struct core_policy *policies[SHOW_CITIES_MAX]; /* of cities[i] */
 	struct show_item *items;                       /* sorted by key */
 	uint32_t item_count;
-	uint32_t housing_city; /* 0: none */
-	json_t *arrears;       /* the person's entry, or an error map (see show_answer) */
+	uint32_t housing_city;
+	bool housing_given; /* housing_city holds a city */
+	json_t *arrears;    /* the person's entry, or {error} (see show_compute) */
 	json_t *years;
 	json_t *retirement;
 	json_t *medical;
@@ -634,7 +641,10 @@ static int show_person(struct show *s, const char *id)
 	if (status == 0) {
 		snprintf(s->id, sizeof(s->id), "%s", json_string_value(json_object_get(person, "id")));
 		s->slots = calloc(json_array_size(slots) + 1, sizeof(*s->slots));
-		status = s->slots == NULL;
+		if (s->slots == NULL) {
+			fprintf(stderr, "arrears: out of memory\n");
+			status = 1;
+		}
 	}
 	for (size_t i = 0; status == 0 && i < json_array_size(slots); i++) {
 		if (!slot_from_json(json_array_get(slots, i), &s->slots[i])) {
@@ -643,8 +653,9 @@ static int show_person(struct show *s, const char *id)
 		} else if (!city_add(s, s->slots[i].city)) {
 			fprintf(stderr, "arrears: the person spans more than %u cities\n", SHOW_CITIES_MAX);
 			status = 1;
+		} else {
+			s->slot_count++;
 		}
-		s->slot_count++;
 	}
 	json_decref(root);
 	return status;
@@ -688,5 +699,558 @@ static int show_policies(struct show *s)
 		}
 		json_decref(root);
 	}
+	return status;
+}
+
+/* A compute method for the one person: its results entry, or {error} (the
+ * request's error or the person's), which also sets s->answered_error.
+ * NULL only with *status set (nothing usable came back). */
+static json_t *show_compute(struct show *s, const char *method, json_t *params, int *status)
+{
+	char *answer;
+	bool is_error;
+	*status = conn_call_json(&s->conn, method, params, &answer, &is_error);
+	json_t *root = *status == 0 ? json_loads(answer, 0, NULL) : NULL;
+	free(answer);
+	if (*status == 0 && root == NULL) {
+		fprintf(stderr, "arrears: %s: the answer does not parse as JSON\n", method);
+		*status = 1;
+	}
+	if (root == NULL) {
+		return NULL;
+	}
+	json_t *entry = is_error ? json_pack("{s:o}", "error", root)
+				 : json_incref(json_array_get(json_object_get(root, "results"), 0));
+	if (!is_error) {
+		json_decref(root);
+	}
+	if (entry == NULL) {
+		entry = json_pack("{s:{s:s,s:s}}", "error", "name", "internal", "message", "no results in the answer");
+	}
+	if (entry == NULL) {
+		*status = 1;
+		return NULL;
+	}
+	s->answered_error |= json_object_get(entry, "error") != NULL;
+	return entry;
+}
+
+/* The five summaries, one request each, all as of the same date. */
+static int show_results(struct show *s)
+{
+	int status = 0;
+	int date = s->as_of.date;
+	s->arrears = show_compute(s, "arrears.compute",
+				  json_pack("{s:i,s:[s],s:b}", "as_of", date, "ids", s->id, "detail", 1), &status);
+	const char *const methods[] = { "years.compute", "retirement.check", "medical.status" };
+	json_t **entries[] = { &s->years, &s->retirement, &s->medical };
+	for (uint32_t i = 0; status == 0 && i < sizeof(methods) / sizeof(methods[0]); i++) {
+		*entries[i] = show_compute(s, methods[i], json_pack("{s:i,s:[s]}", "as_of", date, "ids", s->id), &status);
+	}
+	if (status == 0 && s->housing_given) {
+		char city[16];
+		snprintf(city, sizeof(city), "%06u", s->housing_city);
+		s->housing = show_compute(
+			s, "housing.check", json_pack("{s:i,s:s,s:[s]}", "as_of", date, "city", city, "ids", s->id),
+			&status);
+	}
+	return status;
+}
+
+/* arrears.compute's detail items, sorted for lookup by slot. */
+static int show_items(struct show *s)
+{
+	const json_t *items = json_object_get(s->arrears, "items");
+	size_t count = json_array_size(items);
+	s->items = calloc(count + 1, sizeof(*s->items));
+	if (s->items == NULL) {
+		fprintf(stderr, "arrears: out of memory\n");
+		return 1;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const json_t *it = json_array_get(items, i);
+		const json_t *expired = json_object_get(it, "expired");
+		int64_t month_yyyymm;
+		int32_t month;
+		uint32_t city;
+		int type = name_parse(it, "type", core_type_names, CORE_TYPE_COUNT);
+		if (!json_int_in(it, "month", 0, INT32_MAX, &month_yyyymm) || !core_month_parse(month_yyyymm, &month) ||
+		    !city_parse(json_string_value(json_object_get(it, "city")), &city) || type < 0 ||
+		    !json_is_boolean(expired)) {
+			fprintf(stderr, "arrears: arrears.compute answered an item this client cannot read: items[%zu]\n", i);
+			return 1;
+		}
+		s->items[s->item_count++] = (struct show_item){ slot_key(month, city, (uint8_t)type), json_is_true(expired) };
+	}
+	qsort(s->items, s->item_count, sizeof(*s->items), item_compare);
+	return 0;
+}
+
+/* Housing is shown for --city, else for the city of the latest slot
+ * (the smallest code when several cities share that month). */
+static void show_housing_city(struct show *s)
+{
+	const struct core_slot *latest = NULL;
+	for (uint32_t i = 0; !s->housing_given && i < s->slot_count; i++) {
+		const struct core_slot *slot = &s->slots[i];
+		if (latest == NULL || slot->month > latest->month ||
+		    (slot->month == latest->month && slot->city < latest->city)) {
+			latest = slot;
+		}
+	}
+	if (latest != NULL) {
+		s->housing_city = latest->city;
+		s->housing_given = true;
+	}
+}
+
+/* ---- arrears show: the grid ---- */
+
+/* Cells by [year][type][city][month of the year]; a (type, city) has rows
+ * from its first slot's year to its last one's. */
+struct grid {
+	int32_t year_first;
+	uint32_t year_count;
+	uint32_t city_count;
+	int32_t first[CORE_TYPE_COUNT][SHOW_CITIES_MAX]; /* years; first > last: no slot */
+	int32_t last[CORE_TYPE_COUNT][SHOW_CITIES_MAX];
+	uint8_t *cells; /* enum cell */
+	bool seen[CELL_COUNT];
+};
+
+static uint8_t *grid_row(const struct grid *g, int32_t year, uint32_t type, uint32_t city_index)
+{
+	size_t row = ((size_t)(year - g->year_first) * CORE_TYPE_COUNT + type) * g->city_count + city_index;
+	return g->cells + row * 12;
+}
+
+static bool grid_build(const struct show *s, struct grid *g)
+{
+	int32_t year_last = INT32_MIN;
+	g->year_first = INT32_MAX;
+	g->city_count = s->city_count;
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		for (uint32_t c = 0; c < SHOW_CITIES_MAX; c++) {
+			g->first[t][c] = INT32_MAX;
+			g->last[t][c] = INT32_MIN;
+		}
+	}
+	for (uint32_t i = 0; i < s->slot_count; i++) {
+		const struct core_slot *slot = &s->slots[i];
+		int32_t year = slot->month / 12;
+		uint32_t c = city_index(s, slot->city);
+		g->first[slot->type][c] = year < g->first[slot->type][c] ? year : g->first[slot->type][c];
+		g->last[slot->type][c] = year > g->last[slot->type][c] ? year : g->last[slot->type][c];
+		g->year_first = year < g->year_first ? year : g->year_first;
+		year_last = year > year_last ? year : year_last;
+	}
+	g->year_count = s->slot_count > 0 ? (uint32_t)(year_last - g->year_first + 1) : 0;
+	size_t cell_count = (size_t)g->year_count * CORE_TYPE_COUNT * g->city_count * 12;
+	g->cells = malloc(cell_count + 1);
+	if (g->cells == NULL) {
+		return false;
+	}
+	size_t year_cells = (size_t)12 * CORE_TYPE_COUNT * g->city_count;
+	for (size_t i = 0; i < cell_count; i++) {
+		int32_t month = (g->year_first + (int32_t)(i / year_cells)) * 12 + (int32_t)(i % 12);
+		g->cells[i] = month > s->as_of.month ? CELL_FUTURE : CELL_NONE;
+	}
+	for (uint32_t i = 0; i < s->slot_count; i++) {
+		const struct core_slot *slot = &s->slots[i];
+		uint32_t c = city_index(s, slot->city);
+		grid_row(g, slot->month / 12, slot->type, c)[slot->month % 12] = slot_cell(s, slot, s->policies[c]);
+	}
+	return true;
+}
+
+static void cell_print(bool color, uint8_t cell)
+{
+	if (color) {
+		printf("\x1b[%sm %c \x1b[0m", cell_style[cell].sgr, cell_style[cell].letter);
+	} else {
+		printf(" %c ", cell_style[cell].letter);
+	}
+}
+
+static void grid_print(const struct show *s, struct grid *g)
+{
+	bool cities = s->city_count > 1;
+	printf("%-*s", 5 + SHOW_TYPE_WIDTH + (cities ? 7 : 0) + 1, cities ? "year type         city" : "year type");
+	for (int m = 1; m <= 12; m++) {
+		printf("%2d ", m);
+	}
+	printf("\n");
+	for (uint32_t y = 0; y < g->year_count; y++) {
+		int32_t year = g->year_first + (int32_t)y;
+		for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+			for (uint32_t c = 0; c < g->city_count; c++) {
+				if (year < g->first[t][c] || year > g->last[t][c]) {
+					continue;
+				}
+				printf("%04d %-*s", year, SHOW_TYPE_WIDTH, core_type_names[t]);
+				if (cities) {
+					printf(" %06u", s->cities[c]);
+				}
+				printf(" ");
+				const uint8_t *row = grid_row(g, year, t, c);
+				for (uint32_t m = 0; m < 12; m++) {
+					cell_print(s->color, row[m]);
+					g->seen[row[m]] = true;
+				}
+				printf("\n");
+			}
+		}
+	}
+}
+
+static void legend_print(const struct show *s, const struct grid *g)
+{
+	printf("legend:");
+	for (uint8_t c = 0; c < CELL_COUNT; c++) {
+		if (c >= CELL_LEGEND_ALWAYS && !g->seen[c]) {
+			continue;
+		}
+		if (s->color) {
+			printf(" ");
+			cell_print(true, c);
+			printf(" %s", cell_style[c].name);
+		} else {
+			printf(" '%c' %s", cell_style[c].letter, cell_style[c].name);
+		}
+	}
+	printf("\n");
+}
+
+/* ---- arrears show: the summary ---- */
+
+struct text {
+	char s[32];
+};
+
+static int64_t jint(const json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	return v != NULL ? v : "?";
+}
+
+/* Fen as yuan with two decimals. */
+static struct text yuan(int64_t fen)
+{
+	struct text t;
+	uint64_t u = fen < 0 ? -(uint64_t)fen : (uint64_t)fen;
+	snprintf(t.s, sizeof(t.s), "%s%" PRIu64 ".%02" PRIu64, fen < 0 ? "-" : "", u / 100, u % 100);
+	return t;
+}
+
+/* "1 month", "5 months". */
+static struct text months(int64_t n)
+{
+	struct text t;
+	snprintf(t.s, sizeof(t.s), "%" PRId64 " month%s", n, n == 1 ? "" : "s");
+	return t;
+}
+
+/* An integer field (a month, a date), or "-" when nil. */
+static struct text num(const json_t *o, const char *key)
+{
+	struct text t;
+	const json_t *v = json_object_get(o, key);
+	snprintf(t.s, sizeof(t.s), json_is_integer(v) ? "%" PRId64 : "-", (int64_t)json_integer_value(v));
+	return t;
+}
+
+/* "what: error NAME at AT: MESSAGE" when the entry is an error. */
+static bool error_line(const char *what, const json_t *entry)
+{
+	const json_t *e = json_object_get(entry, "error");
+	if (e == NULL) {
+		return false;
+	}
+	const char *at = json_string_value(json_object_get(e, "at"));
+	printf("%s: error %s%s%s: %s\n", what, jstr(e, "name"), at != NULL ? " at " : "", at != NULL ? at : "",
+	       jstr(e, "message"));
+	return true;
+}
+
+static void summary_arrears(const json_t *a)
+{
+	if (error_line("arrears", a)) {
+		return;
+	}
+	printf("arrears: %s owed", months(jint(a, "months_owed")).s);
+	if (jint(a, "months_owed") > 0) {
+		printf(" (%s..%s)", num(a, "first_month").s, num(a, "last_month").s);
+	}
+	printf(", principal %s + interest %s + late fee %s = total %s yuan\n", yuan(jint(a, "principal")).s,
+	       yuan(jint(a, "interest")).s, yuan(jint(a, "late_fee")).s, yuan(jint(a, "total")).s);
+	const char *key;
+	const json_t *t;
+	json_object_foreach(json_object_get(a, "by_type"), key, t) {
+		printf("  %-*s %s, principal %s, interest %s, late fee %s yuan\n", SHOW_TYPE_WIDTH, key,
+		       months(jint(t, "months")).s, yuan(jint(t, "principal")).s, yuan(jint(t, "interest")).s,
+		       yuan(jint(t, "late_fee")).s);
+	}
+	const json_t *tiers = json_object_get(a, "tiers");
+	printf("  pending %s yuan; expired %s, %s yuan; tiers: direct %" PRId64 ", verify %" PRId64
+	       ", approval %" PRId64 ", legacy %" PRId64 "\n",
+	       yuan(jint(a, "pending")).s, months(jint(a, "expired_months")).s, yuan(jint(a, "expired_principal")).s,
+	       jint(tiers, "direct"), jint(tiers, "verify"), jint(tiers, "approval"), jint(tiers, "legacy"));
+}
+
+static void summary_years(const json_t *y)
+{
+	if (error_line("years", y)) {
+		return;
+	}
+	bool any = false;
+	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+		const json_t *b = json_object_get(json_object_get(y, "by_type"), core_type_names[t]);
+		if (jint(b, "months") == 0) {
+			continue;
+		}
+		any = true;
+		printf("years: %-*s %" PRId64 " y %" PRId64 " m (%s: %" PRId64 " on time, %" PRId64 " back-paid, %" PRId64
+		       " deemed)\n",
+		       SHOW_TYPE_WIDTH, core_type_names[t], jint(b, "years"), jint(b, "rem_months"), months(jint(b, "months")).s,
+		       jint(b, "on_time"), jint(b, "backpaid"), jint(b, "deemed"));
+	}
+	if (!any) {
+		printf("years: no month counted\n");
+	}
+	size_t duplicates = json_array_size(json_object_get(y, "duplicates"));
+	if (duplicates > 0) {
+		printf("years: %s counted in more than one city (refund candidates)\n", months((int64_t)duplicates).s);
+	}
+}
+
+static void summary_retirement(const json_t *r)
+{
+	if (error_line("retirement", r)) {
+		return;
+	}
+	printf("retirement: class %s, statutory %s (original %s), required %s, counted %" PRId64 ", shortfall %" PRId64
+	       ", payable arrears %s; eligible %s %s\n",
+	       jstr(r, "class"), num(r, "statutory_month").s, num(r, "original_month").s,
+	       months(jint(r, "required_months")).s, jint(r, "counted_months"), jint(r, "shortfall"),
+	       months(jint(r, "payable_arrears_months")).s,
+	       json_is_true(json_object_get(r, "eligible_now")) ? "now, from" : "from", num(r, "eligible_from").s);
+}
+
+static void summary_medical(const json_t *m)
+{
+	if (error_line("medical", m)) {
+		return;
+	}
+	printf("medical: %s", jstr(m, "status"));
+	if (json_is_integer(json_object_get(m, "suspended_since"))) {
+		printf(" since %s", num(m, "suspended_since").s);
+	}
+	if (json_is_integer(json_object_get(m, "resumes"))) {
+		printf(", resumes %s", num(m, "resumes").s);
+	}
+	if (jint(m, "arrears_months") > 0) {
+		printf("; %s in arrears", months(jint(m, "arrears_months")).s);
+	}
+	printf("\n");
+}
+
+static void summary_housing(const struct show *s)
+{
+	const json_t *h = s->housing;
+	if (h == NULL) {
+		printf("housing: no city (the person has no slot; give --city)\n");
+		return;
+	}
+	char what[32];
+	snprintf(what, sizeof(what), "housing %06u", s->housing_city);
+	if (error_line(what, h)) {
+		return;
+	}
+	printf("%s: window %s..%s, %" PRId64 " of %" PRId64 " required months qualify: %s, eligible from %s\n", what,
+	       num(h, "window_from").s, num(h, "window_to").s, jint(h, "qualifying"), jint(h, "required"),
+	       json_is_true(json_object_get(h, "eligible")) ? "eligible" : "not eligible", num(h, "eligible_from").s);
+	const json_t *missing = json_object_get(h, "missing");
+	size_t count = json_array_size(missing);
+	if (count > 0) {
+		printf("  missing:");
+		for (size_t i = 0; i < count && i < SHOW_MISSING_SHOWN; i++) {
+			printf(" %" PRId64, (int64_t)json_integer_value(json_array_get(missing, i)));
+		}
+		if (count > SHOW_MISSING_SHOWN) {
+			printf(" and %zu more", count - SHOW_MISSING_SHOWN);
+		}
+		printf("\n");
+	}
+}
+
+static int show_print(const struct show *s)
+{
+	struct grid *g = calloc(1, sizeof(*g));
+	if (g == NULL || !grid_build(s, g)) {
+		fprintf(stderr, "arrears: out of memory\n");
+		free(g);
+		return 1;
+	}
+	printf("person %s as of %d\n", s->id, s->as_of.date);
+	if (s->slot_count == 0) {
+		printf("(no slots)\n");
+	} else {
+		grid_print(s, g);
+		legend_print(s, g);
+	}
+	summary_arrears(s->arrears);
+	summary_years(s->years);
+	summary_retirement(s->retirement);
+	summary_medical(s->medical);
+	summary_housing(s);
+	free(g->cells);
+	free(g);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ---- arrears show: the command ---- */
+
+struct show_args {
+	struct client_options o;
+	const char *id;
+	int32_t as_of; /* 0: today */
+	uint32_t city;
+	bool city_given;
+	bool no_color;
+	bool help;
+};
+
+static int show_usage(FILE *out)
+{
+	fprintf(out, "usage: arrears show ID [--as-of YYYYMMDD] [--city C] [--no-color] [--connect HOST:PORT]\n"
+		     "                    [--token-file FILE]\n"
+		     "  default HOST:PORT: $ARREARS_CONNECT, else " CLIENT_CONNECT_DEFAULT "\n");
+	return out == stdout ? 0 : 2;
+}
+
+static bool date_parse(const char *text, int32_t *date)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || !core_date_valid(v)) {
+		return false;
+	}
+	*date = (int32_t)v;
+	return true;
+}
+
+/* False for bad usage. */
+static bool show_args_parse(int argc, char **argv, struct show_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	for (int i = 0; i < argc; i++) {
+		const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			a->help = true;
+		} else if (strcmp(argv[i], "--no-color") == 0) {
+			a->no_color = true;
+		} else if (strcmp(argv[i], "--as-of") == 0) {
+			if (value == NULL || !date_parse(value, &a->as_of)) {
+				return false;
+			}
+			i++;
+		} else if (strcmp(argv[i], "--city") == 0) {
+			if (value == NULL || !city_parse(value, &a->city)) {
+				return false;
+			}
+			a->city_given = true;
+			i++;
+		} else if (option_shared(argc, argv, &i, &a->o)) {
+			if (i == argc) {
+				return false;
+			}
+		} else if (a->id == NULL && argv[i][0] != '-') {
+			a->id = argv[i];
+		} else {
+			return false;
+		}
+	}
+	return a->help || a->id != NULL;
+}
+
+/* Today's date on the local clock, 0 when the clock cannot say. */
+static int32_t today(void)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	if (now == (time_t)-1 || localtime_r(&now, &tm) == NULL) {
+		return 0;
+	}
+	return (tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday;
+}
+
+/* Colours only for a terminal that has them and a user who has not said no
+ * (https://no-color.org: NO_COLOR set and not empty). */
+static bool show_terminal_colors(void)
+{
+	const char *no_color = getenv("NO_COLOR");
+	const char *term = getenv("TERM");
+	return isatty(STDOUT_FILENO) && (no_color == NULL || no_color[0] == '\0') &&
+	       (term == NULL || strcmp(term, "dumb") != 0);
+}
+
+static void show_free(struct show *s)
+{
+	conn_close(&s->conn);
+	for (uint32_t i = 0; i < s->city_count; i++) {
+		free(s->policies[i]);
+	}
+	free(s->slots);
+	free(s->items);
+	json_decref(s->arrears);
+	json_decref(s->years);
+	json_decref(s->retirement);
+	json_decref(s->medical);
+	json_decref(s->housing);
+	free(s);
+}
+
+int client_show_command(int argc, char **argv)
+{
+	struct show_args a;
+	if (!show_args_parse(argc, argv, &a)) {
+		return show_usage(stderr);
+	}
+	if (a.help) {
+		return show_usage(stdout);
+	}
+	int32_t date = a.as_of != 0 ? a.as_of : today();
+	if (!core_date_valid(date)) {
+		fprintf(stderr, "arrears: the clock's date is out of range: give --as-of\n");
+		return 2;
+	}
+	struct show *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		fprintf(stderr, "arrears: out of memory\n");
+		return 1;
+	}
+	s->conn.fd = -1;
+	s->as_of = core_as_of_make(date);
+	s->color = !a.no_color && show_terminal_colors();
+	s->housing_city = a.city;
+	s->housing_given = a.city_given;
+	int status = client_connect(&s->conn, &a.o);
+	if (status == 0 && (status = show_person(s, a.id)) == 0 && (status = show_policies(s)) == 0) {
+		show_housing_city(s);
+		status = show_results(s);
+	}
+	if (status == 0 && (status = show_items(s)) == 0) {
+		status = show_print(s);
+	}
+	if (status == 0 && s->answered_error) {
+		status = 1;
+	}
+	show_free(s);
 	return status;
 }

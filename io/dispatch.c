@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "dispatch.h"
+#include "stats.h"
 
 #define WRITE_ATTEMPTS_MAX 16 /* map doublings one request may wait for */
 
@@ -46,7 +47,7 @@ static bool policies_reload(struct dispatch *d)
 	if (store_read_begin(d->store, &txn) != STORE_OK) {
 		return false;
 	}
-	d->policy_generation = atomic_load(&d->shared->policy_generation);
+	d->policy_generation = __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 	bool ok = store_policy_each(txn, policy_load, d) == STORE_OK;
 	store_txn_end(txn);
 	return ok;
@@ -562,7 +563,7 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 	if (d->store == NULL) {
 		proto_write_ok(d->writer, env->msgid);
 	} else {
-		atomic_fetch_add(&d->shared->policy_generation, 1); /* other threads reload */
+		__atomic_fetch_add(&d->shared->policy_generation, 1, __ATOMIC_RELEASE); /* other threads reload */
 	}
 }
 
@@ -968,7 +969,7 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 	proto_writer_reset(d->writer);
 	d->session = session;
 	*out = (struct dispatch_outcome){ .method = STATS_METHODS_MAX - 1 };
-	if (d->store != NULL && d->policy_generation != atomic_load(&d->shared->policy_generation) &&
+	if (d->store != NULL && d->policy_generation != __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE) &&
 	    !policies_reload(d)) {
 		write_error(d, 0, PROTO_INTERNAL, "stored policies do not load", NULL);
 	} else if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {

@@ -7,18 +7,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <stdatomic.h>
-
 #include "../proto/proto.h"
 #include "../store/store.h"
-#include "stats.h"
+
+struct stats;
 
 #define DISPATCH_CITIES_MAX 4096u  /* policies held; beyond: too_large */
 #define DISPATCH_INLINE_WEIGHT 32u /* persons a request may carry and still run on the event loop */
 
 /* What every dispatch of a process shares (the server's threads; eval has one). */
 struct dispatch_shared {
-	atomic_uint_fast64_t policy_generation; /* bumped after each committed policy.put */
+	uint64_t policy_generation;             /* bumped (__atomic) after each committed policy.put */
 	const char *token;                      /* NULL: no auth */
 	size_t token_size;
 	uint32_t persons_max;                   /* persons/ids/items/accounts per request */

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "stats.h"
 
 #define RING_ENTRIES 4096u        /* SQEs per loop; a full queue is submitted and refilled */
 #define CQ_ENTRIES 16384u         /* completions a burst may leave before we reap */

@@ -215,6 +215,21 @@ int proto_token_decode(const struct proto_params *params, struct proto_string *t
  * PROTO_INVALID_ARGUMENT with the reason in errbuf. */
 int proto_json_frame(const char *method, uint32_t msgid, const char *wrap_key, const char *json_text,
 		     uint8_t **frame, size_t *frame_size, char *errbuf, size_t errbuf_size);
+/* A response frame [1, msgid, error, result] as JSON text for people: the
+ * error map when there is one (*is_error true), else the result; pretty
+ * (2-space indent), keys in message order, no trailing newline. msgpack
+ * integers become JSON integers, nil null, bin a base64 string (RFC 4648).
+ * *json_text is malloc'd (free() it), NULL unless PROTO_OK. Returns:
+ *   PROTO_OK;
+ *   PROTO_MALFORMED         not one whole msgpack-RPC response, or nested
+ *                           deeper than PROTO_DEPTH_MAX;
+ *   PROTO_INVALID_ARGUMENT  a value JSON cannot carry: a map key that is not
+ *                           a string, ext, an integer above INT64_MAX, a
+ *                           non-finite float, a string that is not UTF-8;
+ *   PROTO_INTERNAL          out of memory.
+ * Nothing of the response is trusted beyond its bytes: walk with a bounded
+ * stack, no recursion. */
+int proto_response_json(const uint8_t *response, size_t size, char **json_text, bool *is_error);
 /* True when the response carries an error (err filled); false for a result. */
 bool proto_response_error(const uint8_t *response, size_t size, struct proto_error *err);
 

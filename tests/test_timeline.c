@@ -43,7 +43,7 @@ static int32_t pay_date(int32_t month, int32_t offset, uint32_t day)
 static uint32_t random_timeline(struct core_slot *slots, uint32_t cap)
 {
 	uint32_t n = 0;
-	uint32_t cities[3] = { 110000, 310000, below(1000000) };
+	uint32_t cities[3] = { 110000, 310000, 440100 };
 	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
 		for (uint32_t c = 0; c < 1 + below(3); c++) {
 			int32_t month = 1950 * 12 + (int32_t)below(1700);
@@ -191,6 +191,138 @@ static void test_damaged_encoding_never_reads_past_the_end(void **state)
 	free(buf);
 }
 
+/* ---- the run fast paths agree with month-by-month reading ---- */
+
+struct world {
+	struct core_period periods[3][2];
+	struct core_policy *policies[3];
+	const struct core_policy *items[3];
+	struct core_policy_set set;
+};
+
+/* Three cities with random deadlines, periods, windows and housing rules. */
+static void world_make(struct world *w)
+{
+	static const uint32_t cities[3] = { 110000, 310000, 440100 };
+	for (uint32_t c = 0; c < 3; c++) {
+		struct core_policy *p = calloc(1, sizeof(*p));
+		for (uint32_t k = 0; k < 2; k++) {
+			struct core_period *period = &w->periods[c][k];
+			memset(period, 0, sizeof(*period));
+			period->from = k == 0 ? 1950 * 12 : 1990 * 12 + (int32_t)below(400);
+			period->base_min_fen = below(300000);
+			period->base_max_fen = period->base_min_fen + 100000 + below(3000000);
+			for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
+				for (uint32_t sh = 0; sh < CORE_SHARE_COUNT; sh++) {
+					period->rate_ppm[t][sh] = below(4) == 0 ? 0 : below(250000);
+				}
+			}
+		}
+		p->city = cities[c];
+		p->deadline_day = (uint8_t)(1 + below(31));
+		p->deadline_month_offset = (uint8_t)below(3);
+		p->period_count = 2;
+		p->periods = w->periods[c];
+		p->interest_types = (uint8_t)below(32);
+		p->interest_categories = (uint8_t)below(4);
+		p->interest_default_ppm = below(100000);
+		p->late_fee_daily_ppm = below(1000);
+		p->late_fee_categories = (uint8_t)below(4);
+		p->late_fee_cap_at_principal = below(2);
+		p->backpay_direct_max_months = 3;
+		p->backpay_verify_max_months = 60;
+		p->backpay_legacy_before = 2011 * 12 + 6;
+		p->backpay_flexible_window_months = below(2) ? 0 : below(40);
+		p->housing_types = (uint8_t)below(32);
+		p->housing_window_months = 1 + below(120);
+		p->housing_required_months = below(p->housing_window_months + 1);
+		p->housing_end_offset_months = below(13);
+		p->housing_backpay_counts = below(2);
+		p->housing_grace_days = below(2) ? 0 : below(90);
+		core_policy_prepare(p);
+		w->policies[c] = p;
+		w->items[c] = p;
+	}
+	w->set = (struct core_policy_set){ w->items, 3 };
+}
+
+static void world_free(struct world *w)
+{
+	for (uint32_t c = 0; c < 3; c++) {
+		free(w->policies[c]);
+	}
+}
+
+/* Every computation on both forms, compared field by field. */
+static void assert_forms_agree(const struct world *w, const struct core_timeline *plain, const struct core_timeline *runs,
+			       struct core_as_of as_of, struct core_arrears_item *items, struct core_duplicate *dups)
+{
+	const struct core_timeline *tl[2] = { plain, runs };
+	struct core_arrears a[2];
+	struct core_years y[2];
+	struct core_retirement r[2];
+	struct core_housing h[2];
+	struct core_medical m[2];
+	uint32_t item_count[2];
+	uint32_t dup_count[2];
+	int rc[2];
+	for (int f = 0; f < 2; f++) {
+		uint32_t bad;
+		assert_int_equal(core_person_resolve(&w->set, tl[f], &bad), CORE_OK);
+		memset(&a[f], 0, sizeof(a[f]));
+		rc[f] = core_arrears_compute(&w->set, tl[f], as_of, &a[f], items + f * SLOTS_MAX, &item_count[f]);
+		memset(&y[f], 0, sizeof(y[f]));
+		assert_int_equal(core_years_compute(&w->set, tl[f], as_of, &y[f], dups + f * SLOTS_MAX, &dup_count[f]), 0);
+		memset(&r[f], 0, sizeof(r[f]));
+		assert_int_equal(core_retirement_check(&w->set, 1970 * 12, CORE_CLASS_M60, tl[f], as_of, -1, &r[f]), 0);
+		memset(&h[f], 0, sizeof(h[f]));
+		assert_int_equal(core_housing_check(&w->set, w->items[0], tl[f], as_of, &h[f]), 0);
+		memset(&m[f], 0, sizeof(m[f]));
+		assert_int_equal(core_medical_status(&w->set, tl[f], as_of, &m[f]), 0);
+	}
+	assert_int_equal(rc[0], rc[1]);
+	if (rc[0] == CORE_OK) {
+		assert_memory_equal(&a[0], &a[1], sizeof(a[0]));
+		assert_int_equal(item_count[0], item_count[1]);
+		assert_memory_equal(items, items + SLOTS_MAX, item_count[0] * sizeof(*items));
+	}
+	assert_memory_equal(&y[0], &y[1], sizeof(y[0]));
+	assert_int_equal(dup_count[0], dup_count[1]);
+	assert_memory_equal(dups, dups + SLOTS_MAX, dup_count[0] * sizeof(*dups));
+	assert_memory_equal(&r[0], &r[1], sizeof(r[0]));
+	assert_memory_equal(&h[0], &h[1], sizeof(h[0]));
+	assert_memory_equal(&m[0], &m[1], sizeof(m[0]));
+}
+
+static void test_run_fast_paths_agree_with_month_by_month(void **state)
+{
+	(void)state;
+	struct core_slot *slots = calloc(SLOTS_MAX, sizeof(*slots));
+	uint8_t *buf = malloc(core_timeline_encode_max(SLOTS_MAX));
+	struct core_arrears_item *items = calloc(2 * SLOTS_MAX, sizeof(*items));
+	struct core_duplicate *dups = calloc(2 * SLOTS_MAX, sizeof(*dups));
+	rng_state = 99;
+	for (uint32_t round = 0; round < 300; round++) {
+		struct world w;
+		world_make(&w);
+		uint32_t n = random_timeline(slots, SLOTS_MAX);
+		core_slots_sort(slots, n);
+		size_t size = core_timeline_encode(slots, n, buf, core_timeline_encode_max(SLOTS_MAX));
+		struct core_timeline plain = { slots, n, NULL, 0 };
+		struct core_timeline runs = { NULL, n, buf, size };
+		for (uint32_t k = 0; k < 8; k++) {
+			int32_t month = 1950 * 12 + (int32_t)below(1800);
+			int32_t date = (month / 12) * 10000 + (month % 12 + 1) * 100 + 1 + (int32_t)below(28);
+			assert_forms_agree(&w, &plain, &runs, core_as_of_make(date), items, dups);
+		}
+		world_free(&w);
+	}
+	free(slots);
+	free(buf);
+	free(items);
+	free(dups);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -199,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_regular_payroll_compresses_to_one_run),
 		cmocka_unit_test(test_too_small_buffer_reports_zero),
 		cmocka_unit_test(test_damaged_encoding_never_reads_past_the_end),
+		cmocka_unit_test(test_run_fast_paths_agree_with_month_by_month),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
