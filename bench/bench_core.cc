@@ -94,7 +94,7 @@ void BM_core_arrears(benchmark::State &state)
 	const core_policy *items[] = { policy.policy };
 	core_policy_set set{ items, 1 };
 	std::vector<core_slot> slots = Timeline();
-	core_timeline timeline{ slots.data(), static_cast<uint32_t>(slots.size()), nullptr, 0 };
+	core_timeline timeline{ slots.data(), static_cast<uint32_t>(slots.size()), nullptr, 0, nullptr, 0 };
 	core_as_of as_of = core_as_of_make(20250610);
 	core_arrears out;
 	uint32_t item_count;
@@ -120,7 +120,7 @@ void BM_core_arrears_encoded(benchmark::State &state)
 	std::vector<core_slot> slots = Timeline();
 	std::vector<uint8_t> runs(core_timeline_encode_max(static_cast<uint32_t>(slots.size())));
 	size_t size = core_timeline_encode(slots.data(), static_cast<uint32_t>(slots.size()), runs.data(), runs.size());
-	core_timeline timeline{ nullptr, static_cast<uint32_t>(slots.size()), runs.data(), size };
+	core_timeline timeline{ nullptr, static_cast<uint32_t>(slots.size()), runs.data(), size, nullptr, 0 };
 	core_as_of as_of = core_as_of_make(20250610);
 	core_arrears out;
 	uint32_t item_count;

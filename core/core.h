@@ -76,13 +76,18 @@ struct core_slot {
 	bool deemed;
 };
 
+struct core_run;
+
 /* A person's slots as the core reads them: a plain array (inline persons),
- * or the store's run encoding read in place (core/timeline.c). */
+ * the store's run encoding read in place (core/timeline.c), or runs already
+ * decoded by core_timeline_decode (several passes over one person). */
 struct core_timeline {
-	const struct core_slot *slots; /* plain form */
-	uint32_t slot_count;           /* both forms */
-	const uint8_t *runs;           /* encoded form, or NULL for the plain form */
+	const struct core_slot *slots;   /* plain form */
+	uint32_t slot_count;             /* every form */
+	const uint8_t *runs;             /* encoded form, or NULL */
 	size_t runs_size;
+	const struct core_run *run_list; /* decoded form, or NULL */
+	uint32_t run_count;
 };
 
 /* Months of one city, type, category, deemed flag, base and paid, each paid
@@ -115,15 +120,21 @@ struct core_timeline_iter {
 
 void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl);
 const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it);
-/* The next slot, or NULL at the end (check it->corrupt then). The slot
- * borrows the timeline or the iterator until the next call. */
+/* The next slot of a plain or encoded timeline, or NULL at the end (check
+ * it->corrupt then). The slot borrows the timeline or the iterator until
+ * the next call. */
 static inline const struct core_slot *core_timeline_next(struct core_timeline_iter *it)
 {
-	if (it->tl->runs == NULL) {
+	if (it->tl->runs == NULL && it->tl->run_list == NULL) {
 		return it->index < it->tl->slot_count ? &it->tl->slots[it->index++] : NULL;
 	}
 	return core_timeline_next_encoded(it);
 }
+
+/* Decodes an encoded timeline's runs into out (room for capacity runs; a
+ * timeline has at most slot_count runs). Returns the run count, or -1 when
+ * the encoding is corrupt or capacity too small. */
+int64_t core_timeline_decode(const struct core_timeline *tl, struct core_run *out, uint32_t capacity);
 
 /* The next run, or NULL at the end (check it->corrupt then). A plain
  * timeline reads as runs of one month. */

@@ -60,12 +60,17 @@ static void payment_pattern(const struct core_slot *s, int32_t *month_offset, ui
 	*day = (uint32_t)(s->paid_date % 100);
 }
 
-/* The payment date of month `month` under a run's pattern. */
+/* The payment date of month `month` under a run's pattern. Days 1..28
+ * exist in every month: only later days need the month's length. */
 static int32_t pattern_date(int32_t month, int32_t month_offset, uint32_t day)
 {
 	int32_t pay_month = month + month_offset;
-	uint32_t last = core_month_last_day(pay_month);
-	return core_month_date(pay_month, day < last ? day : last);
+	if (day > 28) {
+		uint32_t last = core_month_last_day(pay_month);
+		day = day < last ? day : last;
+	}
+	ASSERT(pay_month >= 0);
+	return pay_month / 12 * 10000 + (pay_month % 12 + 1) * 100 + (int32_t)day;
 }
 
 /* Whether slot s continues the run that starts at first and holds count months. */
@@ -164,8 +169,12 @@ size_t core_timeline_encode(const struct core_slot *slots, uint32_t slot_count, 
 
 /* ---- reading ---- */
 
-static bool get_varint(struct core_timeline_iter *it, uint64_t *v)
+static inline bool get_varint(struct core_timeline_iter *it, uint64_t *v)
 {
+	if (it->p != it->end && *it->p < 0x80) { /* most fields fit one byte */
+		*v = *it->p++;
+		return true;
+	}
 	uint64_t x = 0;
 	for (uint32_t shift = 0; shift < 64; shift += 7) {
 		if (it->p == it->end) {
@@ -185,7 +194,7 @@ void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_ti
 {
 	memset(it, 0, sizeof(*it));
 	it->tl = tl;
-	if (tl->runs == NULL) {
+	if (tl->runs == NULL || tl->run_list != NULL) {
 		return;
 	}
 	it->p = tl->runs;
@@ -248,11 +257,10 @@ static bool read_run(struct core_timeline_iter *it)
 	s->month = (int32_t)month;
 	s->paid_date = 0;
 	if (s->paid_fen > 0) {
-		/* Payment months ascend with the run's months: both ends valid, all valid. */
+		/* Payment months ascend with the run's months and days are clipped to
+		 * their month: pay months inside 1900..2100 make every date valid. */
 		it->pay_month = s->month + it->pay_offset;
-		int32_t first = pattern_date(it->pay_month, 0, it->pay_day);
-		int32_t last = pattern_date(it->pay_month + (int32_t)count - 1, 0, it->pay_day);
-		if (!core_date_valid(first) || !core_date_valid(last)) {
+		if (it->pay_month < 1900 * 12 || it->pay_month + (int32_t)count - 1 > 2100 * 12 + 11) {
 			it->corrupt = true;
 			return false;
 		}
@@ -265,6 +273,7 @@ static bool read_run(struct core_timeline_iter *it)
 
 const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it)
 {
+	ASSERT(it->tl->run_list == NULL); /* decoded runs are read run by run */
 	if (it->corrupt || (it->run_left == 0 && !read_run(it))) {
 		return NULL;
 	}
@@ -296,6 +305,9 @@ int32_t core_run_paid_date(const struct core_run *r, uint32_t k)
 
 const struct core_run *core_timeline_next_run(struct core_timeline_iter *it)
 {
+	if (it->tl->run_list != NULL) {
+		return it->index < it->tl->run_count ? &it->tl->run_list[it->index++] : NULL;
+	}
 	if (it->tl->runs == NULL) {
 		if (it->index == it->tl->slot_count) {
 			return NULL;
@@ -312,6 +324,21 @@ const struct core_run *core_timeline_next_run(struct core_timeline_iter *it)
 	it->index += it->run_left;
 	it->run_left = 0;
 	return &it->cur;
+}
+
+int64_t core_timeline_decode(const struct core_timeline *tl, struct core_run *out, uint32_t capacity)
+{
+	struct core_timeline_iter it;
+	const struct core_run *r;
+	uint32_t n = 0;
+	core_timeline_iter_init(&it, tl);
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		if (n == capacity) {
+			return -1;
+		}
+		out[n++] = *r;
+	}
+	return it.corrupt ? -1 : (int64_t)n;
 }
 
 static int store_order(const void *a, const void *b)

@@ -116,15 +116,19 @@ int core_years_compute(const struct core_policy_set *set, const struct core_time
 	/* Rare: a second pass lists the cities of each duplicate month. */
 	slot_cursor_init(&cursor, set);
 	core_timeline_iter_init(&it, tl);
-	const struct core_slot *s;
-	while ((s = core_timeline_next(&it)) != NULL) {
-		if (s->deemed || !month_bits_test(&bits[s->type].duplicate, s->month)) {
-			continue;
-		}
-		struct slot_view v;
-		slot_view_make(&cursor, s, as_of, &v);
-		if (v.state == SLOT_COUNTED) {
-			duplicates[(*duplicate_count)++] = (struct core_duplicate){ s->month, s->city, s->type };
+	struct core_slot s;
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		int32_t last = run_last_due(r, as_of);
+		for (int32_t m = r->first.month; m <= last && !r->first.deemed; m++) {
+			if (!month_bits_test(&bits[r->first.type].duplicate, m)) {
+				continue;
+			}
+			core_run_slot(r, (uint32_t)(m - r->first.month), &s);
+			struct slot_view v;
+			slot_view_make(&cursor, &s, as_of, &v);
+			if (v.state == SLOT_COUNTED) {
+				duplicates[(*duplicate_count)++] = (struct core_duplicate){ m, s.city, s.type };
+			}
 		}
 	}
 	qsort(duplicates, *duplicate_count, sizeof(*duplicates), duplicate_order);

@@ -26,6 +26,7 @@ struct dispatch {
 	struct core_duplicate *duplicates;
 	struct core_withhold_line *lines;
 	struct core_slot *slots; /* a stored person decoded for a write */
+	struct core_run *runs;   /* a stored person's runs, decoded once for its passes */
 	/* Persons a write touched, for the audit log. */
 	char (*touched)[CORE_ID_SIZE + 1];
 	uint32_t touched_count;
@@ -94,6 +95,7 @@ void dispatch_free(struct dispatch *d)
 	free(d->duplicates);
 	free(d->lines);
 	free(d->slots);
+	free(d->runs);
 	free(d->touched);
 	free(d->page);
 	free(d);
@@ -148,7 +150,9 @@ static bool scratch_reserve(struct dispatch *d, uint32_t slot_count)
 	d->lines = lines != NULL ? lines : d->lines;
 	struct core_slot *slots = realloc(d->slots, sizeof(*slots) * slot_count);
 	d->slots = slots != NULL ? slots : d->slots;
-	if (items == NULL || dups == NULL || lines == NULL || slots == NULL) {
+	struct core_run *runs = realloc(d->runs, sizeof(*runs) * slot_count);
+	d->runs = runs != NULL ? runs : d->runs;
+	if (items == NULL || dups == NULL || lines == NULL || slots == NULL || runs == NULL) {
 		return false;
 	}
 	d->scratch_capacity = slot_count;
@@ -187,31 +191,51 @@ static void handle_policy_get(struct dispatch *d, const struct proto_envelope *e
 
 /* ---- computing ---- */
 
+/* The city of slot `index` (runs share their city). */
+static uint32_t slot_city(const struct core_timeline *tl, uint32_t index)
+{
+	struct core_timeline_iter it;
+	const struct core_run *r;
+	uint32_t first = 0;
+	core_timeline_iter_init(&it, tl);
+	while ((r = core_timeline_next_run(&it)) != NULL && first + r->count <= index) {
+		first += r->count;
+	}
+	ASSERT(r != NULL);
+	return r->first.city;
+}
+
 /* Computes one person and writes its result, or its error. path/index name
  * the person in errors ("persons", 3). */
 static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
-			const struct core_timeline *tl, const char *path, uint32_t index)
+			const struct core_timeline *stored, const char *path, uint32_t index)
 {
 	struct core_policy_set set = policy_set(d);
 	struct proto_error err;
 	uint32_t bad = 0;
-	int rc = core_person_resolve(&set, tl, &bad);
+	/* Every rule walks the person at least twice (R1, then the method): decode once. */
+	struct core_timeline decoded = *stored;
+	const struct core_timeline *tl = &decoded;
+	if (!scratch_reserve(d, stored->slot_count)) {
+		proto_error_set(&err, PROTO_INTERNAL, "out of memory", NULL);
+		proto_write_person_error(d->writer, id, CORE_ID_SIZE, &err);
+		return;
+	}
+	int rc = CORE_OK;
+	if (stored->runs != NULL) {
+		int64_t count = core_timeline_decode(stored, d->runs, stored->slot_count);
+		rc = count < 0 ? CORE_ERR_CORRUPT : CORE_OK;
+		decoded = (struct core_timeline){ .slot_count = stored->slot_count, .run_list = d->runs,
+						  .run_count = (uint32_t)(count < 0 ? 0 : count) };
+	}
+	rc = rc == CORE_OK ? core_person_resolve(&set, tl, &bad) : rc;
 	if (rc == CORE_ERR_NO_POLICY || rc == CORE_ERR_NO_PERIOD) {
-		/* Find the offending slot again for its city. */
-		struct core_timeline_iter it;
-		const struct core_slot *s = NULL;
-		core_timeline_iter_init(&it, tl);
-		for (uint32_t i = 0; i <= bad; i++) {
-			s = core_timeline_next(&it);
-		}
 		if (rc == CORE_ERR_NO_POLICY) {
-			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", s->city);
+			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", slot_city(tl, bad));
 		} else {
 			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
 					"%s[%u].slots[%u].month", path, index, bad);
 		}
-	} else if (rc == CORE_OK && !scratch_reserve(d, tl->slot_count)) {
-		rc = proto_error_set(&err, PROTO_INTERNAL, "out of memory", NULL);
 	}
 	if (rc == CORE_OK) {
 		switch (req->method) {
@@ -291,7 +315,7 @@ static void compute_inline(struct dispatch *d, const struct proto_compute *req, 
 			proto_write_person_error(d->writer, id, id_size, &err);
 			continue;
 		}
-		struct core_timeline tl = { person.slots, person.slot_count, NULL, 0 };
+		struct core_timeline tl = { .slots = person.slots, .slot_count = person.slot_count };
 		compute_one(d, req, person.id, person.class_, &tl, "persons", i);
 	}
 }
@@ -775,7 +799,7 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 	}
 	struct core_policy_set set = policy_set(d);
 	uint32_t n = p.timeline.slot_count;
-	struct core_timeline plain = { d->slots, n, NULL, 0 };
+	struct core_timeline plain = { .slots = d->slots, .slot_count = n };
 	uint32_t bad;
 	rc = core_person_resolve(&set, &plain, &bad);
 	if (rc != CORE_OK) {

@@ -237,7 +237,8 @@ static int decode_person(const MDB_val *key, const MDB_val *val, struct store_pe
 	memcpy(out->id, key->mv_data, CORE_ID_SIZE);
 	out->id[CORE_ID_SIZE] = '\0';
 	out->retire_class = v[1] == CLASS_DEFAULT ? -1 : v[1];
-	out->timeline = (struct core_timeline){ NULL, 0, v + PERSON_HEADER_BYTES, val->mv_size - PERSON_HEADER_BYTES };
+	out->timeline = (struct core_timeline){ .runs = v + PERSON_HEADER_BYTES,
+						 .runs_size = val->mv_size - PERSON_HEADER_BYTES };
 	/* The slot count leads the encoding. */
 	uint64_t count = 0;
 	const uint8_t *p = out->timeline.runs;

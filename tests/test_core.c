@@ -240,7 +240,7 @@ static uint8_t encoded_buf[1u << 20];
 
 static struct core_timeline timeline_of(const struct core_slot *slots, uint32_t count)
 {
-	struct core_timeline tl = { slots, count, NULL, 0 };
+	struct core_timeline tl = { .slots = slots, .slot_count = count };
 	if (encoded_mode) {
 		size_t size = core_timeline_encode(slots, count, encoded_buf, sizeof(encoded_buf));
 		assert_true(size > 0);

@@ -84,7 +84,7 @@ static void assert_round_trip(const struct core_slot *slots, uint32_t n, uint8_t
 	size_t size = core_timeline_encode(slots, n, buf, cap);
 	assert_true(size > 0);
 	assert_true(size <= core_timeline_encode_max(n));
-	struct core_timeline tl = { NULL, n, buf, size };
+	struct core_timeline tl = { .slot_count = n, .runs = buf, .runs_size = size };
 	struct core_timeline_iter it;
 	const struct core_slot *s;
 	uint32_t i = 0;
@@ -172,7 +172,7 @@ static void test_damaged_encoding_never_reads_past_the_end(void **state)
 		if (cut > 0 && round % 2 == 1) {
 			copy[below((uint32_t)cut)] ^= (uint8_t)(1u << below(8));
 		}
-		struct core_timeline tl = { NULL, n, copy, cut };
+		struct core_timeline tl = { .slot_count = n, .runs = copy, .runs_size = cut };
 		struct core_timeline_iter it;
 		const struct core_slot *s;
 		uint32_t count = 0;
@@ -301,6 +301,7 @@ static void test_run_fast_paths_agree_with_month_by_month(void **state)
 	uint8_t *buf = malloc(core_timeline_encode_max(SLOTS_MAX));
 	struct core_arrears_item *items = calloc(2 * SLOTS_MAX, sizeof(*items));
 	struct core_duplicate *dups = calloc(2 * SLOTS_MAX, sizeof(*dups));
+	struct core_run *run_list = calloc(SLOTS_MAX, sizeof(*run_list));
 	rng_state = 99;
 	for (uint32_t round = 0; round < 300; round++) {
 		struct world w;
@@ -308,12 +309,16 @@ static void test_run_fast_paths_agree_with_month_by_month(void **state)
 		uint32_t n = random_timeline(slots, SLOTS_MAX);
 		core_slots_sort(slots, n);
 		size_t size = core_timeline_encode(slots, n, buf, core_timeline_encode_max(SLOTS_MAX));
-		struct core_timeline plain = { slots, n, NULL, 0 };
-		struct core_timeline runs = { NULL, n, buf, size };
+		struct core_timeline plain = { .slots = slots, .slot_count = n };
+		struct core_timeline runs = { .slot_count = n, .runs = buf, .runs_size = size };
+		int64_t run_count = core_timeline_decode(&runs, run_list, SLOTS_MAX);
+		assert_true(run_count >= 0);
+		struct core_timeline decoded = { .slot_count = n, .run_list = run_list, .run_count = (uint32_t)run_count };
 		for (uint32_t k = 0; k < 8; k++) {
 			int32_t month = 1950 * 12 + (int32_t)below(1800);
 			int32_t date = (month / 12) * 10000 + (month % 12 + 1) * 100 + 1 + (int32_t)below(28);
 			assert_forms_agree(&w, &plain, &runs, core_as_of_make(date), items, dups);
+			assert_forms_agree(&w, &plain, &decoded, core_as_of_make(date), items, dups);
 		}
 		world_free(&w);
 	}
@@ -321,6 +326,7 @@ static void test_run_fast_paths_agree_with_month_by_month(void **state)
 	free(buf);
 	free(items);
 	free(dups);
+	free(run_list);
 }
 
 int main(void)
