@@ -98,24 +98,77 @@ static void item_fill(struct core_arrears_item *item, const struct core_slot *s,
 	};
 }
 
+/* Running sums and month sets of one person's arrears. */
+struct arrears_acc {
+	struct core_arrears *out;
+	struct month_bits payable;
+	struct month_bits expired;
+	struct month_bits by_type[CORE_TYPE_COUNT];
+	struct core_arrears_item *items; /* NULL: no detail */
+	uint32_t item_count;
+};
+
+/* One owed or pending month; CORE_OK or CORE_ERR_OVERFLOW. */
+static int arrears_slot(struct arrears_acc *acc, const struct core_slot *s, const struct slot_view *v,
+			struct core_as_of as_of)
+{
+	struct core_arrears *out = acc->out;
+	if (v->state == SLOT_PENDING) {
+		return core_sum_add(&out->pending_fen, v->owed_fen) ? CORE_OK : CORE_ERR_OVERFLOW;
+	}
+	if (v->state != SLOT_ARREARS) {
+		return CORE_OK;
+	}
+	const struct core_policy *p = v->policy;
+	uint8_t tier = tier_of(p, s->month, as_of);
+	struct core_arrears_item *item = acc->items != NULL ? &acc->items[acc->item_count++] : NULL;
+	if (item != NULL) {
+		item_fill(item, s, v, tier);
+	}
+	if (v->expired) {
+		month_bits_set(&acc->expired, s->month);
+		return core_sum_add(&out->expired_principal_fen, v->owed_fen) ? CORE_OK : CORE_ERR_OVERFLOW;
+	}
+	int64_t interest = 0;
+	if ((p->interest_types >> s->type & 1) && (p->interest_categories >> s->category & 1)) {
+		interest = interest_fen(p, s->month, v->owed_fen, as_of);
+		if (interest < 0) {
+			return CORE_ERR_OVERFLOW;
+		}
+	}
+	int64_t fee = p->late_fee_categories >> s->category & 1 ? late_fee_fen(p, v->owed_fen, v->deadline_date, as_of)
+								 : 0;
+	if (item != NULL) {
+		item->interest_fen = interest;
+		item->late_fee_fen = fee;
+	}
+	month_bits_set(&acc->payable, s->month);
+	month_bits_set(&acc->by_type[s->type], s->month);
+	out->tiers[tier]++;
+	out->first_month = out->first_month < 0 || s->month < out->first_month ? s->month : out->first_month;
+	out->last_month = s->month > out->last_month ? s->month : out->last_month;
+	struct core_arrears_sums *t = &out->by_type[s->type];
+	bool fits = core_sum_add(&t->principal_fen, v->owed_fen) && core_sum_add(&t->interest_fen, interest) &&
+		    core_sum_add(&t->late_fee_fen, fee) && core_sum_add(&out->principal_fen, v->owed_fen) &&
+		    core_sum_add(&out->interest_fen, interest) && core_sum_add(&out->late_fee_fen, fee);
+	return fits ? CORE_OK : CORE_ERR_OVERFLOW;
+}
+
 int core_arrears_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
 			 struct core_arrears *out, struct core_arrears_item *items, uint32_t *item_count)
 {
-	struct month_bits payable = { { 0 } };
-	struct month_bits expired = { { 0 } };
-	struct month_bits by_type[CORE_TYPE_COUNT];
-	memset(by_type, 0, sizeof(by_type));
+	struct arrears_acc acc;
+	memset(&acc, 0, sizeof(acc));
+	acc.out = out;
+	acc.items = items;
 	memset(out, 0, sizeof(*out));
 	out->first_month = -1;
 	out->last_month = -1;
-	uint32_t items_filled = 0;
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
-
 	struct core_timeline_iter it;
 	const struct core_run *r;
 	struct core_slot slot;
-	const struct core_slot *s = &slot;
 	core_timeline_iter_init(&it, tl);
 	while ((r = core_timeline_next_run(&it)) != NULL) {
 		int32_t last = run_last_due(r, as_of);
@@ -125,57 +178,10 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 		for (int32_t m = r->first.month; m <= last; m++) {
 			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 			struct slot_view v;
-			slot_view_make(&cursor, s, as_of, &v);
-			if (v.state == SLOT_PENDING) {
-				if (!core_sum_add(&out->pending_fen, v.owed_fen)) {
-					return CORE_ERR_OVERFLOW;
-				}
-				continue;
-			}
-			if (v.state != SLOT_ARREARS) {
-				continue;
-			}
-			const struct core_policy *p = v.policy;
-			uint8_t tier = tier_of(p, s->month, as_of);
-			if (items != NULL) {
-				item_fill(&items[items_filled++], s, &v, tier);
-			}
-			if (v.expired) {
-				month_bits_set(&expired, s->month);
-				if (!core_sum_add(&out->expired_principal_fen, v.owed_fen)) {
-					return CORE_ERR_OVERFLOW;
-				}
-				continue;
-			}
-			int64_t interest = 0;
-			if ((p->interest_types >> s->type & 1) && (p->interest_categories >> s->category & 1)) {
-				interest = interest_fen(p, s->month, v.owed_fen, as_of);
-				if (interest < 0) {
-					return CORE_ERR_OVERFLOW;
-				}
-			}
-			int64_t fee = 0;
-			if (p->late_fee_categories >> s->category & 1) {
-				fee = late_fee_fen(p, v.owed_fen, v.deadline_date, as_of);
-			}
-			if (items != NULL) {
-				items[items_filled - 1].interest_fen = interest;
-				items[items_filled - 1].late_fee_fen = fee;
-			}
-			month_bits_set(&payable, s->month);
-			month_bits_set(&by_type[s->type], s->month);
-			out->tiers[tier]++;
-			struct core_arrears_sums *t = &out->by_type[s->type];
-			if (!(core_sum_add(&t->principal_fen, v.owed_fen) && core_sum_add(&t->interest_fen, interest) &&
-			      core_sum_add(&t->late_fee_fen, fee) && core_sum_add(&out->principal_fen, v.owed_fen) &&
-			      core_sum_add(&out->interest_fen, interest) && core_sum_add(&out->late_fee_fen, fee))) {
-				return CORE_ERR_OVERFLOW;
-			}
-			if (out->first_month < 0 || s->month < out->first_month) {
-				out->first_month = s->month;
-			}
-			if (s->month > out->last_month) {
-				out->last_month = s->month;
+			slot_view_make(&cursor, &slot, as_of, &v);
+			int rc = arrears_slot(&acc, &slot, &v, as_of);
+			if (rc != CORE_OK) {
+				return rc;
 			}
 		}
 	}
@@ -186,14 +192,14 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 	if (!(core_sum_add(&out->total_fen, out->interest_fen) && core_sum_add(&out->total_fen, out->late_fee_fen))) {
 		return CORE_ERR_OVERFLOW;
 	}
-	out->months_owed = month_bits_count(&payable);
-	out->expired_months = month_bits_count(&expired);
+	out->months_owed = month_bits_count(&acc.payable);
+	out->expired_months = month_bits_count(&acc.expired);
 	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
-		out->by_type[t].months = month_bits_count(&by_type[t]);
+		out->by_type[t].months = month_bits_count(&acc.by_type[t]);
 	}
 	if (items != NULL) {
-		qsort(items, items_filled, sizeof(*items), item_order);
+		qsort(items, acc.item_count, sizeof(*items), item_order);
 	}
-	*item_count = items_filled;
+	*item_count = acc.item_count;
 	return CORE_OK;
 }
