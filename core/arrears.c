@@ -172,10 +172,11 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 	core_timeline_iter_init(&it, tl);
 	while ((r = core_timeline_next_run(&it)) != NULL) {
 		int32_t last = run_last_due(r, as_of);
-		if (r->first.deemed || last < r->first.month || run_settled(&cursor, r, last, as_of, false)) {
-			continue; /* the whole run: nothing owed */
+		if (r->first.deemed) {
+			continue; /* due 0: never owed */
 		}
-		for (int32_t m = r->first.month; m <= last; m++) {
+		/* Months paid in full by D owe nothing: only the rest go month by month. */
+		for (int32_t m = run_settled_until(&cursor, r, last, as_of, false) + 1; m <= last; m++) {
 			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 			struct slot_view v;
 			slot_view_make(&cursor, &slot, as_of, &v);

@@ -78,7 +78,9 @@ static inline uint32_t month_bits_count(const struct month_bits *b)
 {
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < MONTH_WORDS; i++) {
-		n += (uint32_t)__builtin_popcountll(b->w[i]);
+		if (b->w[i] != 0) { /* mostly empty: skip the (software) popcount */
+			n += (uint32_t)__builtin_popcountll(b->w[i]);
+		}
 	}
 	return n;
 }
@@ -195,28 +197,53 @@ static inline int32_t run_last_due(const struct core_run *r, struct core_as_of a
 	return last < as_of.month ? last : as_of.month;
 }
 
-/* Whether months first..last of a paid run were all paid in full by D (paid
- * dates rise with the months, so the last one decides) under one due: then
- * every one of them is counted and none is owed. strictly_before: paid
- * before D, not on it (medical resumption looks at payments made on D). */
-static inline bool run_settled(struct slot_cursor *c, const struct core_run *r, int32_t last, struct core_as_of as_of,
-			       bool strictly_before)
+/* The last month of first..last that was paid by D (before D when
+ * strictly_before): payment dates rise with the months, so they form a
+ * prefix. first − 1 when none. */
+static inline int32_t run_paid_until(const struct core_run *r, int32_t last, struct core_as_of as_of,
+				     bool strictly_before)
+{
+	const struct core_slot *f = &r->first;
+	if (r->count == 1) {
+		bool paid = f->paid_date < as_of.date || (!strictly_before && f->paid_date == as_of.date);
+		return paid ? f->month : f->month - 1;
+	}
+	/* Months paid in an earlier month than D's are paid by D; in D's month, by the day. */
+	int32_t pay_month = as_of.month - r->pay_offset;
+	uint32_t day = r->pay_day;
+	if (day > 28) {
+		uint32_t month_end = core_month_last_day(as_of.month);
+		day = day < month_end ? day : month_end;
+	}
+	uint32_t d_day = (uint32_t)(as_of.date % 100);
+	if (day > d_day || (strictly_before && day == d_day)) {
+		pay_month--;
+	}
+	return pay_month < last ? pay_month : last;
+}
+
+/* The last month of first..last (last ≤ month(D)) up to which a paid run is
+ * settled: every month paid in full by D under one due, so counted and not
+ * owed. first − 1 when none. strictly_before: paid before D, not on it
+ * (medical resumption looks at payments made on D). */
+static inline int32_t run_settled_until(struct slot_cursor *c, const struct core_run *r, int32_t last,
+					struct core_as_of as_of, bool strictly_before)
 {
 	const struct core_slot *f = &r->first;
 	if (f->deemed || f->paid_fen == 0 || last < f->month) {
-		return false;
+		return f->month - 1;
 	}
-	int32_t paid_date = core_run_paid_date(r, (uint32_t)(last - f->month));
-	if (paid_date > as_of.date || (strictly_before && paid_date == as_of.date)) {
-		return false;
+	int32_t until = run_paid_until(r, last, as_of, strictly_before);
+	if (until < f->month) {
+		return f->month - 1;
 	}
 	const struct core_policy *p = slot_cursor_policy(c, f->city);
-	if (p->period_of[f->month - CORE_MONTH_FIRST] != p->period_of[last - CORE_MONTH_FIRST]) {
-		return false;
+	if (p->period_of[f->month - CORE_MONTH_FIRST] != p->period_of[until - CORE_MONTH_FIRST]) {
+		return f->month - 1;
 	}
 	struct core_due due = slot_cursor_due(c, p, f);
 	int64_t total = due.employer_fen + due.individual_fen;
-	return total > 0 && f->paid_fen >= total;
+	return total > 0 && f->paid_fen >= total ? until : f->month - 1;
 }
 
 /* For a settled run: 1 when every month was paid by its deadline, 0 when

@@ -48,23 +48,24 @@ static bool count_run(struct slot_cursor *cursor, const struct core_run *r, int3
 		month_bits_set_range(&b->deemed, r->first.month, last);
 		return false;
 	}
-	int on_time = run_settled(cursor, r, last, as_of, false) ? run_on_time(cursor->policy, r) : -1;
+	int32_t settled = run_settled_until(cursor, r, last, as_of, false);
+	int on_time = settled >= r->first.month ? run_on_time(cursor->policy, r) : -1;
+	int32_t from = r->first.month;
+	bool duplicate = false;
 	if (on_time >= 0) {
 		struct month_bits range = { { 0 } };
-		month_bits_set_range(&range, r->first.month, last);
+		month_bits_set_range(&range, r->first.month, settled);
 		struct month_bits *kind = on_time ? &b->on_time : &b->backpaid;
-		uint64_t duplicate = 0;
 		for (uint32_t w = 0; w < MONTH_WORDS; w++) {
 			kind->w[w] |= range.w[w];
 			b->duplicate.w[w] |= b->paid.w[w] & range.w[w];
-			duplicate |= b->paid.w[w] & range.w[w];
+			duplicate |= (b->paid.w[w] & range.w[w]) != 0;
 			b->paid.w[w] |= range.w[w];
 		}
-		return duplicate != 0;
+		from = settled + 1;
 	}
-	bool duplicate = false;
 	struct core_slot slot;
-	for (int32_t m = r->first.month; m <= last; m++) {
+	for (int32_t m = from; m <= last; m++) {
 		core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 		struct slot_view v;
 		slot_view_make(cursor, &slot, as_of, &v);
@@ -190,11 +191,11 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 		if (r->first.type != CORE_PENSION || last < r->first.month) {
 			continue;
 		}
-		if (r->first.deemed || run_settled(&cursor, r, last, as_of, false)) {
-			month_bits_set_range(&counted, r->first.month, last);
-			continue;
+		int32_t settled = r->first.deemed ? last : run_settled_until(&cursor, r, last, as_of, false);
+		if (settled >= r->first.month) {
+			month_bits_set_range(&counted, r->first.month, settled);
 		}
-		for (int32_t m = r->first.month; m <= last; m++) {
+		for (int32_t m = settled + 1; m <= last; m++) {
 			core_run_slot(r, (uint32_t)(m - r->first.month), &s);
 			struct slot_view v;
 			slot_view_make(&cursor, &s, as_of, &v);
@@ -242,11 +243,11 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 			continue;
 		}
 		enrolled = true;
-		/* Deemed months are never owed; a run paid before D neither suspends nor resumes. */
-		if (r->first.deemed || run_settled(&cursor, r, last, as_of, true)) {
+		/* Deemed months are never owed; months paid before D neither suspend nor resume. */
+		if (r->first.deemed) {
 			continue;
 		}
-		for (int32_t m = r->first.month; m <= last; m++) {
+		for (int32_t m = run_settled_until(&cursor, r, last, as_of, true) + 1; m <= last; m++) {
 			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 			struct slot_view v;
 			slot_view_make(&cursor, s, as_of, &v);
