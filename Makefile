@@ -18,7 +18,7 @@ SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
 LIBS     := -lmsgpackc -llmdb -ljansson
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run demo test unit sanitize e2e bench clean
+.PHONY: all deps run demo test unit sanitize e2e bench bench-load clean
 .SECONDARY:
 
 all: build/arrears build/arrearsd
@@ -62,6 +62,10 @@ build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
 build/bench_core: bench/bench_core.cc $(LIB_OBJ)
 	$(CXX) -std=c++17 -O2 -g $(WARN) -o $@ $^ $(LIBS) -lbenchmark -lpthread
 
+build/load: bench/load.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_ALL) -pthread -o $@ $<
+
 unit: $(addprefix build/,$(UNIT_TESTS))
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./build/$$t || exit 1; done
 
@@ -97,6 +101,10 @@ demo: build/arrears
 
 bench: deps build/bench_core
 	./build/bench_core --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+
+# The server against redis-server under the same load (installs redis-server if missing).
+bench-load: deps build/arrears build/arrearsd build/load
+	NO_BUILD=1 bash bench/load.sh
 
 clean:
 	rm -rf build

@@ -166,7 +166,8 @@ done
 # ---- report -------------------------------------------------------------------
 
 echo
-echo "arrearsd ${SERVER_THREADS:+--threads $SERVER_THREADS }on $(nproc) cores ($(uname -r)), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?');" \
+echo "arrearsd ${SERVER_THREADS:+--threads $SERVER_THREADS }built $(date -r build/arrearsd '+%F %T'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + changes');" \
+	"$(nproc) cores ($(uname -r));" \
 	"$PERSONS persons, $IDS ids round robin, single-person arrears.compute as of 20251110;"
 echo "$(redis-server --version | awk '{ print $1, $2, $3 }'), GET of $VALUE_BYTES-byte values;" \
 	"medians of $RUNS runs of ${SECONDS_PER_RUN} s; latencies in µs; load threads $LOAD_THREADS."
