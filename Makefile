@@ -69,17 +69,19 @@ build/load: bench/load.c
 unit: $(addprefix build/,$(UNIT_TESTS))
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./build/$$t || exit 1; done
 
-sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears
+sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/arrearsd
 	@for t in $(UNIT_TESTS); do echo "== $$t (address+undefined sanitizers)"; ./build/asan/$$t || exit 1; done
 	$(PYTHON) tests/test_examples.py --eval build/asan/arrears
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
 	$(PYTHON) tests/test_store.py --arrears build/asan/arrears
+	$(PYTHON) tests/test_server.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 
-e2e: build/arrears
+e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_examples.py --eval build/arrears
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
+	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 
 test: deps
 	$(MAKE) --no-print-directory unit e2e sanitize

@@ -268,6 +268,9 @@ bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *
 
 /* ---- policy ---- */
 
+/* Sets every field SPEC 3.3 gives a default (all but city, name, deadline
+ * and periods). */
+void core_policy_defaults(struct core_policy *policy);
 /* Fills the derived tables of a policy whose document fields are valid. */
 void core_policy_prepare(struct core_policy *policy);
 /* The policy of a city, or NULL. */

@@ -2,6 +2,39 @@
 #include "core.h"
 #include "internal.h"
 
+/* SPEC 3.3's illustrative interest table, which is also the default. */
+static const struct core_year_rate default_interest_rates[] = {
+	{ 2016, 83100 }, { 2017, 71200 }, { 2018, 82900 }, { 2019, 76100 }, { 2020, 60400 },
+	{ 2021, 66900 }, { 2022, 61200 }, { 2023, 39700 }, { 2024, 26200 },
+};
+
+void core_policy_defaults(struct core_policy *p)
+{
+	p->interest_types = 1u << CORE_PENSION;
+	p->interest_categories = 1u << CORE_FLEXIBLE;
+	p->interest_default_ppm = 25000;
+	p->interest_rate_count = sizeof(default_interest_rates) / sizeof(default_interest_rates[0]);
+	p->interest_rates = default_interest_rates;
+	p->late_fee_daily_ppm = 500;
+	p->late_fee_categories = 1u << CORE_EMPLOYEE;
+	p->late_fee_cap_at_principal = false;
+	p->backpay_direct_max_months = 3;
+	p->backpay_verify_max_months = 60;
+	p->backpay_legacy_before = 2011 * 12 + 6;
+	p->backpay_flexible_window_months = 0;
+	p->housing_types = 1u << CORE_PENSION;
+	p->housing_window_months = 60;
+	p->housing_required_months = 60;
+	p->housing_end_offset_months = 1;
+	p->housing_backpay_counts = false;
+	p->housing_grace_days = 0;
+	p->withhold_order_count = 3;
+	p->withhold_order[0] = CORE_PENSION;
+	p->withhold_order[1] = CORE_MEDICAL;
+	p->withhold_order[2] = CORE_UNEMPLOYMENT;
+	p->withhold_mode = CORE_WITHHOLD_STOP;
+}
+
 static int32_t deadline_of(const struct core_policy *p, int32_t month)
 {
 	int32_t due_month = month + p->deadline_month_offset;

@@ -961,8 +961,10 @@ static bool admitted(struct dispatch *d, const struct proto_envelope *env, uint3
 	/* Over PROTO_PERSONS_MAX the method's own decoding answers, with its path. */
 	const char *list;
 	uint32_t size = proto_params_list_size(env->params, &list);
-	if (method < METHOD_COUNT && size > sh->persons_max && size <= PROTO_PERSONS_MAX) {
-		write_error(d, env->msgid, PROTO_TOO_LARGE, "more entries than this server takes in one request", list);
+	uint32_t weight = proto_params_weight(env->params); /* a scan's limit counts too */
+	if (method < METHOD_COUNT && weight > sh->persons_max && weight <= PROTO_PERSONS_MAX) {
+		write_error(d, env->msgid, PROTO_TOO_LARGE, "more persons than this server takes in one request",
+			    weight > size ? "scan.limit" : list);
 		return false;
 	}
 	return true;

@@ -107,10 +107,6 @@ struct gen_city {
 };
 
 /* SPEC 3.3's default interest table: the policy spells it out. */
-static const struct core_year_rate gen_interest_rates[] = {
-	{ 2016, 83100 }, { 2017, 71200 }, { 2018, 82900 }, { 2019, 76100 }, { 2020, 60400 },
-	{ 2021, 66900 }, { 2022, 61200 }, { 2023, 39700 }, { 2024, 26200 },
-};
 
 /* fen × ppm rounded to whole yuan: declared bases are round numbers. */
 static int64_t gen_yuan_round(int64_t fen, uint32_t ppm)
@@ -180,25 +176,7 @@ static void gen_city_policy(struct gen_city *c, uint32_t city)
 	p->deadline_day = 25;
 	p->period_count = GEN_PERIOD_COUNT;
 	p->periods = c->periods;
-	p->interest_types = 1u << CORE_PENSION;
-	p->interest_categories = 1u << CORE_FLEXIBLE;
-	p->interest_default_ppm = 25000;
-	p->interest_rate_count = sizeof(gen_interest_rates) / sizeof(gen_interest_rates[0]);
-	p->interest_rates = gen_interest_rates;
-	p->late_fee_daily_ppm = 500;
-	p->late_fee_categories = 1u << CORE_EMPLOYEE;
-	p->backpay_direct_max_months = 3;
-	p->backpay_verify_max_months = 60;
-	p->backpay_legacy_before = 2011 * 12 + 6;
-	p->housing_types = 1u << CORE_PENSION;
-	p->housing_window_months = 60;
-	p->housing_required_months = 60;
-	p->housing_end_offset_months = 1;
-	p->withhold_order_count = 3;
-	p->withhold_order[0] = CORE_PENSION;
-	p->withhold_order[1] = CORE_MEDICAL;
-	p->withhold_order[2] = CORE_UNEMPLOYMENT;
-	p->withhold_mode = CORE_WITHHOLD_STOP;
+	core_policy_defaults(p);
 	core_policy_prepare(p);
 }
 

@@ -29,6 +29,7 @@
 #define OUT_BYTES_MAX (64u << 20) /* unsent answers a client may leave; beyond: cut off */
 #define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
+#define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
 #define LISTEN_BACKLOG 4096
 
@@ -212,8 +213,9 @@ static void arm_tick(struct loop *l)
  * or a request of it is on a worker with more bytes already waiting. */
 static bool wants_input(const struct loop *l, const struct conn *c)
 {
-	return !c->recv_armed && !c->closing && !c->read_closed && !l->stopping && c->out_bytes < OUT_BYTES_MAX &&
-	       c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
+	/* Stopping, a connection still reads the rest of a request it began to send. */
+	return !c->recv_armed && !c->closing && !c->read_closed && (!l->stopping || c->in_size > 0) &&
+	       c->out_bytes < OUT_BYTES_MAX && c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
 }
 
 /* ---- connections ---- */
@@ -245,6 +247,9 @@ static void conn_release(struct loop *l, struct conn *c)
 /* Closes once nothing of the connection is in flight. */
 static void conn_settle(struct loop *l, struct conn *c)
 {
+	if (l->stopping && c->in_size == 0 && !c->busy) {
+		c->read_closed = true; /* every request received is answered: no more */
+	}
 	bool drained = c->out_head == NULL && !c->busy;
 	if (!c->closing && c->read_closed && drained) {
 		c->closing = true;
@@ -342,17 +347,26 @@ static void stats_answer(struct loop *l, const struct dispatch_outcome *o, int64
 	stats_request(&l->srv->stats, o->method, o->error, (uint64_t)(now_ns() - started_ns));
 }
 
-/* Hands a request to the workers; false when their queue is full. */
+/* Hands a request to the workers; false when their queue is full. The
+ * frame is copied, or the input buffer itself changes hands when the frame
+ * is all it holds (a bulk request is not copied on the loop). */
 static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size, int64_t started_ns)
 {
 	struct server *srv = l->srv;
 	struct job *j = calloc(1, sizeof(*j));
-	uint8_t *copy = j == NULL ? NULL : malloc(size);
+	bool whole = frame == c->in && size == c->in_size;
+	uint8_t *copy = j == NULL ? NULL : whole ? c->in : malloc(size);
 	if (copy == NULL) {
 		free(j);
 		return false;
 	}
-	memcpy(copy, frame, size);
+	if (whole) {
+		c->in = NULL;
+		c->in_size = 0;
+		c->in_capacity = 0;
+	} else {
+		memcpy(copy, frame, size);
+	}
 	*j = (struct job){ .loop = l, .slot = slot_of(l, c), .gen = c->gen, .session = c->session, .frame = copy,
 			   .frame_size = size, .started_ns = started_ns };
 	pthread_mutex_lock(&srv->jobs_lock);
@@ -369,7 +383,13 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	}
 	pthread_mutex_unlock(&srv->jobs_lock);
 	if (!room) {
-		free(copy);
+		if (whole) { /* give the buffer back: the request is answered from it */
+			c->in = copy;
+			c->in_size = size;
+			c->in_capacity = size;
+		} else {
+			free(copy);
+		}
 		free(j);
 		return false;
 	}
@@ -407,21 +427,27 @@ static void conn_process(struct loop *l, struct conn *c)
 			break;
 		}
 		const uint8_t *frame = c->in + start;
-		start += size;
 		proto_frame_reset(&c->frame);
 		int64_t started = now_ns();
 		const uint8_t *response;
 		size_t response_size;
-		struct dispatch_outcome out;
-		dispatch_frame(l->d, &c->session, DISPATCH_INLINE, frame, size, &response, &response_size, &out);
+		struct dispatch_outcome out = { .deferred = true, .method = STATS_METHODS_MAX - 1,
+						.msgid = proto_frame_msgid(frame, size) };
+		if (size <= INLINE_FRAME_BYTES_MAX) {
+			dispatch_frame(l->d, &c->session, DISPATCH_INLINE, frame, size, &response, &response_size, &out);
+		}
 		if (out.deferred) {
 			if (job_submit(l, c, frame, size, started)) {
+				start = c->in == NULL ? 0 : start + size;
 				c->busy = true;
 				break;
 			}
+			start += size;
 			dispatch_reject(l->d, out.msgid, PROTO_OVERLOADED, "too many requests queued; retry later",
 					&response, &response_size);
 			out.error = true;
+		} else {
+			start += size;
 		}
 		stats_answer(l, &out, started);
 		if (response_size > 0) {
@@ -659,11 +685,10 @@ static void stop_begin(struct loop *l)
 		io_uring_prep_cancel64(sqe, user_data(OP_ACCEPT, 0, 0), 0);
 		io_uring_sqe_set_data64(sqe, user_data(OP_CANCEL, 0, 0));
 	}
-	/* Requests already received still run; idle connections close now. */
+	/* Requests already received, even in part, still run; idle connections close now. */
 	for (uint32_t i = 0; i < l->conn_count; i++) {
 		struct conn *c = l->conns[i];
 		if (c->in_use) {
-			c->read_closed = true;
 			conn_settle(l, c);
 		}
 	}

@@ -129,3 +129,18 @@ int proto_frame_scan(struct proto_frame *f, const uint8_t *buf, size_t size, siz
 		}
 	}
 }
+
+uint32_t proto_frame_msgid(const uint8_t *frame, size_t size)
+{
+	/* [0, msgid, ...]: a fixarray or array16/32 header, type 0, then a uint. */
+	size_t i = frame[0] >= 0x90 && frame[0] <= 0x9f ? 1 : frame[0] == 0xdc ? 3 : frame[0] == 0xdd ? 5 : size;
+	if (i + 1 >= size || frame[i] != 0x00) {
+		return 0;
+	}
+	uint8_t b = frame[i + 1];
+	uint32_t n = b <= 0x7f ? 0 : b == 0xcc ? 1 : b == 0xcd ? 2 : b == 0xce ? 4 : 5;
+	if (n == 5 || i + 2 + n > size) {
+		return 0;
+	}
+	return n == 0 ? b : (uint32_t)be(frame + i + 2, n);
+}

@@ -9,11 +9,6 @@
 #define INTEREST_YEAR_MAX 9999
 #define INTEREST_RATES_MAX (INTEREST_YEAR_MAX + 1) /* strictly ascending years allow no more */
 
-static const struct core_year_rate default_interest_rates[] = {
-	{ 2016, 83100 }, { 2017, 71200 }, { 2018, 82900 }, { 2019, 76100 }, { 2020, 60400 },
-	{ 2021, 66900 }, { 2022, 61200 }, { 2023, 39700 }, { 2024, 26200 },
-};
-#define DEFAULT_INTEREST_RATE_COUNT (sizeof(default_interest_rates) / sizeof(default_interest_rates[0]))
 
 static int invalid(struct proto_error *err, const char *at)
 {
@@ -174,27 +169,6 @@ static int decode_interest_rates(const msgpack_object *o, struct core_year_rate 
 	return PROTO_OK;
 }
 
-static void set_defaults(struct core_policy *p)
-{
-	p->interest_types = 1u << CORE_PENSION;
-	p->interest_categories = 1u << CORE_FLEXIBLE;
-	p->interest_default_ppm = 25000;
-	p->late_fee_daily_ppm = 500;
-	p->late_fee_categories = 1u << CORE_EMPLOYEE;
-	p->backpay_direct_max_months = 3;
-	p->backpay_verify_max_months = 60;
-	p->backpay_legacy_before = 2011 * 12 + 6;
-	p->housing_types = 1u << CORE_PENSION;
-	p->housing_window_months = 60;
-	p->housing_required_months = 60;
-	p->housing_end_offset_months = 1;
-	p->withhold_order_count = 3;
-	p->withhold_order[0] = CORE_PENSION;
-	p->withhold_order[1] = CORE_MEDICAL;
-	p->withhold_order[2] = CORE_UNEMPLOYMENT;
-	p->withhold_mode = CORE_WITHHOLD_STOP;
-}
-
 /* city, name, deadline. */
 static int decode_head(const msgpack_object *doc, struct core_policy *p, struct proto_error *err)
 {
@@ -247,6 +221,7 @@ static int decode_tail(const msgpack_object *doc, struct core_policy *p, struct 
 		if (decode_interest_rates(list, rates, rate_capacity, err) != PROTO_OK) {
 			return err->code;
 		}
+		p->interest_rates = rates;
 		p->interest_rate_count = list->via.array.size;
 	}
 	s = section(doc, "late_fee", &bad);
@@ -349,9 +324,7 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 					      ? proto_map_get(interest, "rates")
 					      : NULL;
 	uint32_t period_capacity = bounded_array_size(periods, CORE_PERIODS_MAX);
-	/* Room for the default table too: it is written before the document is read. */
 	uint32_t rate_capacity = bounded_array_size(rates, INTEREST_RATES_MAX);
-	rate_capacity = rate_capacity > DEFAULT_INTEREST_RATE_COUNT ? rate_capacity : DEFAULT_INTEREST_RATE_COUNT;
 	size_t size = sizeof(struct core_policy) + period_capacity * sizeof(struct core_period) +
 		      rate_capacity * sizeof(struct core_year_rate);
 	struct core_policy *p = calloc(1, size);
@@ -361,11 +334,8 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 	}
 	struct core_period *period_array = (struct core_period *)(p + 1);
 	struct core_year_rate *rate_array = (struct core_year_rate *)(period_array + period_capacity);
-	set_defaults(p);
-	memcpy(rate_array, default_interest_rates, sizeof(default_interest_rates));
-	p->interest_rate_count = DEFAULT_INTEREST_RATE_COUNT;
+	core_policy_defaults(p);
 	p->periods = period_array;
-	p->interest_rates = rate_array;
 	int rc = decode_head(doc, p, err);
 	if (rc == PROTO_OK) {
 		if (periods == NULL || periods->type != MSGPACK_OBJECT_ARRAY || periods->via.array.size == 0) {

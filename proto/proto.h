@@ -66,6 +66,10 @@ void proto_frame_reset(struct proto_frame *frame);
 int proto_frame_scan(struct proto_frame *frame, const uint8_t *buf, size_t size, size_t max_size,
 		     size_t *frame_size);
 
+/* The msgid of a complete request frame read without unpacking it (0 when
+ * it has none): to answer a request the server sheds unparsed. */
+uint32_t proto_frame_msgid(const uint8_t *frame, size_t size);
+
 /* ---- a parsed message ---- */
 
 enum proto_kind { PROTO_KIND_REQUEST, PROTO_KIND_NOTIFICATION };
