@@ -750,17 +750,29 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 	return STORE_OK;
 }
 
-static int payment_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req)
+/* Writes answering one result per entry (payment items, withholding accounts). */
+struct entries {
+	const void *req;
+	uint32_t count;
+	int (*entry)(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t index);
+};
+
+static int entries_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req)
 {
-	const struct proto_list *items = req;
-	proto_write_results_begin(d->writer, env->msgid, items->count, false);
-	for (uint32_t i = 0; i < items->count; i++) {
-		int rc = payment_item(d, txn, items, i);
+	const struct entries *e = req;
+	proto_write_results_begin(d->writer, env->msgid, e->count, false);
+	for (uint32_t i = 0; i < e->count; i++) {
+		int rc = e->entry(d, txn, e->req, i);
 		if (rc != STORE_OK) {
 			return rc;
 		}
 	}
 	return WRITE_DONE;
+}
+
+static int payment_entry(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t i)
+{
+	return payment_item(d, txn, req, i);
 }
 
 static void handle_payment(struct dispatch *d, const struct proto_envelope *env)
@@ -773,8 +785,9 @@ static void handle_payment(struct dispatch *d, const struct proto_envelope *env)
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
+	struct entries e = { &items, items.count, payment_entry };
 	if (store_required(d, env)) {
-		run_write(d, env, &idem, payment_body, &items);
+		run_write(d, env, &idem, entries_body, &e);
 	}
 }
 
@@ -831,17 +844,9 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 	return STORE_OK;
 }
 
-static int withhold_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req_)
+static int withhold_entry(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t i)
 {
-	const struct proto_withhold *req = req_;
-	proto_write_results_begin(d->writer, env->msgid, req->accounts.count, false);
-	for (uint32_t i = 0; i < req->accounts.count; i++) {
-		int rc = withhold_account(d, txn, req, i);
-		if (rc != STORE_OK) {
-			return rc;
-		}
-	}
-	return WRITE_DONE;
+	return withhold_account(d, txn, req, i);
 }
 
 static void handle_withhold(struct dispatch *d, const struct proto_envelope *env)
@@ -854,8 +859,9 @@ static void handle_withhold(struct dispatch *d, const struct proto_envelope *env
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
+	struct entries e = { &req, req.accounts.count, withhold_entry };
 	if (store_required(d, env)) {
-		run_write(d, env, &idem, withhold_body, &req);
+		run_write(d, env, &idem, entries_body, &e);
 	}
 }
 
