@@ -234,7 +234,8 @@ static bool read_run(struct core_timeline_iter *it)
 	int64_t month = (int64_t)it->run_end + zigzag_decode(v);
 	uint64_t count = 0;
 	ok = ok && get_varint(it, &count) && count >= 1 && count <= RUN_MONTHS_MAX && month >= CORE_MONTH_FIRST &&
-	     month + (int64_t)count <= CORE_MONTH_FIRST + (int64_t)CORE_MONTH_COUNT;
+	     month + (int64_t)count <= CORE_MONTH_FIRST + (int64_t)CORE_MONTH_COUNT &&
+	     it->index + count <= it->tl->slot_count; /* callers size buffers by the header's count */
 	if (ok && flags >> 6 & 1) {
 		ok = get_varint(it, &v) && v <= CORE_MONEY_MAX;
 		s->base_fen = (int64_t)v;

@@ -44,13 +44,16 @@ static bool policies_reload(struct dispatch *d)
 		free(d->policies[i]);
 	}
 	d->policy_count = 0;
+	/* The generation before the snapshot: a put committed in between bumps it
+	 * again, and the next request reloads. Kept only when everything loaded. */
+	uint64_t generation = __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 	struct store_txn *txn;
 	if (store_read_begin(d->store, &txn) != STORE_OK) {
 		return false;
 	}
-	d->policy_generation = __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 	bool ok = store_policy_each(txn, policy_load, d) == STORE_OK;
 	store_txn_end(txn);
+	d->policy_generation = ok ? generation : UINT64_MAX;
 	return ok;
 }
 
@@ -521,7 +524,15 @@ static bool run_write(struct dispatch *d, const struct proto_envelope *env, cons
 		if (outcome == WRITE_DONE) {
 			outcome = write_records(d, txn, env, idem, digest);
 		}
-		int rc = store_write_commit(txn); /* also abandons after a failed put */
+		/* Commit only a whole write; a full map is reported by commit (it
+		 * abandons the transaction and grows the map), anything else here. */
+		int rc;
+		if (outcome == STORE_OK || outcome == STORE_FULL) {
+			rc = store_write_commit(txn);
+		} else {
+			store_txn_end(txn);
+			rc = STORE_IO;
+		}
 		if (outcome == STORE_OK && rc == STORE_OK) {
 			return true;
 		}

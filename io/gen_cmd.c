@@ -93,9 +93,11 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 	for (int attempt = 0; rc == 0 && attempt < 8; attempt++) {
 		sink = (struct store_sink){ .store = store };
 		int stopped = gen_run(config, sink_person, &sink);
-		if (sink.txn != NULL) {
-			int commit = store_write_commit(sink.txn); /* also abandons after a failed put */
+		if (sink.txn != NULL && (sink.rc == STORE_OK || sink.rc == STORE_FULL)) {
+			int commit = store_write_commit(sink.txn); /* abandons after a full map, then grows */
 			sink.rc = sink.rc == STORE_OK || commit == STORE_RETRY ? commit : sink.rc;
+		} else if (sink.txn != NULL) {
+			store_txn_end(sink.txn);
 		}
 		if (sink.rc != STORE_RETRY) {
 			rc = stopped != 0 && sink.rc == STORE_OK ? 1 : 0;

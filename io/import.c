@@ -396,8 +396,14 @@ static int write_persons(struct import *im, const struct import_row *rows, size_
 			batch_persons++;
 			i = end;
 		}
-		int commit = store_write_commit(txn); /* also abandons after a failed put */
-		rc = rc == STORE_OK || commit == STORE_RETRY ? commit : rc;
+		/* Commit only whole batches: a full map is commit's to report (it
+		 * abandons and grows), any other failure abandons here. */
+		if (rc == STORE_OK || rc == STORE_FULL) {
+			int commit = store_write_commit(txn);
+			rc = rc == STORE_OK || commit == STORE_RETRY ? commit : rc;
+		} else {
+			store_txn_end(txn);
+		}
 		if (rc == STORE_RETRY && attempts++ < 16) {
 			im->persons = persons, im->slots = slots, im->bad_rows = bad, im->rejected_persons = rejected;
 			continue;

@@ -112,6 +112,7 @@ struct loop {
 	pthread_mutex_t done_lock;
 	struct job *done;       /* jobs finished by workers */
 	struct __kernel_timespec tick;
+	bool ring_ready;
 	bool accepting;
 	bool stopping;
 	int64_t stop_deadline_ns;
@@ -234,10 +235,15 @@ static void conn_release(struct loop *l, struct conn *c)
 		k = next;
 	}
 	free(c->in);
+	/* The slot may still be linked on the send list: flush_sends skips it. */
 	uint32_t gen = c->gen + 1;
+	bool want_send = c->want_send;
+	uint32_t next_send = c->next_send;
 	memset(c, 0, sizeof(*c));
 	c->gen = gen;
 	c->slot = slot;
+	c->want_send = want_send;
+	c->next_send = next_send;
 	c->next_free = l->free_head;
 	l->free_head = slot;
 	l->open--;
@@ -276,8 +282,9 @@ static void out_drop(struct conn *c)
 	}
 }
 
-/* Cuts a connection off: the peer is gone, broke a limit, or stopped reading. */
-static void conn_abort(struct loop *l, struct conn *c, const char *why)
+/* Marks a connection cut off (the peer is gone, broke a limit, or stopped
+ * reading) without releasing it: callers may still hold it. */
+static void conn_cut(struct loop *l, struct conn *c, const char *why)
 {
 	if (!c->aborted) {
 		log_event("event=close conn=%u.%u reason=%s", l->id, slot_of(l, c), why);
@@ -286,6 +293,11 @@ static void conn_abort(struct loop *l, struct conn *c, const char *why)
 	c->closing = true;
 	out_drop(c);
 	shutdown(c->fd, SHUT_RDWR);
+}
+
+static void conn_abort(struct loop *l, struct conn *c, const char *why)
+{
+	conn_cut(l, c, why);
 	conn_settle(l, c);
 }
 
@@ -301,6 +313,14 @@ static void send_later(struct loop *l, struct conn *c)
 /* Queues an answer; owned (taken from a writer) or copied into the tail chunk. */
 static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size_t size, uint8_t *owned)
 {
+	/* Answers already waiting past the bound: the client does not read. One
+	 * large answer alone is fine. The connection is cut, not released: the
+	 * caller still holds it. */
+	if (c->out_bytes > OUT_BYTES_MAX || c->aborted) {
+		conn_cut(l, c, "client_not_reading");
+		free(owned);
+		return false;
+	}
 	struct chunk *t = c->out_tail;
 	bool tail_free = t != NULL && !(t == c->out_head && c->send_armed);
 	if (owned == NULL && tail_free && t->size + size <= t->capacity) {
@@ -334,9 +354,6 @@ static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 	}
 	c->out_bytes += size;
 	send_later(l, c);
-	if (c->out_bytes > OUT_BYTES_MAX + BUF_BYTES) {
-		conn_abort(l, c, "client_not_reading");
-	}
 	return true;
 }
 
@@ -778,6 +795,7 @@ static int loop_init(struct loop *l)
 	if (rc < 0) {
 		return rc;
 	}
+	l->ring_ready = true;
 	/* liburing 2.3 has no io_uring_setup_buf_ring: map and register the ring by hand. */
 	size_t ring_bytes = BUF_COUNT * sizeof(struct io_uring_buf);
 	void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -823,7 +841,9 @@ static void loop_free(struct loop *l)
 	}
 	free(l->conns);
 	dispatch_free(l->d);
-	io_uring_queue_exit(&l->ring);
+	if (l->ring_ready) {
+		io_uring_queue_exit(&l->ring);
+	}
 	if (l->buf_ring != NULL) {
 		munmap(l->buf_ring, BUF_COUNT * sizeof(struct io_uring_buf));
 	}
@@ -909,8 +929,10 @@ static int threads_start(struct server *srv)
 {
 	const struct server_config *cfg = srv->config;
 	for (uint32_t i = 0; i < cfg->loops; i++) {
+		srv->loops[i] = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
+	}
+	for (uint32_t i = 0; i < cfg->loops; i++) {
 		struct loop *l = &srv->loops[i];
-		*l = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
 		int rc = loop_init(l);
 		if (rc != 0) {
 			return rc;

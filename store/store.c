@@ -463,8 +463,10 @@ int store_stats(struct store *s, struct store_stats *out)
 	MDB_stat st;
 	MDB_envinfo info;
 	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&s->resize_lock); /* the map must not move under the reads */
 	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
 	if (rc != 0) {
+		pthread_rwlock_unlock(&s->resize_lock);
 		return map_error(rc);
 	}
 	if (mdb_stat(txn, s->dbi[DB_PERSONS], &st) == 0) {
@@ -476,6 +478,7 @@ int store_stats(struct store *s, struct store_stats *out)
 	mdb_txn_abort(txn);
 	mdb_env_info(s->env, &info);
 	mdb_env_stat(s->env, &st);
+	pthread_rwlock_unlock(&s->resize_lock);
 	out->bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
 	out->map_bytes = info.me_mapsize;
 	return STORE_OK;
