@@ -114,6 +114,7 @@ struct loop {
 	struct __kernel_timespec tick;
 	bool ring_ready;
 	bool accepting;
+	bool accept_later; /* re-arm accept at the next tick */
 	bool stopping;
 	int64_t stop_deadline_ns;
 };
@@ -537,7 +538,13 @@ static struct conn *conn_new(struct loop *l, int fd)
 static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE) && l->accepting) {
-		arm_accept(l); /* the multishot ended (an error, or the kernel's choice) */
+		/* The multishot ended: re-arm now, or after an error (EMFILE, ENFILE)
+		 * at the next tick rather than spinning on it. */
+		if (cqe->res >= 0) {
+			arm_accept(l);
+		} else {
+			l->accept_later = true;
+		}
 	}
 	if (cqe->res < 0) {
 		if (cqe->res != -ECANCELED) {
@@ -715,6 +722,10 @@ static void on_tick(struct loop *l)
 {
 	if (atomic_load(&l->srv->stop) && !l->stopping) {
 		stop_begin(l);
+	}
+	if (l->accept_later && l->accepting) {
+		l->accept_later = false;
+		arm_accept(l);
 	}
 	uint32_t idle_s = l->srv->config->idle_timeout_s;
 	int64_t now = now_ns();
