@@ -563,11 +563,22 @@ static int policy_put_body(struct dispatch *d, struct store_txn *txn, const stru
 			   const void *req)
 {
 	const struct core_policy *p = req;
+	/* The bound is checked in the transaction: threads may add cities at once. */
+	uint64_t count;
+	bool exists;
+	int rc = store_policy_count(txn, p->city, &count, &exists);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	if (!exists && count >= DISPATCH_CITIES_MAX) {
+		write_error(d, env->msgid, PROTO_TOO_LARGE, "too many city policies", "policy.city");
+		return WRITE_REJECTED;
+	}
 	proto_writer_reset(d->aux);
 	proto_write_policy_doc(d->aux, p);
 	size_t size;
 	const uint8_t *doc = proto_writer_data(d->aux, &size);
-	int rc = doc == NULL ? STORE_IO : store_policy_put(txn, p->city, doc, size);
+	rc = doc == NULL ? STORE_IO : store_policy_put(txn, p->city, doc, size);
 	if (rc != STORE_OK) {
 		return rc;
 	}

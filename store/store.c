@@ -372,6 +372,23 @@ int store_policy_put(struct store_txn *t, uint32_t city, const uint8_t *doc, siz
 	return put_result(t, mdb_put(t->txn, t->store->dbi[DB_POLICIES], &key, &val, 0));
 }
 
+int store_policy_count(struct store_txn *t, uint32_t city, uint64_t *count, bool *exists)
+{
+	uint8_t k[4];
+	city_key(city, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val;
+	MDB_stat st;
+	int rc = mdb_stat(t->txn, t->store->dbi[DB_POLICIES], &st);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	*count = st.ms_entries;
+	rc = mdb_get(t->txn, t->store->dbi[DB_POLICIES], &key, &val);
+	*exists = rc == 0;
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : map_error(rc);
+}
+
 int store_policy_each(struct store_txn *t, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
 		      void *ctx)
 {

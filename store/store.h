@@ -76,6 +76,8 @@ void store_scan_close(struct store_scan *scan);
 
 /* Policies are stored as opaque documents keyed by city. */
 int store_policy_put(struct store_txn *txn, uint32_t city, const uint8_t *doc, size_t doc_size);
+/* How many policies are stored, and whether city's is one of them. */
+int store_policy_count(struct store_txn *txn, uint32_t city, uint64_t *count, bool *exists);
 /* Calls fn for every stored policy, by city ascending; stops at a non-zero return. */
 int store_policy_each(struct store_txn *txn, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
 		      void *ctx);
