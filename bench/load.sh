@@ -61,14 +61,14 @@ done
 
 # ---- servers, stopped whatever happens ------------------------------------
 
-tmp=$(mktemp -d /tmp/arrears-load.XXXXXX)
+workdir=$(mktemp -d /tmp/arrears-load.XXXXXX)
 pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
-	if [ "$KEEP" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+	if [ "$KEEP" = 1 ]; then say "kept $workdir"; else rm -rf "$workdir"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -87,20 +87,20 @@ wait_port() {
 	return 1
 }
 
-say "generating $PERSONS persons into $tmp/store"
-build/arrears gen --persons "$PERSONS" --seed 1 --city 110000 --data "$tmp/store" >&2
+say "generating $PERSONS persons into $workdir/store"
+build/arrears gen --persons "$PERSONS" --seed 1 --city 110000 --data "$workdir/store" >&2
 
 ours_port=$(free_port)
-build/arrearsd --listen "127.0.0.1:$ours_port" --data "$tmp/store" \
-	${SERVER_THREADS:+--threads "$SERVER_THREADS"} 2>"$tmp/arrearsd.log" &
+build/arrearsd --listen "127.0.0.1:$ours_port" --data "$workdir/store" \
+	${SERVER_THREADS:+--threads "$SERVER_THREADS"} 2>"$workdir/arrearsd.log" &
 pids+=($!)
-wait_port "$ours_port" "$!" || { cat "$tmp/arrearsd.log" >&2; die "arrearsd did not start"; }
+wait_port "$ours_port" "$!" || { cat "$workdir/arrearsd.log" >&2; die "arrearsd did not start"; }
 
 redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-	--daemonize no --dir "$tmp" --logfile "$tmp/redis.log" &
+	--daemonize no --dir "$workdir" --logfile "$workdir/redis.log" &
 pids+=($!)
-wait_port "$redis_port" "$!" || { cat "$tmp/redis.log" >&2; die "redis-server did not start"; }
+wait_port "$redis_port" "$!" || { cat "$workdir/redis.log" >&2; die "redis-server did not start"; }
 
 # The same keys GET will ask for (-r draws them at random; 10 draws a key on
 # average leave practically none unset).
@@ -148,7 +148,7 @@ for setting in $SETTINGS; do
 	o_rps=() o_p50=() o_p99=() r_rps=() r_p50=() r_p99=()
 	for run in $(seq "$RUNS"); do
 		line=$(ours_run "$c" "$p")
-		echo "$line" >>"$tmp/ours.log"
+		echo "$line" >>"$workdir/ours.log"
 		read -r rr rp50 rp99 <<<"$(redis_run "$c" "$p" "$n")"
 		o_rps+=("$(field rps "$line")") o_p50+=("$(field p50_us "$line")") o_p99+=("$(field p99_us "$line")")
 		r_rps+=("$rr") r_p50+=("$rp50") r_p99+=("$rp99")
