@@ -61,7 +61,7 @@ done
 
 # ---- servers, stopped whatever happens ------------------------------------
 
-workdir=$(mktemp -d /tmp/arrears-load.XXXXXX)
+workdir=$(mktemp -d)  # a fresh directory under $TMPDIR
 pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do
