@@ -171,18 +171,24 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 	struct core_slot slot;
 	core_timeline_iter_init(&it, tl);
 	while ((r = core_timeline_next_run(&it)) != NULL) {
-		int32_t last = run_last_due(r, as_of);
 		if (r->first.deemed) {
 			continue; /* due 0: never owed */
 		}
 		/* Months paid in full by D owe nothing: only the rest go month by month. */
-		for (int32_t m = run_settled_until(&cursor, r, last, as_of, false) + 1; m <= last; m++) {
-			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
-			struct slot_view v;
-			slot_view_make(&cursor, &slot, as_of, &v);
-			int rc = arrears_slot(&acc, &slot, &v, as_of);
-			if (rc != CORE_OK) {
-				return rc;
+		struct run_pieces pieces;
+		int32_t from;
+		int32_t to;
+		int kind;
+		run_pieces_init(&pieces, r, run_last_due(r, as_of), as_of, false);
+		while ((kind = run_piece(&cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
+			for (int32_t m = from; kind == RUN_PIECE_SLOTS && m <= to; m++) {
+				core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+				struct slot_view v;
+				slot_view_make(&cursor, &slot, as_of, &v);
+				int rc = arrears_slot(&acc, &slot, &v, as_of);
+				if (rc != CORE_OK) {
+					return rc;
+				}
 			}
 		}
 	}

@@ -107,13 +107,9 @@ struct core_timeline_iter {
 	const uint8_t *p;
 	const uint8_t *end;
 	uint32_t runs_left;
-	uint32_t run_left;   /* months left in the current run */
+	uint32_t run_left;   /* months of the current run not yet returned as slots */
 	int32_t run_end;     /* dense month after the current run */
-	int32_t pay_offset;  /* payment month − slot month in the current run */
-	int32_t pay_month;   /* dense payment month of the run's next slot */
-	uint8_t pay_day;
 	bool corrupt;        /* the encoding broke a rule: stop, report CORE_ERR_CORRUPT */
-	struct core_slot run; /* the current run's next month */
 	struct core_slot slot; /* the slot last returned from the encoded form */
 	struct core_run cur;   /* the run last returned */
 };

@@ -222,28 +222,62 @@ static inline int32_t run_paid_until(const struct core_run *r, int32_t last, str
 	return pay_month < last ? pay_month : last;
 }
 
-/* The last month of first..last (last ≤ month(D)) up to which a paid run is
- * settled: every month paid in full by D under one due, so counted and not
- * owed. first − 1 when none. strictly_before: paid before D, not on it
- * (medical resumption looks at payments made on D). */
-static inline int32_t run_settled_until(struct slot_cursor *c, const struct core_run *r, int32_t last,
-					struct core_as_of as_of, bool strictly_before)
+/* A run read in pieces: months settled at once (paid in full by D under one
+ * due: counted, not owed) and months to read one by one. Bases change on a
+ * spell's raise month and periods in January, so a run is settled period
+ * by period. */
+struct run_pieces {
+	const struct core_run *r;
+	int32_t next;       /* first month not yet returned */
+	int32_t last;       /* last month to return, ≤ month(D) */
+	int32_t paid_until; /* the run's months up to here were paid by D */
+};
+
+enum { RUN_PIECE_END, RUN_PIECE_SETTLED, RUN_PIECE_SLOTS };
+
+/* strictly_before: paid before D, not on it (medical resumption looks at
+ * payments made on D). */
+static inline void run_pieces_init(struct run_pieces *pc, const struct core_run *r, int32_t last,
+				   struct core_as_of as_of, bool strictly_before)
 {
 	const struct core_slot *f = &r->first;
-	if (f->deemed || f->paid_fen == 0 || last < f->month) {
-		return f->month - 1;
+	pc->r = r;
+	pc->next = f->month;
+	pc->last = last;
+	bool paid = !f->deemed && f->paid_fen > 0 && last >= f->month;
+	pc->paid_until = paid ? run_paid_until(r, last, as_of, strictly_before) : f->month - 1;
+}
+
+/* The next piece, months *from..*to: RUN_PIECE_SETTLED, RUN_PIECE_SLOTS
+ * (read them one by one), or RUN_PIECE_END. */
+static inline int run_piece(struct slot_cursor *c, struct run_pieces *pc, int32_t *from, int32_t *to)
+{
+	int32_t m = pc->next;
+	if (m > pc->last) {
+		return RUN_PIECE_END;
 	}
-	int32_t until = run_paid_until(r, last, as_of, strictly_before);
-	if (until < f->month) {
-		return f->month - 1;
+	*from = m;
+	if (m > pc->paid_until) { /* payment dates rise: none of the rest is paid by D */
+		*to = pc->last;
+		pc->next = pc->last + 1;
+		return RUN_PIECE_SLOTS;
 	}
-	const struct core_policy *p = slot_cursor_policy(c, f->city);
-	if (p->period_of[f->month - CORE_MONTH_FIRST] != p->period_of[until - CORE_MONTH_FIRST]) {
-		return f->month - 1;
-	}
-	struct core_due due = slot_cursor_due(c, p, f);
+	const struct core_policy *p = slot_cursor_policy(c, pc->r->first.city);
+	int16_t k = p->period_of[m - CORE_MONTH_FIRST];
+	int32_t period_last = (uint32_t)k + 1 < p->period_count ? p->periods[k + 1].from - 1
+								 : CORE_MONTH_FIRST + (int32_t)CORE_MONTH_COUNT - 1;
+	struct core_slot s = pc->r->first;
+	s.month = m;
+	struct core_due due = slot_cursor_due(c, p, &s);
 	int64_t total = due.employer_fen + due.individual_fen;
-	return total > 0 && f->paid_fen >= total ? until : f->month - 1;
+	if (total > 0 && s.paid_fen >= total) {
+		*to = pc->paid_until < period_last ? pc->paid_until : period_last;
+		pc->next = *to + 1;
+		return RUN_PIECE_SETTLED;
+	}
+	*to = pc->last < period_last ? pc->last : period_last;
+	pc->next = *to + 1;
+	return RUN_PIECE_SLOTS;
 }
 
 /* For a settled run: 1 when every month was paid by its deadline, 0 when

@@ -169,25 +169,109 @@ size_t core_timeline_encode(const struct core_slot *slots, uint32_t slot_count, 
 
 /* ---- reading ---- */
 
-static inline bool get_varint(struct core_timeline_iter *it, uint64_t *v)
+/* The reading functions are inlined into the two loops that use them: a
+ * run is a handful of one-byte fields, and calls would cost more than the
+ * bytes. */
+#define HOT static inline __attribute__((always_inline))
+
+HOT bool get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
 {
-	if (it->p != it->end && *it->p < 0x80) { /* most fields fit one byte */
-		*v = *it->p++;
+	const uint8_t *p = *pp;
+	if (p != end && *p < 0x80) { /* most fields fit one byte */
+		*v = *p;
+		*pp = p + 1;
 		return true;
 	}
 	uint64_t x = 0;
 	for (uint32_t shift = 0; shift < 64; shift += 7) {
-		if (it->p == it->end) {
+		if (p == end) {
 			return false;
 		}
-		uint8_t b = *it->p++;
+		uint8_t b = *p++;
 		x |= (uint64_t)(b & 0x7f) << shift;
 		if (b < 0x80) {
 			*v = x;
+			*pp = p;
 			return true;
 		}
 	}
 	return false;
+}
+
+/* Reads the run at *pp into r, whose fields absent from the bytes keep the
+ * previous run's values. prev_end: the dense month after the previous run;
+ * slots_left: slots the header's count leaves (callers size buffers by it).
+ * False on bytes that break a rule of the encoding. */
+HOT bool decode_run(const uint8_t **pp, const uint8_t *end, int32_t prev_end, bool first_run, uint32_t slots_left,
+		    struct core_run *r)
+{
+	const uint8_t *p = *pp;
+	if (p == end) {
+		return false;
+	}
+	uint8_t flags = *p++;
+	if ((flags & 7) >= CORE_TYPE_COUNT || (first_run && (flags & 0xe0) != 0xe0)) {
+		return false;
+	}
+	struct core_slot *s = &r->first;
+	s->type = flags & 7;
+	s->category = flags >> 3 & 1 ? CORE_FLEXIBLE : CORE_EMPLOYEE;
+	s->deemed = flags >> 4 & 1;
+	uint64_t v = 0;
+	if (flags >> 5 & 1) {
+		if (!get_varint(&p, end, &v) || v > 999999) {
+			return false;
+		}
+		s->city = (uint32_t)v;
+	}
+	uint64_t count = 0;
+	if (!get_varint(&p, end, &v) || !get_varint(&p, end, &count)) {
+		return false;
+	}
+	int64_t month = (int64_t)prev_end + zigzag_decode(v);
+	if (count < 1 || count > slots_left || month < CORE_MONTH_FIRST ||
+	    month + (int64_t)count > CORE_MONTH_FIRST + (int64_t)CORE_MONTH_COUNT) {
+		return false;
+	}
+	if (flags >> 6 & 1) {
+		if (!get_varint(&p, end, &v) || v > CORE_MONEY_MAX) {
+			return false;
+		}
+		s->base_fen = (int64_t)v;
+	}
+	if (flags >> 7 & 1) {
+		if (!get_varint(&p, end, &v) || v > (uint64_t)CORE_AMOUNT_MAX) {
+			return false;
+		}
+		s->paid_fen = (int64_t)v;
+		if (v > 0) {
+			if (!get_varint(&p, end, &v) || p == end) {
+				return false;
+			}
+			r->pay_offset = zigzag_decode(v);
+			r->pay_day = *p++;
+			if (r->pay_day < 1 || r->pay_day > 31 || r->pay_offset <= -2400 || r->pay_offset >= 2400) {
+				return false;
+			}
+		}
+	}
+	if (s->deemed && (s->base_fen != 0 || s->paid_fen != 0)) {
+		return false;
+	}
+	s->month = (int32_t)month;
+	s->paid_date = 0;
+	if (s->paid_fen > 0) {
+		/* Payment months ascend with the run's months and days are clipped to
+		 * their month: pay months inside 1900..2100 make every date valid. */
+		int32_t pay_month = s->month + r->pay_offset;
+		if (pay_month < 1900 * 12 || pay_month + (int32_t)count - 1 > 2100 * 12 + 11) {
+			return false;
+		}
+		s->paid_date = pattern_date(s->month, r->pay_offset, r->pay_day);
+	}
+	r->count = (uint32_t)count;
+	*pp = p;
+	return true;
 }
 
 void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_timeline *tl)
@@ -201,73 +285,26 @@ void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_ti
 	it->end = tl->runs + tl->runs_size;
 	uint64_t slot_count = 0;
 	uint64_t run_count = 0;
-	if (!get_varint(it, &slot_count) || !get_varint(it, &run_count) || slot_count != tl->slot_count) {
+	if (!get_varint(&it->p, it->end, &slot_count) || !get_varint(&it->p, it->end, &run_count) ||
+	    slot_count != tl->slot_count) {
 		it->corrupt = true;
 	}
 	it->runs_left = (uint32_t)run_count;
 	it->run_end = CORE_MONTH_FIRST;
 }
 
-/* Reads the next run header into the iterator; false at the end or on bad bytes. */
+/* Reads the next run into it->cur; false at the end or on bad bytes. */
 static bool read_run(struct core_timeline_iter *it)
 {
 	if (it->runs_left == 0 || it->p == it->end) {
 		it->corrupt |= it->runs_left != 0 || it->p != it->end || it->index != it->tl->slot_count;
 		return false;
 	}
-	uint8_t flags = *it->p++;
-	uint64_t v = 0;
-	struct core_slot *s = &it->run;
-	if ((flags & 7) >= CORE_TYPE_COUNT || (it->index == 0 && (flags & 0xe0) != 0xe0)) {
+	if (!decode_run(&it->p, it->end, it->run_end, it->index == 0, it->tl->slot_count - it->index, &it->cur)) {
 		it->corrupt = true;
 		return false;
 	}
-	s->type = flags & 7;
-	s->category = flags >> 3 & 1 ? CORE_FLEXIBLE : CORE_EMPLOYEE;
-	s->deemed = flags >> 4 & 1;
-	bool ok = true;
-	if (flags >> 5 & 1) {
-		ok &= get_varint(it, &v) && v <= 999999;
-		s->city = (uint32_t)v;
-	}
-	ok = ok && get_varint(it, &v);
-	int64_t month = (int64_t)it->run_end + zigzag_decode(v);
-	uint64_t count = 0;
-	ok = ok && get_varint(it, &count) && count >= 1 && count <= RUN_MONTHS_MAX && month >= CORE_MONTH_FIRST &&
-	     month + (int64_t)count <= CORE_MONTH_FIRST + (int64_t)CORE_MONTH_COUNT &&
-	     it->index + count <= it->tl->slot_count; /* callers size buffers by the header's count */
-	if (ok && flags >> 6 & 1) {
-		ok = get_varint(it, &v) && v <= CORE_MONEY_MAX;
-		s->base_fen = (int64_t)v;
-	}
-	if (ok && flags >> 7 & 1) {
-		ok = get_varint(it, &v) && v <= (uint64_t)CORE_AMOUNT_MAX;
-		s->paid_fen = (int64_t)v;
-		if (ok && v > 0) {
-			ok = get_varint(it, &v) && it->p != it->end;
-			it->pay_offset = zigzag_decode(v);
-			it->pay_day = ok ? *it->p++ : 0;
-			ok = ok && it->pay_day >= 1 && it->pay_day <= 31 && it->pay_offset > -2400 && it->pay_offset < 2400;
-		}
-	}
-	ok = ok && (!s->deemed || (s->base_fen == 0 && s->paid_fen == 0));
-	if (!ok) {
-		it->corrupt = true;
-		return false;
-	}
-	s->month = (int32_t)month;
-	s->paid_date = 0;
-	if (s->paid_fen > 0) {
-		/* Payment months ascend with the run's months and days are clipped to
-		 * their month: pay months inside 1900..2100 make every date valid. */
-		it->pay_month = s->month + it->pay_offset;
-		if (it->pay_month < 1900 * 12 || it->pay_month + (int32_t)count - 1 > 2100 * 12 + 11) {
-			it->corrupt = true;
-			return false;
-		}
-	}
-	it->run_left = (uint32_t)count;
-	it->run_end = (int32_t)(month + (int64_t)count);
+	it->run_end = it->cur.first.month + (int32_t)it->cur.count;
 	it->runs_left--;
 	return true;
 }
@@ -275,22 +312,21 @@ static bool read_run(struct core_timeline_iter *it)
 const struct core_slot *core_timeline_next_encoded(struct core_timeline_iter *it)
 {
 	ASSERT(it->tl->run_list == NULL); /* decoded runs are read run by run */
-	if (it->corrupt || (it->run_left == 0 && !read_run(it))) {
+	if (it->corrupt) {
 		return NULL;
 	}
-	it->slot = it->run;
-	if (it->run.paid_fen > 0) {
-		/* Days 1..28 exist in every month: only later days need clipping. */
-		int32_t pm = it->pay_month;
-		uint32_t day = it->pay_day;
-		if (day > 28) {
-			uint32_t last = core_month_last_day(pm);
-			day = day < last ? day : last;
+	if (it->run_left == 0) {
+		if (!read_run(it)) {
+			return NULL;
 		}
-		it->slot.paid_date = (pm / 12) * 10000 + (pm % 12 + 1) * 100 + (int32_t)day;
-		it->pay_month++;
+		it->run_left = it->cur.count;
+		it->slot = it->cur.first;
+	} else {
+		it->slot.month++;
+		if (it->slot.paid_fen > 0) {
+			it->slot.paid_date = pattern_date(it->slot.month, it->cur.pay_offset, it->cur.pay_day);
+		}
 	}
-	it->run.month++;
 	it->run_left--;
 	it->index++;
 	return &it->slot;
@@ -319,27 +355,45 @@ const struct core_run *core_timeline_next_run(struct core_timeline_iter *it)
 	if (it->corrupt || !read_run(it)) {
 		return NULL;
 	}
-	it->cur = (struct core_run){ .first = it->run, .count = it->run_left, .pay_offset = it->pay_offset,
-				     .pay_day = it->pay_day };
-	it->cur.first.paid_date = it->run.paid_fen > 0 ? pattern_date(it->run.month, it->pay_offset, it->pay_day) : 0;
-	it->index += it->run_left;
-	it->run_left = 0;
+	it->index += it->cur.count;
 	return &it->cur;
 }
 
 int64_t core_timeline_decode(const struct core_timeline *tl, struct core_run *out, uint32_t capacity)
 {
-	struct core_timeline_iter it;
-	const struct core_run *r;
-	uint32_t n = 0;
-	core_timeline_iter_init(&it, tl);
-	while ((r = core_timeline_next_run(&it)) != NULL) {
-		if (n == capacity) {
+	if (tl->runs == NULL || tl->run_list != NULL) { /* other forms: through the iterator */
+		struct core_timeline_iter it;
+		const struct core_run *r;
+		uint32_t n = 0;
+		core_timeline_iter_init(&it, tl);
+		while ((r = core_timeline_next_run(&it)) != NULL) {
+			if (n == capacity) {
+				return -1;
+			}
+			out[n++] = *r;
+		}
+		return it.corrupt ? -1 : (int64_t)n;
+	}
+	const uint8_t *p = tl->runs;
+	const uint8_t *end = tl->runs + tl->runs_size;
+	uint64_t slot_count = 0;
+	uint64_t run_count = 0;
+	if (!get_varint(&p, end, &slot_count) || !get_varint(&p, end, &run_count) || slot_count != tl->slot_count ||
+	    run_count > capacity) {
+		return -1;
+	}
+	struct core_run cur = { .first = { .month = CORE_MONTH_FIRST } };
+	int32_t run_end = CORE_MONTH_FIRST;
+	uint32_t slots = 0;
+	for (uint32_t i = 0; i < run_count; i++) {
+		if (!decode_run(&p, end, run_end, i == 0, tl->slot_count - slots, &cur)) {
 			return -1;
 		}
-		out[n++] = *r;
+		out[i] = cur;
+		run_end = cur.first.month + (int32_t)cur.count;
+		slots += cur.count;
 	}
-	return it.corrupt ? -1 : (int64_t)n;
+	return p == end && slots == tl->slot_count ? (int64_t)run_count : -1;
 }
 
 static int store_order(const void *a, const void *b)

@@ -48,29 +48,34 @@ static bool count_run(struct slot_cursor *cursor, const struct core_run *r, int3
 		month_bits_set_range(&b->deemed, r->first.month, last);
 		return false;
 	}
-	int32_t settled = run_settled_until(cursor, r, last, as_of, false);
-	int on_time = settled >= r->first.month ? run_on_time(cursor->policy, r) : -1;
-	int32_t from = r->first.month;
 	bool duplicate = false;
-	if (on_time >= 0) {
-		struct month_bits range = { { 0 } };
-		month_bits_set_range(&range, r->first.month, settled);
-		struct month_bits *kind = on_time ? &b->on_time : &b->backpaid;
-		for (uint32_t w = 0; w < MONTH_WORDS; w++) {
-			kind->w[w] |= range.w[w];
-			b->duplicate.w[w] |= b->paid.w[w] & range.w[w];
-			duplicate |= (b->paid.w[w] & range.w[w]) != 0;
-			b->paid.w[w] |= range.w[w];
+	struct run_pieces pieces;
+	int32_t from;
+	int32_t to;
+	int kind;
+	run_pieces_init(&pieces, r, last, as_of, false);
+	while ((kind = run_piece(cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
+		int on_time = kind == RUN_PIECE_SETTLED ? run_on_time(cursor->policy, r) : -1;
+		if (on_time >= 0) {
+			struct month_bits range = { { 0 } };
+			month_bits_set_range(&range, from, to);
+			struct month_bits *kind_bits = on_time ? &b->on_time : &b->backpaid;
+			for (uint32_t w = 0; w < MONTH_WORDS; w++) {
+				kind_bits->w[w] |= range.w[w];
+				b->duplicate.w[w] |= b->paid.w[w] & range.w[w];
+				duplicate |= (b->paid.w[w] & range.w[w]) != 0;
+				b->paid.w[w] |= range.w[w];
+			}
+			continue;
 		}
-		from = settled + 1;
-	}
-	struct core_slot slot;
-	for (int32_t m = from; m <= last; m++) {
-		core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
-		struct slot_view v;
-		slot_view_make(cursor, &slot, as_of, &v);
-		if (v.state == SLOT_COUNTED) {
-			duplicate |= count_slot(b, &slot, &v);
+		struct core_slot slot;
+		for (int32_t m = from; m <= to; m++) {
+			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+			struct slot_view v;
+			slot_view_make(cursor, &slot, as_of, &v);
+			if (v.state == SLOT_COUNTED) {
+				duplicate |= count_slot(b, &slot, &v);
+			}
 		}
 	}
 	return duplicate;
@@ -191,18 +196,29 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 		if (r->first.type != CORE_PENSION || last < r->first.month) {
 			continue;
 		}
-		int32_t settled = r->first.deemed ? last : run_settled_until(&cursor, r, last, as_of, false);
-		if (settled >= r->first.month) {
-			month_bits_set_range(&counted, r->first.month, settled);
+		if (r->first.deemed) {
+			month_bits_set_range(&counted, r->first.month, last);
+			continue;
 		}
-		for (int32_t m = settled + 1; m <= last; m++) {
-			core_run_slot(r, (uint32_t)(m - r->first.month), &s);
-			struct slot_view v;
-			slot_view_make(&cursor, &s, as_of, &v);
-			if (v.state == SLOT_COUNTED) {
-				month_bits_set(&counted, m);
-			} else if (v.state == SLOT_ARREARS && !v.expired) {
-				month_bits_set(&arrears, m);
+		struct run_pieces pieces;
+		int32_t from;
+		int32_t to;
+		int kind;
+		run_pieces_init(&pieces, r, last, as_of, false);
+		while ((kind = run_piece(&cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
+			if (kind == RUN_PIECE_SETTLED) {
+				month_bits_set_range(&counted, from, to);
+				continue;
+			}
+			for (int32_t m = from; m <= to; m++) {
+				core_run_slot(r, (uint32_t)(m - r->first.month), &s);
+				struct slot_view v;
+				slot_view_make(&cursor, &s, as_of, &v);
+				if (v.state == SLOT_COUNTED) {
+					month_bits_set(&counted, m);
+				} else if (v.state == SLOT_ARREARS && !v.expired) {
+					month_bits_set(&arrears, m);
+				}
 			}
 		}
 	}
@@ -247,19 +263,27 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 		if (r->first.deemed) {
 			continue;
 		}
-		for (int32_t m = run_settled_until(&cursor, r, last, as_of, true) + 1; m <= last; m++) {
-			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
-			struct slot_view v;
-			slot_view_make(&cursor, s, as_of, &v);
-			int32_t from = m + 1;
-			if (v.state == SLOT_ARREARS && !v.expired) {
-				month_bits_set(&arrears, m);
-				if (from <= as_of.month && (suspended_since < 0 || from < suspended_since)) {
-					suspended_since = from;
+		struct run_pieces pieces;
+		int32_t piece_from;
+		int32_t piece_to;
+		int kind;
+		run_pieces_init(&pieces, r, last, as_of, true);
+		while ((kind = run_piece(&cursor, &pieces, &piece_from, &piece_to)) != RUN_PIECE_END) {
+			for (int32_t m = piece_from; kind == RUN_PIECE_SLOTS && m <= piece_to; m++) {
+				core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
+				struct slot_view v;
+				slot_view_make(&cursor, s, as_of, &v);
+				int32_t from = m + 1;
+				if (v.state == SLOT_ARREARS && !v.expired) {
+					month_bits_set(&arrears, m);
+					if (from <= as_of.month && (suspended_since < 0 || from < suspended_since)) {
+						suspended_since = from;
+					}
+				} else if (v.state == SLOT_COUNTED && !s->deemed && !v.on_time &&
+					   s->paid_date == as_of.date && from <= as_of.month &&
+					   (repaid_since < 0 || from < repaid_since)) {
+					repaid_since = from;
 				}
-			} else if (v.state == SLOT_COUNTED && !s->deemed && !v.on_time && s->paid_date == as_of.date &&
-				   from <= as_of.month && (repaid_since < 0 || from < repaid_since)) {
-				repaid_since = from;
 			}
 		}
 	}

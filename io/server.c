@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,6 +114,7 @@ struct loop {
 	struct job *done;       /* jobs finished by workers */
 	struct __kernel_timespec tick;
 	bool ring_ready;
+	bool ring_disabled; /* enabled by the loop's thread when it starts */
 	bool accepting;
 	bool accept_later; /* re-arm accept at the next tick */
 	bool stopping;
@@ -801,11 +803,22 @@ static void *worker_main(void *arg)
 
 static int loop_init(struct loop *l)
 {
-	struct io_uring_params params = { .flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES };
+	/* Completions run when the loop asks for them (DEFER_TASKRUN) instead of
+	 * interrupting it with an IPI per packet; the ring starts disabled so
+	 * that the loop's own thread, enabling it, is its single issuer. Kernels
+	 * before 6.1 refuse the flags: fall back to a plain ring. */
+	struct io_uring_params params = { .flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
+						    IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+					  .cq_entries = CQ_ENTRIES };
 	int rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
+	if (rc == -EINVAL) {
+		params = (struct io_uring_params){ .flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES };
+		rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
+	}
 	if (rc < 0) {
 		return rc;
 	}
+	l->ring_disabled = params.flags & IORING_SETUP_R_DISABLED;
 	l->ring_ready = true;
 	/* liburing 2.3 has no io_uring_setup_buf_ring: map and register the ring by hand. */
 	size_t ring_bytes = BUF_COUNT * sizeof(struct io_uring_buf);
@@ -868,6 +881,13 @@ static void loop_free(struct loop *l)
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
+	if (l->ring_disabled) {
+		/* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+		if (syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
+			log_event("event=loop_error errno=%d", errno);
+			return NULL;
+		}
+	}
 	arm_accept(l);
 	arm_wake(l);
 	arm_tick(l);

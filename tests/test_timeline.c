@@ -194,22 +194,23 @@ static void test_damaged_encoding_never_reads_past_the_end(void **state)
 /* ---- the run fast paths agree with month-by-month reading ---- */
 
 struct world {
-	struct core_period periods[3][2];
+	struct core_period periods[3][4];
 	struct core_policy *policies[3];
 	const struct core_policy *items[3];
 	struct core_policy_set set;
 };
 
-/* Three cities with random deadlines, periods, windows and housing rules. */
+/* Three cities with random deadlines, periods, windows and housing rules.
+ * Four periods each: runs cross their boundaries and settle piece by piece. */
 static void world_make(struct world *w)
 {
 	static const uint32_t cities[3] = { 110000, 310000, 440100 };
 	for (uint32_t c = 0; c < 3; c++) {
 		struct core_policy *p = calloc(1, sizeof(*p));
-		for (uint32_t k = 0; k < 2; k++) {
+		for (uint32_t k = 0; k < 4; k++) {
 			struct core_period *period = &w->periods[c][k];
 			memset(period, 0, sizeof(*period));
-			period->from = k == 0 ? 1950 * 12 : 1990 * 12 + (int32_t)below(400);
+			period->from = k == 0 ? 1950 * 12 : w->periods[c][k - 1].from + 1 + (int32_t)below(k == 1 ? 600 : 200);
 			period->base_min_fen = below(300000);
 			period->base_max_fen = period->base_min_fen + 100000 + below(3000000);
 			for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
@@ -221,7 +222,7 @@ static void world_make(struct world *w)
 		p->city = cities[c];
 		p->deadline_day = (uint8_t)(1 + below(31));
 		p->deadline_month_offset = (uint8_t)below(3);
-		p->period_count = 2;
+		p->period_count = 4;
 		p->periods = w->periods[c];
 		p->interest_types = (uint8_t)below(32);
 		p->interest_categories = (uint8_t)below(4);
