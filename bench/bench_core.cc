@@ -4,12 +4,18 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include <ftw.h>
+#include <unistd.h>
 
 extern "C" {
 #include "../core/core.h"
 #include "../io/dispatch.h"
 #include "../io/gen.h"
+#include "../io/gen_cmd.h"
+#include "../store/store.h"
 #include <msgpack.h>
 }
 
@@ -338,6 +344,87 @@ void BM_request_arrears_inline(benchmark::State &state)
 	dispatch_free(d);
 }
 BENCHMARK(BM_request_arrears_inline);
+
+int CollectId(void *ctx, const gen_person *p)
+{
+	auto *ids = static_cast<std::vector<std::string> *>(ctx);
+	if (p->slot_count > 0) {
+		ids->emplace_back(p->id);
+	}
+	return 0;
+}
+
+int RemoveEntry(const char *path, const struct stat *, int, struct FTW *)
+{
+	return std::remove(path);
+}
+
+// What the server runs for one single-person arrears.compute by stored id,
+// without the network: parse, read the person from LMDB, decode, resolve,
+// compute, encode. 1,000 generated persons (gen --seed 1) round robin.
+void BM_request_arrears_stored(benchmark::State &state)
+{
+	char dir[] = "/tmp/arrears-bench-XXXXXX";
+	if (mkdtemp(dir) == nullptr) {
+		state.SkipWithError("mkdtemp failed");
+		return;
+	}
+	std::string data = std::string(dir) + "/store";
+	const char *args[] = { "--persons", "1100", "--seed", "1", "--city", "110000", "--data", data.c_str() };
+	store *st = nullptr;
+	char err[256];
+	if (gen_command(8, const_cast<char **>(args)) != 0 ||
+	    store_open(data.c_str(), nullptr, &st, err, sizeof(err)) != STORE_OK) {
+		state.SkipWithError("gen or store_open failed");
+		nftw(dir, RemoveEntry, 8, FTW_DEPTH | FTW_PHYS);
+		return;
+	}
+	std::vector<std::string> ids;
+	gen_config config{ 1100, 1, 110000, 0 };
+	config.second_city = 310000; // as gen_command sets it
+	gen_run(&config, CollectId, &ids);
+	ids.resize(ids.size() < 1000 ? ids.size() : 1000);
+	std::vector<std::vector<uint8_t>> frames;
+	for (size_t i = 0; i < ids.size(); i++) {
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_array(&pk, 4);
+		msgpack_pack_int(&pk, 0);
+		msgpack_pack_uint32(&pk, static_cast<uint32_t>(i + 1));
+		PackStr(&pk, "arrears.compute");
+		msgpack_pack_array(&pk, 1);
+		msgpack_pack_map(&pk, 2);
+		PackInt(&pk, "as_of", 20251110);
+		PackStr(&pk, "ids");
+		msgpack_pack_array(&pk, 1);
+		PackStr(&pk, ids[i].c_str());
+		frames.push_back(Frame(sb));
+		msgpack_sbuffer_destroy(&sb);
+	}
+	dispatch *d = dispatch_new(st, nullptr);
+	dispatch_outcome outcome{};
+	const uint8_t *response = nullptr;
+	size_t response_size = 0;
+	size_t index = 0;
+	size_t short_answers = 0;
+	for (auto _ : state) {
+		const std::vector<uint8_t> &f = frames[index];
+		dispatch_frame(d, nullptr, DISPATCH_ALL, f.data(), f.size(), &response, &response_size, &outcome);
+		benchmark::DoNotOptimize(response);
+		short_answers += outcome.error || response_size < 200; // an error, not a result
+		index = (index + 1) % frames.size();
+	}
+	if (short_answers > 0) {
+		state.SkipWithError("a request failed");
+	}
+	state.counters["response_bytes"] = static_cast<double>(response_size);
+	dispatch_free(d);
+	store_close(st);
+	nftw(dir, RemoveEntry, 8, FTW_DEPTH | FTW_PHYS);
+}
+BENCHMARK(BM_request_arrears_stored);
 
 } // namespace
 

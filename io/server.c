@@ -29,6 +29,7 @@
 #define BUF_GROUP 1
 #define OUT_BYTES_MAX (64u << 20) /* unsent answers a client may leave; beyond: cut off */
 #define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
+#define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
 #define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
@@ -51,6 +52,7 @@ struct chunk {
 	size_t size;
 	size_t offset;   /* bytes already sent */
 	size_t capacity;
+	bool pooled;     /* a gathering chunk of OUT_CHUNK_BYTES: back to the loop's spares */
 };
 
 struct conn {
@@ -108,10 +110,15 @@ struct loop {
 	uint32_t send_head;     /* connections wanting a send, UINT32_MAX: none */
 	uint32_t open;          /* connections in use */
 	uint32_t jobs_out;      /* jobs on workers */
+	struct chunk *spare;    /* gathering chunks to reuse: one answer a request would */
+	uint32_t spare_count;   /* otherwise be a 64 KiB malloc and free */
 	int wake_fd;
 	uint64_t wake_value;
 	pthread_mutex_t done_lock;
 	struct job *done;       /* jobs finished by workers */
+	int *handed;            /* connections another loop accepted for this one */
+	uint32_t handed_count;  /* (under done_lock, like done) */
+	uint32_t handed_capacity;
 	struct __kernel_timespec tick;
 	bool ring_ready;
 	bool ring_disabled; /* enabled by the loop's thread when it starts */
@@ -128,6 +135,7 @@ struct server {
 	int listen_fd;
 	atomic_bool stop;
 	struct loop *loops;
+	atomic_uint accepted; /* connections accepted: the next goes to loop accepted % loops */
 	pthread_t *workers;
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
@@ -222,6 +230,39 @@ static bool wants_input(const struct loop *l, const struct conn *c)
 	       c->out_bytes < OUT_BYTES_MAX && c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
 }
 
+/* ---- answer chunks ---- */
+
+static struct chunk *chunk_gathering(struct loop *l)
+{
+	struct chunk *k = l->spare;
+	if (k != NULL) {
+		l->spare = k->next;
+		l->spare_count--;
+		*k = (struct chunk){ .data = k->data, .capacity = OUT_CHUNK_BYTES, .pooled = true };
+		return k;
+	}
+	k = calloc(1, sizeof(*k));
+	uint8_t *data = k == NULL ? NULL : malloc(OUT_CHUNK_BYTES);
+	if (data == NULL) {
+		free(k);
+		return NULL;
+	}
+	*k = (struct chunk){ .data = data, .capacity = OUT_CHUNK_BYTES, .pooled = true };
+	return k;
+}
+
+static void chunk_free(struct loop *l, struct chunk *k)
+{
+	if (k->pooled && l->spare_count < SPARE_CHUNKS_MAX) {
+		k->next = l->spare;
+		l->spare = k;
+		l->spare_count++;
+		return;
+	}
+	free(k->data);
+	free(k);
+}
+
 /* ---- connections ---- */
 
 static void conn_release(struct loop *l, struct conn *c)
@@ -233,8 +274,7 @@ static void conn_release(struct loop *l, struct conn *c)
 	close(c->fd);
 	for (struct chunk *k = c->out_head; k != NULL;) {
 		struct chunk *next = k->next;
-		free(k->data);
-		free(k);
+		chunk_free(l, k);
 		k = next;
 	}
 	free(c->in);
@@ -271,12 +311,11 @@ static void conn_settle(struct loop *l, struct conn *c)
 }
 
 /* Drops unsent answers, unless the kernel is reading the first. */
-static void out_drop(struct conn *c)
+static void out_drop(struct loop *l, struct conn *c)
 {
 	while (c->out_head != NULL && !c->send_armed) {
 		struct chunk *next = c->out_head->next;
-		free(c->out_head->data);
-		free(c->out_head);
+		chunk_free(l, c->out_head);
 		c->out_head = next;
 	}
 	if (c->out_head == NULL) {
@@ -294,7 +333,7 @@ static void conn_cut(struct loop *l, struct conn *c, const char *why)
 	}
 	c->aborted = true;
 	c->closing = true;
-	out_drop(c);
+	out_drop(l, c);
 	shutdown(c->fd, SHUT_RDWR);
 }
 
@@ -330,21 +369,20 @@ static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 		memcpy(t->data + t->size, data, size);
 		t->size += size;
 	} else {
-		struct chunk *k = calloc(1, sizeof(*k));
+		struct chunk *k = owned == NULL && size <= OUT_CHUNK_BYTES ? chunk_gathering(l) : calloc(1, sizeof(*k));
+		if (k != NULL && !k->pooled) {
+			k->data = owned != NULL ? owned : malloc(size);
+			k->capacity = size;
+			if (k->data == NULL) {
+				free(k);
+				k = NULL;
+			}
+		}
 		if (k == NULL) {
 			free(owned);
 			return false;
 		}
-		if (owned != NULL) {
-			k->data = owned;
-			k->capacity = size;
-		} else {
-			k->capacity = size > OUT_CHUNK_BYTES ? size : OUT_CHUNK_BYTES;
-			k->data = malloc(k->capacity);
-			if (k->data == NULL) {
-				free(k);
-				return false;
-			}
+		if (owned == NULL) {
 			memcpy(k->data, data, size);
 		}
 		k->size = size;
@@ -537,6 +575,71 @@ static struct conn *conn_new(struct loop *l, int fd)
 	return c;
 }
 
+/* Refuses a fresh connection, saying why; a best effort. */
+static void conn_refuse(struct loop *l, int fd)
+{
+	const uint8_t *response;
+	size_t size;
+	dispatch_reject(l->d, 0, PROTO_OVERLOADED, "too many connections", &response, &size);
+	ssize_t sent = send(fd, response, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)sent;
+	close(fd);
+	atomic_fetch_add(&l->srv->stats.connections_refused, 1);
+}
+
+static void conn_start(struct loop *l, int fd)
+{
+	if (l->stopping) {
+		conn_refuse(l, fd);
+		return;
+	}
+	struct conn *c = conn_new(l, fd);
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct sockaddr_in peer;
+	socklen_t peer_size = sizeof(peer);
+	char peer_text[INET_ADDRSTRLEN] = "?";
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0) {
+		inet_ntop(AF_INET, &peer.sin_addr, peer_text, sizeof(peer_text));
+	}
+	log_event("event=open conn=%u.%u peer=%s:%u", l->id, slot_of(l, c), peer_text, ntohs(peer.sin_port));
+	atomic_fetch_add(&l->srv->stats.connections_open, 1);
+	atomic_fetch_add(&l->srv->stats.connections_total, 1);
+	arm_recv(l, c);
+}
+
+/* Gives a connection to another loop. Whichever loop's accept completes
+ * (one usually takes them all), connections are spread round robin. */
+static void conn_hand(struct loop *to, int fd)
+{
+	pthread_mutex_lock(&to->done_lock);
+	bool room = to->handed_count < to->handed_capacity;
+	if (!room) {
+		uint32_t capacity = to->handed_capacity == 0 ? 64 : to->handed_capacity * 2;
+		int *handed = realloc(to->handed, capacity * sizeof(*handed));
+		if (handed != NULL) {
+			to->handed = handed;
+			to->handed_capacity = capacity;
+			room = true;
+		}
+	}
+	if (room) {
+		to->handed[to->handed_count++] = fd;
+	}
+	pthread_mutex_unlock(&to->done_lock);
+	if (!room) {
+		close(fd);
+		return;
+	}
+	uint64_t one = 1;
+	ssize_t w = write(to->wake_fd, &one, sizeof(one));
+	(void)w;
+}
+
 static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE) && l->accepting) {
@@ -555,35 +658,17 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 		return;
 	}
 	int fd = cqe->res;
-	struct stats *st = &l->srv->stats;
-	if (l->stopping || atomic_load(&st->connections_open) >= l->srv->config->connections_max) {
-		/* Say why before closing; a best effort on a fresh socket. */
-		const uint8_t *response;
-		size_t size;
-		dispatch_reject(l->d, 0, PROTO_OVERLOADED, "too many connections", &response, &size);
-		ssize_t sent = send(fd, response, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-		(void)sent;
-		close(fd);
-		atomic_fetch_add(&st->connections_refused, 1);
+	struct server *srv = l->srv;
+	if (l->stopping || atomic_load(&srv->stats.connections_open) >= srv->config->connections_max) {
+		conn_refuse(l, fd);
 		return;
 	}
-	struct conn *c = conn_new(l, fd);
-	if (c == NULL) {
-		close(fd);
-		return;
+	uint32_t to = atomic_fetch_add(&srv->accepted, 1) % srv->config->loops;
+	if (to == l->id) {
+		conn_start(l, fd);
+	} else {
+		conn_hand(&srv->loops[to], fd);
 	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct sockaddr_in peer;
-	socklen_t peer_size = sizeof(peer);
-	char peer_text[INET_ADDRSTRLEN] = "?";
-	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0) {
-		inet_ntop(AF_INET, &peer.sin_addr, peer_text, sizeof(peer_text));
-	}
-	log_event("event=open conn=%u.%u peer=%s:%u", l->id, slot_of(l, c), peer_text, ntohs(peer.sin_port));
-	atomic_fetch_add(&st->connections_open, 1);
-	atomic_fetch_add(&st->connections_total, 1);
-	arm_recv(l, c);
 }
 
 static void buffer_return(struct loop *l, uint32_t bid)
@@ -640,7 +725,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 		return;
 	}
 	if (c->aborted) {
-		out_drop(c);
+		out_drop(l, c);
 		conn_settle(l, c);
 		return;
 	}
@@ -653,8 +738,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 		if (c->out_head == NULL) {
 			c->out_tail = NULL;
 		}
-		free(h->data);
-		free(h);
+		chunk_free(l, h);
 	}
 	if (c->out_head != NULL) {
 		arm_send(l, c);
@@ -665,13 +749,21 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	conn_settle(l, c);
 }
 
-/* Answers from the workers. */
+/* Answers from the workers, and connections other loops handed over. */
 static void on_wake(struct loop *l)
 {
 	pthread_mutex_lock(&l->done_lock);
 	struct job *j = l->done;
 	l->done = NULL;
+	int *handed = l->handed;
+	uint32_t handed_count = l->handed_count;
+	l->handed = NULL;
+	l->handed_count = l->handed_capacity = 0;
 	pthread_mutex_unlock(&l->done_lock);
+	for (uint32_t i = 0; i < handed_count; i++) {
+		conn_start(l, handed[i]);
+	}
+	free(handed);
 	while (j != NULL) {
 		struct job *next = j->next;
 		struct conn *c = conn_of(l, user_data(OP_RECV, j->slot, j->gen));
@@ -864,6 +956,16 @@ static void loop_free(struct loop *l)
 		free(l->conns[i]);
 	}
 	free(l->conns);
+	for (uint32_t i = 0; i < l->handed_count; i++) {
+		close(l->handed[i]);
+	}
+	free(l->handed);
+	while (l->spare != NULL) {
+		struct chunk *next = l->spare->next;
+		free(l->spare->data);
+		free(l->spare);
+		l->spare = next;
+	}
 	dispatch_free(l->d);
 	if (l->ring_ready) {
 		io_uring_queue_exit(&l->ring);

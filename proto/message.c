@@ -41,15 +41,20 @@ int proto_error_set(struct proto_error *err, int code, const char *message, cons
 	return code;
 }
 
+/* One zone for every message a dispatch parses, cleared before each:
+ * msgpack_unpack_next would allocate and free a fresh 8 KiB zone per
+ * request. The objects live until the next parse. */
 struct proto_message {
-	msgpack_unpacked unpacked;
+	msgpack_zone zone;
+	msgpack_object data;
 };
 
 struct proto_message *proto_message_new(void)
 {
 	struct proto_message *m = malloc(sizeof(*m));
-	if (m != NULL) {
-		msgpack_unpacked_init(&m->unpacked);
+	if (m != NULL && !msgpack_zone_init(&m->zone, MSGPACK_ZONE_CHUNK_SIZE)) {
+		free(m);
+		m = NULL;
 	}
 	return m;
 }
@@ -57,7 +62,7 @@ struct proto_message *proto_message_new(void)
 void proto_message_free(struct proto_message *m)
 {
 	if (m != NULL) {
-		msgpack_unpacked_destroy(&m->unpacked);
+		msgpack_zone_destroy(&m->zone);
 		free(m);
 	}
 }
@@ -69,11 +74,12 @@ int proto_message_parse(struct proto_message *m, const uint8_t *frame, size_t fr
 {
 	memset(env, 0, sizeof(*env));
 	size_t offset = 0;
-	msgpack_unpack_return rc = msgpack_unpack_next(&m->unpacked, (const char *)frame, frame_size, &offset);
+	msgpack_zone_clear(&m->zone);
+	msgpack_unpack_return rc = msgpack_unpack((const char *)frame, frame_size, &offset, &m->zone, &m->data);
 	if (rc != MSGPACK_UNPACK_SUCCESS || offset != frame_size) {
 		return proto_error_set(err, PROTO_MALFORMED, "not msgpack", NULL);
 	}
-	const msgpack_object *o = &m->unpacked.data;
+	const msgpack_object *o = &m->data;
 	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3 ||
 	    o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		return proto_error_set(err, PROTO_MALFORMED, "not a msgpack-RPC request", NULL);

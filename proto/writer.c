@@ -69,7 +69,10 @@ const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size)
 	return w->failed ? NULL : w->data;
 }
 
-static void str(struct proto_writer *w, const char *s)
+/* Keys are literals: inlined, their lengths are known when compiled. */
+#define KEY_FN static inline __attribute__((always_inline)) void
+
+KEY_FN str(struct proto_writer *w, const char *s)
 {
 	size_t n = strlen(s);
 	msgpack_pack_str(&w->pk, n);
@@ -82,25 +85,25 @@ static void str_n(struct proto_writer *w, const char *s, size_t n)
 	msgpack_pack_str_body(&w->pk, s, n);
 }
 
-static void key_int(struct proto_writer *w, const char *key, int64_t v)
+KEY_FN key_int(struct proto_writer *w, const char *key, int64_t v)
 {
 	str(w, key);
 	msgpack_pack_int64(&w->pk, v);
 }
 
-static void key_bool(struct proto_writer *w, const char *key, bool v)
+KEY_FN key_bool(struct proto_writer *w, const char *key, bool v)
 {
 	str(w, key);
 	v ? msgpack_pack_true(&w->pk) : msgpack_pack_false(&w->pk);
 }
 
-static void key_month(struct proto_writer *w, const char *key, int32_t month)
+KEY_FN key_month(struct proto_writer *w, const char *key, int32_t month)
 {
 	key_int(w, key, core_month_yyyymm(month));
 }
 
 /* A dense month, or nil when negative. */
-static void key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
+KEY_FN key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
 {
 	str(w, key);
 	month < 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, core_month_yyyymm(month));

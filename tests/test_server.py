@@ -1092,6 +1092,12 @@ class TestStream(ServerTest):
         self.assertEqual(stats["connections"]["open"], n + 1)
         self.assertGreaterEqual(stats["connections"]["total"], n + 1)
         self.assertEqual(stats["requests"]["ping"], n)
+        # Whichever loop's accept completes, connections go round robin to
+        # the loops (2 by default): each holds half, give or take the probe's.
+        opened = re.findall(r"event=open conn=(\d+)\.", s.log())
+        per_loop = [opened.count(str(k)) for k in range(2)]
+        self.assertEqual(sum(per_loop), len(opened))
+        self.assertLessEqual(abs(per_loop[0] - per_loop[1]), 2, "connections per loop: %s" % per_loop)
         for c in conns:
             c.close()
         self.stop(s)
