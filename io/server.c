@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -33,6 +35,7 @@
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
 #define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
+#define LINGER_S 2                /* after our last answer, time the peer has to close */
 #define LISTEN_BACKLOG 4096
 
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
@@ -65,7 +68,11 @@ struct conn {
 	bool send_armed;
 	bool busy;        /* a request of this connection is on a worker */
 	bool closing;     /* answer what is queued, then close */
-	bool read_closed; /* the peer finished sending */
+	bool read_closed; /* no more requests are read */
+	bool peer_eof;    /* the peer finished sending */
+	bool close_after_error; /* malformed or too large: the peer may still be sending */
+	bool lingering;   /* our side is shut: reading until the peer's end */
+	int64_t linger_since_ns;
 	bool want_send;   /* on the loop's list of connections to send for */
 	struct dispatch_session session;
 	uint8_t *in;
@@ -136,7 +143,8 @@ struct server {
 	atomic_bool stop;
 	struct loop *loops;
 	atomic_uint accepted; /* connections accepted: the next goes to loop accepted % loops */
-	pthread_t *workers;
+	atomic_bool failed;   /* a loop broke: the server stops */
+	struct worker *workers;
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
 	struct job *jobs_head;
@@ -303,10 +311,33 @@ static void conn_settle(struct loop *l, struct conn *c)
 	if (!c->closing && c->read_closed && drained) {
 		c->closing = true;
 	}
-	if (c->closing && drained && !c->recv_armed && !c->send_armed) {
-		conn_release(l, c);
-	} else if (c->closing && drained && c->recv_armed) {
-		shutdown(c->fd, SHUT_RDWR); /* completes the pending receive */
+	if (!c->closing || !drained) {
+		return;
+	}
+	int unread = 0;
+	if (!c->close_after_error && !c->lingering && ioctl(c->fd, FIONREAD, &unread) != 0) {
+		unread = 0;
+	}
+	if (c->aborted || c->peer_eof || (!c->close_after_error && !c->lingering && unread == 0)) {
+		if (!c->recv_armed && !c->send_armed) {
+			conn_release(l, c);
+		} else if (c->recv_armed) {
+			shutdown(c->fd, SHUT_RDWR); /* completes the pending receive */
+		}
+		return;
+	}
+	/* Everything is answered but the peer is (or may be, after an error)
+	 * still sending: closing with its bytes unread would reset the
+	 * connection, and a reset can destroy our last answers before the peer
+	 * reads them. Shut our side (FIN after the answers), then read and drop
+	 * until the peer's end, LINGER_S at most. */
+	if (!c->lingering) {
+		c->lingering = true;
+		c->linger_since_ns = now_ns();
+		shutdown(c->fd, SHUT_WR);
+	}
+	if (!c->recv_armed && !c->send_armed) {
+		arm_recv(l, c);
 	}
 }
 
@@ -481,7 +512,7 @@ static void conn_process(struct loop *l, struct conn *c)
 				  large ? "request_bytes_max" : "msgpack_rpc");
 			answer_error(l, c, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
 				     large ? "message over the server's size limit" : "not msgpack-RPC");
-			c->closing = true;
+			c->closing = c->close_after_error = true;
 			break;
 		}
 		const uint8_t *frame = c->in + start;
@@ -513,7 +544,7 @@ static void conn_process(struct loop *l, struct conn *c)
 		}
 		if (out.close) {
 			log_event("event=reject conn=%u.%u limit=msgpack_rpc", l->id, slot_of(l, c));
-			c->closing = true;
+			c->closing = c->close_after_error = true;
 		}
 	}
 	if (start > 0) {
@@ -700,7 +731,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		}
 		conn_process(l, c);
 	} else if (cqe->res == 0) {
-		c->read_closed = true; /* finish what was asked, then close */
+		c->read_closed = c->peer_eof = true; /* finish what was asked, then close */
 	} else if (cqe->res == -ENOBUFS) {
 		/* The pool ran dry: buffers return as this batch is handled; read again. */
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
@@ -777,7 +808,7 @@ static void on_wake(struct loop *l)
 				j->response = NULL;
 			}
 			if (j->outcome.close) {
-				c->closing = true;
+				c->closing = c->close_after_error = true;
 			}
 			conn_process(l, c);
 			if (wants_input(l, c)) {
@@ -793,6 +824,15 @@ static void on_wake(struct loop *l)
 	arm_wake(l);
 }
 
+/* A lingering connection is let go after LINGER_S, or at shutdown once
+ * the peer has acknowledged every byte we sent. */
+static bool linger_over_at(const struct loop *l, const struct conn *c, int64_t now)
+{
+	int unacked = 1;
+	return now - c->linger_since_ns > LINGER_S * 1000000000ll ||
+	       (l->stopping && ioctl(c->fd, SIOCOUTQ, &unacked) == 0 && unacked == 0);
+}
+
 static void stop_begin(struct loop *l)
 {
 	l->stopping = true;
@@ -804,9 +844,12 @@ static void stop_begin(struct loop *l)
 		io_uring_sqe_set_data64(sqe, user_data(OP_CANCEL, 0, 0));
 	}
 	/* Requests already received, even in part, still run; idle connections close now. */
+	int64_t now = now_ns();
 	for (uint32_t i = 0; i < l->conn_count; i++) {
 		struct conn *c = l->conns[i];
-		if (c->in_use) {
+		if (c->in_use && c->lingering && !c->aborted && linger_over_at(l, c, now)) {
+			conn_abort(l, c, "shutdown");
+		} else if (c->in_use) {
 			conn_settle(l, c);
 		}
 	}
@@ -827,8 +870,9 @@ static void on_tick(struct loop *l)
 		struct conn *c = l->conns[i];
 		bool idle = idle_s > 0 && now - c->last_active_ns > (int64_t)idle_s * 1000000000ll;
 		bool late = l->stopping && now > l->stop_deadline_ns;
-		if (c->in_use && !c->aborted && (late || (idle && !c->busy && c->out_head == NULL))) {
-			conn_abort(l, c, late ? "shutdown_grace_over" : "idle_timeout");
+		bool linger_over = c->lingering && linger_over_at(l, c, now);
+		if (c->in_use && !c->aborted && (late || linger_over || (idle && !c->busy && c->out_head == NULL))) {
+			conn_abort(l, c, late ? "shutdown_grace_over" : linger_over ? "linger_over" : "idle_timeout");
 		}
 	}
 	arm_tick(l);
@@ -848,14 +892,17 @@ static void flush_sends(struct loop *l)
 
 /* ---- workers ---- */
 
+struct worker {
+	struct server *srv;
+	struct dispatch *d; /* made before the thread starts: a worker cannot fail later */
+	pthread_t thread;
+};
+
 static void *worker_main(void *arg)
 {
-	struct server *srv = arg;
-	struct dispatch *d = dispatch_new(srv->config->store, &srv->shared);
-	if (d == NULL) {
-		log_event("event=worker_failed reason=dispatch");
-		return NULL;
-	}
+	struct worker *w = arg;
+	struct server *srv = w->srv;
+	struct dispatch *d = w->d;
 	while (true) {
 		pthread_mutex_lock(&srv->jobs_lock);
 		while (srv->jobs_head == NULL && !srv->workers_stop) {
@@ -884,10 +931,9 @@ static void *worker_main(void *arg)
 		l->done = j;
 		pthread_mutex_unlock(&l->done_lock);
 		uint64_t one = 1;
-		ssize_t w = write(l->wake_fd, &one, sizeof(one));
-		(void)w;
+		ssize_t written = write(l->wake_fd, &one, sizeof(one));
+		(void)written;
 	}
-	dispatch_free(d);
 	return NULL;
 }
 
@@ -959,6 +1005,13 @@ static void loop_free(struct loop *l)
 	for (uint32_t i = 0; i < l->handed_count; i++) {
 		close(l->handed[i]);
 	}
+	while (l->done != NULL) { /* answers for a loop that stopped early */
+		struct job *next = l->done->next;
+		free(l->done->response);
+		free(l->done->frame);
+		free(l->done);
+		l->done = next;
+	}
 	free(l->handed);
 	while (l->spare != NULL) {
 		struct chunk *next = l->spare->next;
@@ -980,13 +1033,22 @@ static void loop_free(struct loop *l)
 	pthread_mutex_destroy(&l->done_lock);
 }
 
+/* A loop that cannot go on stops the whole server (exit status 1) rather
+ * than leave its connections unanswered. */
+static void loop_fail(struct loop *l, int error)
+{
+	log_event("event=loop_error loop=%u errno=%d", l->id, error);
+	atomic_store(&l->srv->failed, true);
+	kill(getpid(), SIGTERM);
+}
+
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
 	if (l->ring_disabled) {
 		/* liburing 2.3 declares io_uring_enable_rings but does not export it. */
 		if (syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
-			log_event("event=loop_error errno=%d", errno);
+			loop_fail(l, errno);
 			return NULL;
 		}
 	}
@@ -997,7 +1059,7 @@ static void *loop_main(void *arg)
 		flush_sends(l);
 		int rc = io_uring_submit_and_wait(&l->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
-			log_event("event=loop_error errno=%d", -rc);
+			loop_fail(l, -rc);
 			break;
 		}
 		struct io_uring_cqe *cqe;
@@ -1061,8 +1123,12 @@ static int listen_socket(const struct server_config *config, uint16_t *port)
 static int threads_start(struct server *srv)
 {
 	const struct server_config *cfg = srv->config;
-	for (uint32_t i = 0; i < cfg->loops; i++) {
-		srv->loops[i] = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
+	for (uint32_t i = 0; i < cfg->workers; i++) {
+		srv->workers[i].srv = srv;
+		srv->workers[i].d = dispatch_new(cfg->store, &srv->shared);
+		if (srv->workers[i].d == NULL) {
+			return -ENOMEM;
+		}
 	}
 	for (uint32_t i = 0; i < cfg->loops; i++) {
 		struct loop *l = &srv->loops[i];
@@ -1077,7 +1143,7 @@ static int threads_start(struct server *srv)
 		}
 	}
 	for (uint32_t i = 0; i < cfg->workers; i++) {
-		if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0) {
+		if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
 			return -EAGAIN;
 		}
 	}
@@ -1104,8 +1170,8 @@ static void threads_stop(struct server *srv)
 	pthread_cond_broadcast(&srv->jobs_cond);
 	pthread_mutex_unlock(&srv->jobs_lock);
 	for (uint32_t i = 0; i < cfg->workers; i++) {
-		if (srv->workers[i] != 0) {
-			pthread_join(srv->workers[i], NULL);
+		if (srv->workers[i].thread != 0) {
+			pthread_join(srv->workers[i].thread, NULL);
 		}
 	}
 }
@@ -1130,6 +1196,9 @@ int server_run(const struct server_config *config)
 	pthread_cond_init(&srv->jobs_cond, NULL);
 	srv->loops = calloc(config->loops, sizeof(*srv->loops));
 	srv->workers = calloc(config->workers, sizeof(*srv->workers));
+	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
+		srv->loops[i] = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
+	}
 	uint16_t port = 0;
 	int rc = srv->loops == NULL || srv->workers == NULL ? -ENOMEM : listen_socket(config, &port);
 	if (rc >= 0) {
@@ -1142,7 +1211,10 @@ int server_run(const struct server_config *config)
 		int sig = 0;
 		sigdelset(&signals, SIGPIPE);
 		sigwait(&signals, &sig);
-		log_event("event=shutdown signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		bool failed = atomic_load(&srv->failed);
+		log_event("event=shutdown signal=%s%s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+			  failed ? " reason=loop_error" : "");
+		rc = failed ? -EIO : 0;
 	} else {
 		log_event("event=start_failed errno=%d", -rc);
 	}
@@ -1152,6 +1224,9 @@ int server_run(const struct server_config *config)
 	}
 	if (srv->listen_fd > 0) {
 		close(srv->listen_fd);
+	}
+	for (uint32_t i = 0; srv->workers != NULL && i < config->workers; i++) {
+		dispatch_free(srv->workers[i].d);
 	}
 	free(srv->loops);
 	free(srv->workers);

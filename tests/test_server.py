@@ -1209,6 +1209,28 @@ class TestBulk(ServerTest):
         sys.stderr.write("\n    large response: %.1f MB in one answer\n" % (size / 1e6))
         self.stop(s)
 
+    def test_error_close_keeps_the_answers_ahead_of_it(self):
+        """A malformed frame behind a request with a large answer, then bytes
+        the server never reads: the server closes without a reset (which
+        would drop what its socket still holds), so the client reads the
+        whole answer, the error, then EOF."""
+        data, ids = big_store()
+        s = self.start(data)
+        c = self.connect(s)
+        msg = req(5, "arrears.compute", {"as_of": AS_OF, "scan": {"after": None, "limit": BIG_PERSONS},
+                                         "detail": True})
+        c.send_raw(packb(msg) + b"\xc1")
+        time.sleep(1.0)  # the answer fills the sockets, the error queues behind it
+        try:
+            c.send_raw(b"\x00" * 65536)
+        except OSError:
+            pass
+        got = c.read_to_eof(timeout=TIMEOUT_S)
+        self.assertEqual([m[1] for m in got], [5, 0], "answers read before EOF")
+        self.assertEqual(len(got[0][3]["results"]), BIG_PERSONS)
+        self.assertEqual(got[1][2]["name"], "malformed")
+        self.stop(s)
+
 
 # ====================================================================== operations
 
