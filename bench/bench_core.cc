@@ -380,7 +380,7 @@ void BM_request_arrears_stored(benchmark::State &state)
 		return;
 	}
 	std::vector<std::string> ids;
-	gen_config config{ 1100, 1, 110000, 0 };
+	gen_config config{ 200, 1, 110000, 0 };
 	config.second_city = 310000; // as gen_command sets it
 	gen_run(&config, CollectId, &ids);
 	ids.resize(ids.size() < 1000 ? ids.size() : 1000);

@@ -137,6 +137,27 @@ static inline const struct core_policy *slot_cursor_policy(struct slot_cursor *c
 	return c->policy;
 }
 
+/* R2 due of a non-deemed month under a period. Inlined into the cursor:
+ * a run needs one or two. b ≤ 10^10 and rate ≤ 10^6, so b × rate < 2^64
+ * and rh stays in 64 bits. */
+static inline struct core_due period_due(const struct core_period *period, uint8_t type, uint8_t category,
+					 int64_t base_fen)
+{
+	int64_t b = base_fen;
+	b = b < period->base_min_fen ? period->base_min_fen : b;
+	b = b > period->base_max_fen ? period->base_max_fen : b;
+	ASSERT(b >= 0 && b <= CORE_MONEY_MAX);
+	const uint32_t *rate = period->rate_ppm[type];
+	struct core_due due = { 0, 0 };
+	if (category == CORE_EMPLOYEE) {
+		due.employer_fen = (int64_t)(((uint64_t)b * rate[CORE_SHARE_EMPLOYER] + 500000u) / 1000000u);
+		due.individual_fen = (int64_t)(((uint64_t)b * rate[CORE_SHARE_INDIVIDUAL] + 500000u) / 1000000u);
+	} else {
+		due.individual_fen = (int64_t)(((uint64_t)b * rate[CORE_SHARE_FLEXIBLE] + 500000u) / 1000000u);
+	}
+	return due;
+}
+
 /* The due of a slot through the cursor's cache. */
 static inline struct core_due slot_cursor_due(struct slot_cursor *c, const struct core_policy *p,
 					      const struct core_slot *s)
@@ -149,7 +170,8 @@ static inline struct core_due slot_cursor_due(struct slot_cursor *c, const struc
 		c->category = s->category;
 		c->base_fen = s->base_fen;
 		c->deemed = s->deemed;
-		c->due = core_slot_due(p, s);
+		c->due = s->deemed ? (struct core_due){ 0, 0 }
+				   : period_due(&p->periods[period], s->type, s->category, s->base_fen);
 	}
 	return c->due;
 }

@@ -113,31 +113,12 @@ int core_person_resolve(const struct core_policy_set *set, const struct core_tim
 	return it.corrupt ? CORE_ERR_CORRUPT : CORE_OK;
 }
 
-/* b ≤ 10^10 and rate ≤ 10^6, so b × rate < 2^64 and rh stays in 64 bits. */
-static int64_t share_fen(int64_t base_fen, uint32_t rate_ppm)
-{
-	return (int64_t)core_div_round_half_up((uint64_t)base_fen * rate_ppm, 1000000u);
-}
-
 struct core_due core_slot_due(const struct core_policy *policy, const struct core_slot *slot)
 {
 	if (slot->deemed) {
 		return (struct core_due){ 0, 0 };
 	}
-	int16_t period_index = policy->period_of[slot->month - CORE_MONTH_FIRST];
-	ASSERT(period_index >= 0);
-	const struct core_period *period = &policy->periods[period_index];
-	int64_t b = slot->base_fen;
-	b = b < period->base_min_fen ? period->base_min_fen : b;
-	b = b > period->base_max_fen ? period->base_max_fen : b;
-	ASSERT(b >= 0 && b <= CORE_MONEY_MAX);
-	const uint32_t *rate = period->rate_ppm[slot->type];
-	struct core_due due = { 0, 0 };
-	if (slot->category == CORE_EMPLOYEE) {
-		due.employer_fen = share_fen(b, rate[CORE_SHARE_EMPLOYER]);
-		due.individual_fen = share_fen(b, rate[CORE_SHARE_INDIVIDUAL]);
-	} else {
-		due.individual_fen = share_fen(b, rate[CORE_SHARE_FLEXIBLE]);
-	}
-	return due;
+	int16_t period = policy->period_of[slot->month - CORE_MONTH_FIRST];
+	ASSERT(period >= 0);
+	return period_due(&policy->periods[period], slot->type, slot->category, slot->base_fen);
 }
