@@ -64,7 +64,8 @@ struct conn {
 	uint32_t gen;
 	bool in_use;
 	bool aborted;     /* cut off: unsent answers are dropped */
-	bool recv_armed;
+	bool recv_armed;  /* until the receive's last completion (no IORING_CQE_F_MORE) */
+	bool recv_cancelling;
 	bool send_armed;
 	bool busy;        /* a request of this connection is on a worker */
 	bool closing;     /* answer what is queued, then close */
@@ -129,6 +130,7 @@ struct loop {
 	struct __kernel_timespec tick;
 	bool ring_ready;
 	bool ring_disabled; /* enabled by the loop's thread when it starts */
+	bool recv_single;   /* the kernel has no multishot receive (before 6.0) */
 	bool accepting;
 	bool accept_later; /* re-arm accept at the next tick */
 	bool stopping;
@@ -195,10 +197,17 @@ static void arm_accept(struct loop *l)
 	io_uring_sqe_set_data64(sqe, user_data(OP_ACCEPT, 0, 0));
 }
 
+/* One multishot receive serves a connection until it is cancelled or ends
+ * (end of stream, error, buffer pool dry): no receive to submit and no poll
+ * to arm again per request. */
 static void arm_recv(struct loop *l, struct conn *c)
 {
 	struct io_uring_sqe *sqe = sqe_get(l);
-	io_uring_prep_recv(sqe, c->fd, NULL, BUF_BYTES, 0);
+	if (l->recv_single) {
+		io_uring_prep_recv(sqe, c->fd, NULL, BUF_BYTES, 0);
+	} else {
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
 	io_uring_sqe_set_data64(sqe, user_data(OP_RECV, slot_of(l, c), c->gen));
@@ -229,13 +238,35 @@ static void arm_tick(struct loop *l)
 	io_uring_sqe_set_data64(sqe, user_data(OP_TICK, 0, 0));
 }
 
-/* Whether the connection should read more: not while its answers pile up
- * or a request of it is on a worker with more bytes already waiting. */
+static void recv_cancel(struct loop *l, struct conn *c)
+{
+	if (c->recv_armed && !c->recv_cancelling) {
+		struct io_uring_sqe *sqe = sqe_get(l);
+		io_uring_prep_cancel64(sqe, user_data(OP_RECV, slot_of(l, c), c->gen), 0);
+		io_uring_sqe_set_data64(sqe, user_data(OP_CANCEL, 0, 0));
+		c->recv_cancelling = true;
+	}
+}
+
+/* Whether the connection should be reading: requests, or after an error the
+ * bytes to drop until the peer's end. Not while its answers pile up, nor
+ * with more input held than a request may be. */
+static bool should_read(const struct loop *l, const struct conn *c)
+{
+	if (c->aborted) {
+		return false;
+	}
+	if (c->close_after_error || c->lingering) {
+		return true;
+	}
+	/* Stopping, a connection still reads the rest of a request it began to send. */
+	return !c->closing && !c->read_closed && (!l->stopping || c->in_size > 0) && c->out_bytes < OUT_BYTES_MAX &&
+	       c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
+}
+
 static bool wants_input(const struct loop *l, const struct conn *c)
 {
-	/* Stopping, a connection still reads the rest of a request it began to send. */
-	return !c->recv_armed && !c->closing && !c->read_closed && (!l->stopping || c->in_size > 0) &&
-	       c->out_bytes < OUT_BYTES_MAX && c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
+	return !c->recv_armed && should_read(l, c);
 }
 
 /* ---- answer chunks ---- */
@@ -720,7 +751,9 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		}
 		return;
 	}
-	c->recv_armed = false;
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		c->recv_armed = c->recv_cancelling = false;
+	}
 	if (cqe->res > 0 && has_buffer) {
 		bool kept = c->closing || conn_append(l, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
 		buffer_return(l, bid);
@@ -732,14 +765,20 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		conn_process(l, c);
 	} else if (cqe->res == 0) {
 		c->read_closed = c->peer_eof = true; /* finish what was asked, then close */
-	} else if (cqe->res == -ENOBUFS) {
-		/* The pool ran dry: buffers return as this batch is handled; read again. */
+	} else if (cqe->res == -ENOBUFS || cqe->res == -ECANCELED) {
+		/* The pool ran dry (buffers return as this batch is handled), or we
+		 * stopped the receive: read again when wanted. */
+	} else if (cqe->res == -EINVAL && !l->recv_single) {
+		l->recv_single = true;
+		log_event("event=recv_multishot_unsupported loop=%u", l->id);
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
 		conn_abort(l, c, cqe->res == -ECONNRESET ? "reset" : "recv_error");
 		return;
 	}
 	if (wants_input(l, c)) {
 		arm_recv(l, c);
+	} else if (!should_read(l, c)) {
+		recv_cancel(l, c);
 	}
 	conn_settle(l, c);
 }
