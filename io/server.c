@@ -124,6 +124,7 @@ struct loop {
 	uint64_t wake_value;
 	pthread_mutex_t done_lock;
 	struct job *done;       /* jobs finished by workers */
+	bool gone;              /* the loop has left its loop: hand it nothing (under done_lock) */
 	int *handed;            /* connections another loop accepted for this one */
 	uint32_t handed_count;  /* (under done_lock, like done) */
 	uint32_t handed_capacity;
@@ -457,6 +458,9 @@ static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 	}
 	c->out_bytes += size;
 	send_later(l, c);
+	if (!should_read(l, c)) {
+		recv_cancel(l, c); /* at once: more requests would only pile up more answers */
+	}
 	return true;
 }
 
@@ -674,11 +678,16 @@ static void conn_start(struct loop *l, int fd)
 	arm_recv(l, c);
 }
 
-/* Gives a connection to another loop. Whichever loop's accept completes
- * (one usually takes them all), connections are spread round robin. */
-static void conn_hand(struct loop *to, int fd)
+/* Gives a connection to another loop; false when that loop is gone (it
+ * stopped or failed). Whichever loop's accept completes (one usually takes
+ * them all), connections are spread round robin. */
+static bool conn_hand(struct loop *to, int fd)
 {
 	pthread_mutex_lock(&to->done_lock);
+	if (to->gone) {
+		pthread_mutex_unlock(&to->done_lock);
+		return false;
+	}
 	bool room = to->handed_count < to->handed_capacity;
 	if (!room) {
 		uint32_t capacity = to->handed_capacity == 0 ? 64 : to->handed_capacity * 2;
@@ -695,11 +704,12 @@ static void conn_hand(struct loop *to, int fd)
 	pthread_mutex_unlock(&to->done_lock);
 	if (!room) {
 		close(fd);
-		return;
+		return true;
 	}
 	uint64_t one = 1;
 	ssize_t w = write(to->wake_fd, &one, sizeof(one));
 	(void)w;
+	return true;
 }
 
 static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
@@ -721,15 +731,14 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	int fd = cqe->res;
 	struct server *srv = l->srv;
-	if (l->stopping || atomic_load(&srv->stats.connections_open) >= srv->config->connections_max) {
+	if (l->stopping || atomic_load(&srv->stop) ||
+	    atomic_load(&srv->stats.connections_open) >= srv->config->connections_max) {
 		conn_refuse(l, fd);
 		return;
 	}
 	uint32_t to = atomic_fetch_add(&srv->accepted, 1) % srv->config->loops;
-	if (to == l->id) {
+	if (to == l->id || !conn_hand(&srv->loops[to], fd)) {
 		conn_start(l, fd);
-	} else {
-		conn_hand(&srv->loops[to], fd);
 	}
 }
 
@@ -801,6 +810,9 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	struct chunk *h = c->out_head;
 	size_t sent = cqe->res > 0 ? (size_t)cqe->res : 0; /* short sends happen: keep the offset */
+	if (sent > 0) {
+		c->last_active_ns = now_ns();
+	}
 	h->offset += sent;
 	c->out_bytes -= sent;
 	if (h->offset == h->size) {
@@ -910,7 +922,9 @@ static void on_tick(struct loop *l)
 		bool idle = idle_s > 0 && now - c->last_active_ns > (int64_t)idle_s * 1000000000ll;
 		bool late = l->stopping && now > l->stop_deadline_ns;
 		bool linger_over = c->lingering && linger_over_at(l, c, now);
-		if (c->in_use && !c->aborted && (late || linger_over || (idle && !c->busy && c->out_head == NULL))) {
+		/* Idle: nothing received and nothing of ours taken for that long
+		 * (a client that stopped reading is idle too), no request running. */
+		if (c->in_use && !c->aborted && (late || linger_over || (idle && !c->busy))) {
 			conn_abort(l, c, late ? "shutdown_grace_over" : linger_over ? "linger_over" : "idle_timeout");
 		}
 	}
@@ -1072,6 +1086,15 @@ static void loop_free(struct loop *l)
 	pthread_mutex_destroy(&l->done_lock);
 }
 
+/* From now on connections accepted elsewhere stay there; those handed
+ * over before are closed by loop_free. */
+static void loop_leave(struct loop *l)
+{
+	pthread_mutex_lock(&l->done_lock);
+	l->gone = true;
+	pthread_mutex_unlock(&l->done_lock);
+}
+
 /* A loop that cannot go on stops the whole server (exit status 1) rather
  * than leave its connections unanswered. */
 static void loop_fail(struct loop *l, int error)
@@ -1088,6 +1111,7 @@ static void *loop_main(void *arg)
 		/* liburing 2.3 declares io_uring_enable_rings but does not export it. */
 		if (syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) {
 			loop_fail(l, errno);
+			loop_leave(l);
 			return NULL;
 		}
 	}
@@ -1134,6 +1158,7 @@ static void *loop_main(void *arg)
 			stop_begin(l);
 		}
 	}
+	loop_leave(l);
 	return NULL;
 }
 
@@ -1250,14 +1275,15 @@ int server_run(const struct server_config *config)
 		int sig = 0;
 		sigdelset(&signals, SIGPIPE);
 		sigwait(&signals, &sig);
-		bool failed = atomic_load(&srv->failed);
 		log_event("event=shutdown signal=%s%s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-			  failed ? " reason=loop_error" : "");
-		rc = failed ? -EIO : 0;
+			  atomic_load(&srv->failed) ? " reason=loop_error" : "");
 	} else {
 		log_event("event=start_failed errno=%d", -rc);
 	}
 	threads_stop(srv);
+	if (rc == 0 && atomic_load(&srv->failed)) { /* also a loop that failed while stopping */
+		rc = -EIO;
+	}
 	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
 		loop_free(&srv->loops[i]);
 	}

@@ -1363,6 +1363,23 @@ class TestOperations(ServerTest):
         self.assertLess(waited, 5)
         self.stop(s)
 
+    def test_idle_timeout_cuts_a_client_that_stopped_reading(self):
+        """Answers of ~20 MB that the client never reads: no progress either
+        way for the idle timeout, so the connection is cut; others go on."""
+        data, ids = big_store()
+        s = self.start(data, extra=["--idle-timeout", "1"])
+        c = self.connect(s)
+        for k in (1, 2):
+            c.send(req(k, "arrears.compute", {"as_of": AS_OF, "scan": {"after": None, "limit": BIG_PERSONS},
+                                              "detail": True}))
+        deadline = time.monotonic() + 20
+        while "reason=idle_timeout" not in s.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertIn("reason=idle_timeout", s.log())
+        self.assertEqual(self.connect(s).ok("ping", {})["pong"], True)
+        c.close()
+        self.stop(s)
+
     def test_person_ids_masked_in_log(self):
         data = self.path("store")
         gen_store(data, 200, 4)
