@@ -242,17 +242,23 @@ std::vector<uint8_t> Frame(const msgpack_sbuffer &sb)
 	return std::vector<uint8_t>(sb.data, sb.data + sb.size);
 }
 
+// [0, msgid, method, [ ...: the params map follows.
+void PackRequest(msgpack_packer *pk, uint32_t msgid, const char *method)
+{
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_int(pk, 0);
+	msgpack_pack_uint32(pk, msgid);
+	PackStr(pk, method);
+	msgpack_pack_array(pk, 1);
+}
+
 std::vector<uint8_t> PolicyPut()
 {
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, 4);
-	msgpack_pack_int(&pk, 0);
-	msgpack_pack_int(&pk, 1);
-	PackStr(&pk, "policy.put");
-	msgpack_pack_array(&pk, 1);
+	PackRequest(&pk, 1, "policy.put");
 	msgpack_pack_map(&pk, 1);
 	PackStr(&pk, "policy");
 	msgpack_pack_map(&pk, 3);
@@ -288,11 +294,7 @@ std::vector<uint8_t> ArrearsRequest(const std::vector<core_slot> &slots)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, 4);
-	msgpack_pack_int(&pk, 0);
-	msgpack_pack_int(&pk, 2);
-	PackStr(&pk, "arrears.compute");
-	msgpack_pack_array(&pk, 1);
+	PackRequest(&pk, 2, "arrears.compute");
 	msgpack_pack_map(&pk, 2);
 	PackInt(&pk, "as_of", 20250610);
 	PackStr(&pk, "persons");
@@ -380,7 +382,7 @@ void BM_request_arrears_stored(benchmark::State &state)
 		return;
 	}
 	std::vector<std::string> ids;
-	gen_config config{ 200, 1, 110000, 0 };
+	gen_config config{ 1100, 1, 110000, 0 };
 	config.second_city = 310000; // as gen_command sets it
 	gen_run(&config, CollectId, &ids);
 	ids.resize(ids.size() < 1000 ? ids.size() : 1000);
@@ -390,11 +392,7 @@ void BM_request_arrears_stored(benchmark::State &state)
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer pk;
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		msgpack_pack_array(&pk, 4);
-		msgpack_pack_int(&pk, 0);
-		msgpack_pack_uint32(&pk, static_cast<uint32_t>(i + 1));
-		PackStr(&pk, "arrears.compute");
-		msgpack_pack_array(&pk, 1);
+		PackRequest(&pk, static_cast<uint32_t>(i + 1), "arrears.compute");
 		msgpack_pack_map(&pk, 2);
 		PackInt(&pk, "as_of", 20251110);
 		PackStr(&pk, "ids");

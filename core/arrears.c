@@ -175,13 +175,10 @@ int core_arrears_compute(const struct core_policy_set *set, const struct core_ti
 			continue; /* due 0: never owed */
 		}
 		/* Months paid in full by D owe nothing: only the rest go month by month. */
-		struct run_pieces pieces;
-		int32_t from;
-		int32_t to;
-		int kind;
-		run_pieces_init(&pieces, r, run_last_due(r, as_of), as_of, false);
-		while ((kind = run_piece(&cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
-			for (int32_t m = from; kind == RUN_PIECE_SLOTS && m <= to; m++) {
+		struct run_pieces pc;
+		run_pieces_init(&pc, r, run_last_due(r, as_of), as_of, false);
+		while (run_piece_next(&cursor, &pc)) {
+			for (int32_t m = pc.from; !pc.settled && m <= pc.to; m++) {
 				core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 				struct slot_view v;
 				slot_view_make(&cursor, &slot, as_of, &v);

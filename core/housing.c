@@ -28,23 +28,20 @@ static bool qualifying_months(const struct core_policy_set *set, const struct co
 		    last < r->first.month) {
 			continue;
 		}
-		struct run_pieces pieces;
-		int32_t from;
-		int32_t to;
-		int kind;
-		run_pieces_init(&pieces, r, last, as_of, false);
-		while ((kind = run_piece(&cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
-			if (kind == RUN_PIECE_SETTLED) {
+		struct run_pieces pc;
+		run_pieces_init(&pc, r, last, as_of, false);
+		while (run_piece_next(&cursor, &pc)) {
+			if (pc.settled) {
 				int on_time = p->housing_backpay_counts ? 1 : run_on_time(p, r);
 				if (on_time == 1) {
-					month_bits_set_range(&by_type[r->first.type], from, to);
+					month_bits_set_range(&by_type[r->first.type], pc.from, pc.to);
 					continue;
 				}
 				if (on_time == 0 && p->housing_grace_days == 0) {
 					continue; /* all late, none in time */
 				}
 			}
-			for (int32_t m = from; m <= to; m++) {
+			for (int32_t m = pc.from; m <= pc.to; m++) {
 				core_run_slot(r, (uint32_t)(m - r->first.month), &s);
 				struct slot_view v;
 				slot_view_make(&cursor, &s, as_of, &v);

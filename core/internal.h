@@ -253,9 +253,10 @@ struct run_pieces {
 	int32_t next;       /* first month not yet returned */
 	int32_t last;       /* last month to return, ≤ month(D) */
 	int32_t paid_until; /* the run's months up to here were paid by D */
+	int32_t from;       /* the piece run_piece_next returned: months from..to, */
+	int32_t to;
+	bool settled;       /* settled at once, or to read one by one */
 };
-
-enum { RUN_PIECE_END, RUN_PIECE_SETTLED, RUN_PIECE_SLOTS };
 
 /* strictly_before: paid before D, not on it (medical resumption looks at
  * payments made on D). */
@@ -270,19 +271,19 @@ static inline void run_pieces_init(struct run_pieces *pc, const struct core_run 
 	pc->paid_until = paid ? run_paid_until(r, last, as_of, strictly_before) : f->month - 1;
 }
 
-/* The next piece, months *from..*to: RUN_PIECE_SETTLED, RUN_PIECE_SLOTS
- * (read them one by one), or RUN_PIECE_END. */
-static inline int run_piece(struct slot_cursor *c, struct run_pieces *pc, int32_t *from, int32_t *to)
+/* The next piece into pc->from, to, settled; false after the last. */
+static inline bool run_piece_next(struct slot_cursor *c, struct run_pieces *pc)
 {
 	int32_t m = pc->next;
 	if (m > pc->last) {
-		return RUN_PIECE_END;
+		return false;
 	}
-	*from = m;
+	pc->from = m;
 	if (m > pc->paid_until) { /* payment dates rise: none of the rest is paid by D */
-		*to = pc->last;
+		pc->to = pc->last;
+		pc->settled = false;
 		pc->next = pc->last + 1;
-		return RUN_PIECE_SLOTS;
+		return true;
 	}
 	const struct core_policy *p = slot_cursor_policy(c, pc->r->first.city);
 	int16_t k = p->period_of[m - CORE_MONTH_FIRST];
@@ -292,14 +293,11 @@ static inline int run_piece(struct slot_cursor *c, struct run_pieces *pc, int32_
 	s.month = m;
 	struct core_due due = slot_cursor_due(c, p, &s);
 	int64_t total = due.employer_fen + due.individual_fen;
-	if (total > 0 && s.paid_fen >= total) {
-		*to = pc->paid_until < period_last ? pc->paid_until : period_last;
-		pc->next = *to + 1;
-		return RUN_PIECE_SETTLED;
-	}
-	*to = pc->last < period_last ? pc->last : period_last;
-	pc->next = *to + 1;
-	return RUN_PIECE_SLOTS;
+	pc->settled = total > 0 && s.paid_fen >= total;
+	int32_t until = pc->settled ? pc->paid_until : pc->last;
+	pc->to = until < period_last ? until : period_last;
+	pc->next = pc->to + 1;
+	return true;
 }
 
 /* For a settled run: 1 when every month was paid by its deadline, 0 when

@@ -49,19 +49,16 @@ static bool count_run(struct slot_cursor *cursor, const struct core_run *r, int3
 		return false;
 	}
 	bool duplicate = false;
-	struct run_pieces pieces;
-	int32_t from;
-	int32_t to;
-	int kind;
-	run_pieces_init(&pieces, r, last, as_of, false);
-	while ((kind = run_piece(cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
-		int on_time = kind == RUN_PIECE_SETTLED ? run_on_time(cursor->policy, r) : -1;
+	struct run_pieces pc;
+	run_pieces_init(&pc, r, last, as_of, false);
+	while (run_piece_next(cursor, &pc)) {
+		int on_time = pc.settled ? run_on_time(cursor->policy, r) : -1;
 		if (on_time >= 0) {
 			struct month_bits range = { { 0 } };
-			month_bits_set_range(&range, from, to);
-			struct month_bits *kind_bits = on_time ? &b->on_time : &b->backpaid;
+			month_bits_set_range(&range, pc.from, pc.to);
+			struct month_bits *kind = on_time ? &b->on_time : &b->backpaid;
 			for (uint32_t w = 0; w < MONTH_WORDS; w++) {
-				kind_bits->w[w] |= range.w[w];
+				kind->w[w] |= range.w[w];
 				b->duplicate.w[w] |= b->paid.w[w] & range.w[w];
 				duplicate |= (b->paid.w[w] & range.w[w]) != 0;
 				b->paid.w[w] |= range.w[w];
@@ -69,7 +66,7 @@ static bool count_run(struct slot_cursor *cursor, const struct core_run *r, int3
 			continue;
 		}
 		struct core_slot slot;
-		for (int32_t m = from; m <= to; m++) {
+		for (int32_t m = pc.from; m <= pc.to; m++) {
 			core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 			struct slot_view v;
 			slot_view_make(cursor, &slot, as_of, &v);
@@ -200,17 +197,14 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 			month_bits_set_range(&counted, r->first.month, last);
 			continue;
 		}
-		struct run_pieces pieces;
-		int32_t from;
-		int32_t to;
-		int kind;
-		run_pieces_init(&pieces, r, last, as_of, false);
-		while ((kind = run_piece(&cursor, &pieces, &from, &to)) != RUN_PIECE_END) {
-			if (kind == RUN_PIECE_SETTLED) {
-				month_bits_set_range(&counted, from, to);
+		struct run_pieces pc;
+		run_pieces_init(&pc, r, last, as_of, false);
+		while (run_piece_next(&cursor, &pc)) {
+			if (pc.settled) {
+				month_bits_set_range(&counted, pc.from, pc.to);
 				continue;
 			}
-			for (int32_t m = from; m <= to; m++) {
+			for (int32_t m = pc.from; m <= pc.to; m++) {
 				core_run_slot(r, (uint32_t)(m - r->first.month), &s);
 				struct slot_view v;
 				slot_view_make(&cursor, &s, as_of, &v);
@@ -263,13 +257,10 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 		if (r->first.deemed) {
 			continue;
 		}
-		struct run_pieces pieces;
-		int32_t piece_from;
-		int32_t piece_to;
-		int kind;
-		run_pieces_init(&pieces, r, last, as_of, true);
-		while ((kind = run_piece(&cursor, &pieces, &piece_from, &piece_to)) != RUN_PIECE_END) {
-			for (int32_t m = piece_from; kind == RUN_PIECE_SLOTS && m <= piece_to; m++) {
+		struct run_pieces pc;
+		run_pieces_init(&pc, r, last, as_of, true);
+		while (run_piece_next(&cursor, &pc)) {
+			for (int32_t m = pc.from; !pc.settled && m <= pc.to; m++) {
 				core_run_slot(r, (uint32_t)(m - r->first.month), &slot);
 				struct slot_view v;
 				slot_view_make(&cursor, s, as_of, &v);
