@@ -14,7 +14,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
 			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
-			"                [--token-file FILE]\n");
+			"                [--token-file FILE] [--map-max BYTES]\n");
 	return 2;
 }
 
@@ -53,6 +53,7 @@ int main(int argc, char **argv)
 	static char host[64] = "127.0.0.1";
 	static char token[TOKEN_BYTES_MAX];
 	const char *data = "data";
+	struct store_options store_options = { 0 };
 	struct server_config cfg = { .host = host, .port = 7420, .loops = 2, .workers = 2,
 				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
 				     .connections_max = 10000, .idle_timeout_s = 300 };
@@ -77,6 +78,8 @@ int main(int argc, char **argv)
 			cfg.connections_max = (uint32_t)n;
 		} else if (strcmp(argv[i], "--idle-timeout") == 0) {
 			cfg.idle_timeout_s = (uint32_t)n;
+		} else if (strcmp(argv[i], "--map-max") == 0 && n >= 1) {
+			store_options.map_bytes_max = n; /* the store's address space, as eval's */
 		} else if (strcmp(argv[i], "--token-file") == 0) {
 			if (!read_token(v, token, sizeof(token), &cfg.token_size)) {
 				fprintf(stderr, "arrearsd: %s: no token in its first line\n", v);
@@ -95,7 +98,7 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
 	char err[256];
-	if (store_open(data, NULL, &cfg.store, err, sizeof(err)) != STORE_OK) {
+	if (store_open(data, &store_options, &cfg.store, err, sizeof(err)) != STORE_OK) {
 		log_event("event=start_failed reason=store detail=\"%s\"", err);
 		return 1;
 	}

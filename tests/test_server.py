@@ -21,9 +21,7 @@ Covered:
   closed), 2, 3, 4, 5 (idempotency conflict), 6 (--max-request, then closed;
   --max-persons), 7 (--max-connections: a connection beyond the limit gets
   `overloaded` and is closed), 8 (--token-file, until `auth`; ping always
-  answers). Code 9 (internal: a storage fault or a bug) cannot be provoked
-  from outside without breaking the disk, so it is not tested here
-  (tests/test_store.py provokes "storage full" through eval --map-max);
+  answers), 9 (internal: a store that may not grow, --map-max, is full);
 - notifications are executed and never answered;
 - 1,000 pipelined requests on one connection, matched by msgid (answers may
   come in any order); a request sent one byte at a time; many requests in
@@ -812,6 +810,42 @@ class TestErrors(ServerTest):
         # the payment landed once: paid 1000
         self.assertEqual(person_norm(c.ok("person.get", {"id": MAN}))["person"]["slots"][0],
                          slot(202401, "medical", "flexible", 600000, 1000, 20240301))
+        self.stop(s)
+
+    def test_internal_when_the_store_is_full(self):
+        """Error 9: a store whose map may not grow (--map-max) fills up; the
+        write answers internal, nothing of it is written, the server goes on."""
+        data = self.path("full-store")
+        s = None
+        for map_max in (1 << 20, 2 << 20, 4 << 20, 8 << 20):
+            try:
+                s = self.start(data, extra=["--map-max", str(map_max)])
+                break
+            except AssertionError:
+                continue  # too small for the store to open
+        self.assertIsNotNone(s, "arrearsd does not open a store with a map of 8 MiB or less")
+        c = self.connect(s)
+        rng = random.Random(9)
+        failed = None
+        for k in range(400):
+            pid = make_id("310104198001%02d%03d" % (k % 28 + 1, k))
+            # scattered values: they do not run-encode
+            slots = [slot((1980 + m // 12) * 100 + m % 12 + 1, t, "employee", rng.randint(0, 10 ** 10),
+                          rng.randint(1, 10 ** 9),
+                          (1990 + rng.randint(0, 30)) * 10000 + rng.randint(1, 12) * 100 + rng.randint(1, 28))
+                     for t in TYPES for m in range(240)]
+            r = c.call("person.put", {"persons": [{"id": pid, "slots": slots}]})
+            if r[2] is not None:
+                failed = (k, pid, r)
+                break
+        self.assertIsNotNone(failed, "the store never filled")
+        k, pid, r = failed
+        sys.stderr.write("\n    store full after %d persons: %s\n" % (k, r[2].get("message")))
+        self.assertGreater(k, 0)
+        self.assertEqual(err_part(r[2])["code"], 9, r[2])
+        self.assertEqual(r[2]["name"], "internal")
+        self.assertEqual(err_part(c.call("person.get", {"id": pid})[2])["code"], 4)  # nothing written
+        self.assertEqual(c.ok("ping", {})["pong"], True)
         self.stop(s)
 
     def test_too_large_request_bytes(self):
