@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "server.h"
@@ -54,7 +55,10 @@ int main(int argc, char **argv)
 	static char token[TOKEN_BYTES_MAX];
 	const char *data = "data";
 	struct store_options store_options = { 0 };
-	struct server_config cfg = { .host = host, .port = 7420, .loops = 2, .workers = 2,
+	/* An event loop and a worker per core by default. */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	uint32_t threads = cores < 1 ? 1 : cores > 64 ? 64 : (uint32_t)cores;
+	struct server_config cfg = { .host = host, .port = 7420, .loops = threads, .workers = threads,
 				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
 				     .connections_max = 10000, .idle_timeout_s = 300 };
 	for (int i = 1; i < argc; i++) {

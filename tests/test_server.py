@@ -1092,7 +1092,7 @@ class TestStream(ServerTest):
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE,
                                (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
-        s = self.start()
+        s = self.start(extra=["--threads", "2"])
         n = 1000
         conns = [self.connect(s) for _ in range(n)]
         for k, c in enumerate(conns):
@@ -1127,7 +1127,7 @@ class TestStream(ServerTest):
         self.assertGreaterEqual(stats["connections"]["total"], n + 1)
         self.assertEqual(stats["requests"]["ping"], n)
         # Whichever loop's accept completes, connections go round robin to
-        # the loops (2 by default): each holds half, give or take the probe's.
+        # the 2 loops: each holds half, give or take the probe's.
         opened = re.findall(r"event=open conn=(\d+)\.", s.log())
         per_loop = [opened.count(str(k)) for k in range(2)]
         self.assertEqual(sum(per_loop), len(opened))
