@@ -124,7 +124,7 @@ struct loop {
 	uint64_t wake_value;
 	pthread_mutex_t done_lock;
 	struct job *done;       /* jobs finished by workers */
-	bool gone;              /* the loop has left its loop: hand it nothing (under done_lock) */
+	bool gone;              /* its thread has returned: hand it nothing (under done_lock) */
 	int *handed;            /* connections another loop accepted for this one */
 	uint32_t handed_count;  /* (under done_lock, like done) */
 	uint32_t handed_capacity;
