@@ -336,8 +336,12 @@ static void conn_release(struct loop *l, struct conn *c)
 /* Closes once nothing of the connection is in flight. */
 static void conn_settle(struct loop *l, struct conn *c)
 {
-	if (l->stopping && c->in_size == 0 && !c->busy) {
-		c->read_closed = true; /* every request received is answered: no more */
+	int unread = 0;
+	if (l->stopping && c->in_size == 0 && !c->busy && !c->read_closed &&
+	    (ioctl(c->fd, FIONREAD, &unread) != 0 || unread == 0)) {
+		/* Every request received is answered, also those still in the
+		 * socket (completions are handled when the loop asks): no more. */
+		c->read_closed = true;
 	}
 	bool drained = c->out_head == NULL && !c->busy;
 	if (!c->closing && c->read_closed && drained) {
@@ -346,7 +350,7 @@ static void conn_settle(struct loop *l, struct conn *c)
 	if (!c->closing || !drained) {
 		return;
 	}
-	int unread = 0;
+	unread = 0;
 	if (!c->close_after_error && !c->lingering && ioctl(c->fd, FIONREAD, &unread) != 0) {
 		unread = 0;
 	}
@@ -908,9 +912,6 @@ static void stop_begin(struct loop *l)
 
 static void on_tick(struct loop *l)
 {
-	if (atomic_load(&l->srv->stop) && !l->stopping) {
-		stop_begin(l);
-	}
 	if (l->accept_later && l->accepting) {
 		l->accept_later = false;
 		arm_accept(l);
@@ -1154,7 +1155,9 @@ static void *loop_main(void *arg)
 			}
 		}
 		io_uring_cq_advance(&l->ring, seen);
-		if (atomic_load(&l->srv->stop) && !l->stopping) {
+		/* Stopping begins with every posted completion handled: data
+		 * received is then in a connection's input or still in its socket. */
+		if (atomic_load(&l->srv->stop) && !l->stopping && io_uring_cq_ready(&l->ring) == 0) {
 			stop_begin(l);
 		}
 	}
