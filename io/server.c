@@ -132,6 +132,7 @@ struct loop {
 	bool ring_ready;
 	bool ring_disabled; /* enabled by the loop's thread when it starts */
 	bool recv_single;   /* the kernel has no multishot receive (before 6.0) */
+	bool recv_multishot_seen; /* it has: a later EINVAL is an error of its own */
 	bool accepting;
 	bool accept_later; /* re-arm accept at the next tick */
 	bool stopping;
@@ -766,6 +767,8 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		c->recv_armed = c->recv_cancelling = false;
+	} else {
+		l->recv_multishot_seen = true;
 	}
 	if (cqe->res > 0 && has_buffer) {
 		bool kept = c->closing || conn_append(l, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
@@ -781,7 +784,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 	} else if (cqe->res == -ENOBUFS || cqe->res == -ECANCELED) {
 		/* The pool ran dry (buffers return as this batch is handled), or we
 		 * stopped the receive: read again when wanted. */
-	} else if (cqe->res == -EINVAL && !l->recv_single) {
+	} else if (cqe->res == -EINVAL && !l->recv_single && !l->recv_multishot_seen) {
 		l->recv_single = true;
 		log_event("event=recv_multishot_unsupported loop=%u", l->id);
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
