@@ -82,6 +82,8 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_store.py --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
+	@echo "== the server again on the fallbacks for kernels before 6.1 (plain ring, single receives)"
+	ARREARSD_RING=plain $(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 
 test: deps
 	$(MAKE) --no-print-directory unit e2e sanitize

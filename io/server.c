@@ -1001,11 +1001,16 @@ static int loop_init(struct loop *l)
 	/* Completions run when the loop asks for them (DEFER_TASKRUN) instead of
 	 * interrupting it with an IPI per packet; the ring starts disabled so
 	 * that the loop's own thread, enabling it, is its single issuer. Kernels
-	 * before 6.1 refuse the flags: fall back to a plain ring. */
+	 * before 6.1 refuse the flags: fall back to a plain ring (and before 6.0
+	 * to single receives). ARREARSD_RING=plain takes both fallbacks at once,
+	 * so that the tests cover them on a newer kernel. */
+	const char *ring = getenv("ARREARSD_RING");
+	bool plain = ring != NULL && strcmp(ring, "plain") == 0;
+	l->recv_single = plain;
 	struct io_uring_params params = { .flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER |
 						    IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
 					  .cq_entries = CQ_ENTRIES };
-	int rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
+	int rc = plain ? -EINVAL : io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
 	if (rc == -EINVAL) {
 		params = (struct io_uring_params){ .flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES };
 		rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &params);
@@ -1119,6 +1124,8 @@ static void *loop_main(void *arg)
 			return NULL;
 		}
 	}
+	log_event("event=loop loop=%u ring=%s recv=%s", l->id, l->ring_disabled ? "deferred" : "plain",
+		  l->recv_single ? "single" : "multishot");
 	arm_accept(l);
 	arm_wake(l);
 	arm_tick(l);
