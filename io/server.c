@@ -137,6 +137,7 @@ struct loop {
 	bool accept_later; /* re-arm accept at the next tick */
 	bool stopping;
 	int64_t stop_deadline_ns;
+	int64_t woke_ns;        /* when the loop last woke: activity times, to the idle timeout's second */
 };
 
 struct server {
@@ -640,7 +641,7 @@ static struct conn *conn_new(struct loop *l, int fd)
 	l->free_head = c->next_free;
 	c->in_use = true;
 	c->fd = fd;
-	c->last_active_ns = now_ns();
+	c->last_active_ns = l->woke_ns;
 	proto_frame_reset(&c->frame);
 	l->open++;
 	return c;
@@ -773,7 +774,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 	if (cqe->res > 0 && has_buffer) {
 		bool kept = c->closing || conn_append(l, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
 		buffer_return(l, bid);
-		c->last_active_ns = now_ns();
+		c->last_active_ns = l->woke_ns;
 		if (!kept) {
 			conn_abort(l, c, "out_of_memory");
 			return;
@@ -818,7 +819,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	struct chunk *h = c->out_head;
 	size_t sent = cqe->res > 0 ? (size_t)cqe->res : 0; /* short sends happen: keep the offset */
 	if (sent > 0) {
-		c->last_active_ns = now_ns();
+		c->last_active_ns = l->woke_ns;
 	}
 	h->offset += sent;
 	c->out_bytes -= sent;
@@ -1132,6 +1133,7 @@ static void *loop_main(void *arg)
 	while (!(l->stopping && l->open == 0 && l->jobs_out == 0)) {
 		flush_sends(l);
 		int rc = io_uring_submit_and_wait(&l->ring, 1);
+		l->woke_ns = now_ns();
 		if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
 			loop_fail(l, -rc);
 			break;
