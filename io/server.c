@@ -37,6 +37,7 @@
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
 #define LINGER_S 2                /* after our last answer, time the peer has to close */
 #define LISTEN_BACKLOG 4096
+#define BIND_WAIT_S 10           /* at start, time to wait for an address still held by a dead process */
 
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
 
@@ -1185,12 +1186,30 @@ static int listen_socket(const struct server_config *config, uint16_t *port)
 	}
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
 		int rc = -errno;
 		if (fd >= 0) {
 			close(fd);
 		}
+		return rc;
+	}
+	/* After a SIGKILL the kernel tears the dead process's rings down in the
+	 * background, and a multishot accept keeps its listening socket bound
+	 * until then (~0.1 s): a supervisor restarting at once would fail. Wait
+	 * for the address a while instead of giving up. */
+	int64_t deadline = now_ns() + BIND_WAIT_S * 1000000000ll;
+	int rc;
+	for (bool logged = false; (rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr))) != 0 && errno == EADDRINUSE &&
+				  now_ns() < deadline;
+	     logged = true) {
+		if (!logged) {
+			log_event("event=bind_wait port=%u reason=address_in_use", config->port);
+		}
+		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000000 }, NULL);
+	}
+	if (rc != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+		rc = -errno;
+		close(fd);
 		return rc;
 	}
 	socklen_t len = sizeof(addr);
