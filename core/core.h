@@ -411,7 +411,7 @@ int core_medical_status(const struct core_policy_set *set, const struct core_tim
 
 /* Adds amount (1..10^10) to the slot (month, city, type), paid on date.
  * Returns CORE_OK, CORE_ERR_NO_SLOT, CORE_ERR_DEEMED or CORE_ERR_OVERFLOW
- * (paid would pass CORE_AMOUNT_MAX); slots change only on CORE_OK. */
+ * (paid would pass CORE_MONEY_MAX, R13); slots change only on CORE_OK. */
 int core_payment_apply(struct core_slot *slots, uint32_t slot_count, int32_t month, uint32_t city, uint8_t type,
 		       int64_t amount_fen, int32_t date);
 
@@ -427,6 +427,7 @@ struct core_withhold_line {
 
 /* R12 for one person's resolved plain slots: pays month M's owed slots from
  * *balance_fen in withholding order, changing slots and *balance_fen.
+ * A slot whose paid would pass CORE_MONEY_MAX is interrupted (R13's cap).
  * lines: room for slot_count entries. month ≤ month(date) is the caller's
  * check. */
 int core_withhold_run(const struct core_policy_set *set, struct core_slot *slots, uint32_t slot_count, int32_t month,

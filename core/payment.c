@@ -16,8 +16,8 @@ int core_payment_apply(struct core_slot *slots, uint32_t slot_count, int32_t mon
 		if (s->deemed) {
 			return CORE_ERR_DEEMED;
 		}
-		if (s->paid_fen + amount_fen > CORE_AMOUNT_MAX) {
-			return CORE_ERR_OVERFLOW;
+		if (s->paid_fen + amount_fen > CORE_MONEY_MAX) {
+			return CORE_ERR_OVERFLOW; /* R13: every stored slot stays a valid input */
 		}
 		s->paid_fen += amount_fen;
 		s->paid_date = s->paid_date > date ? s->paid_date : date;
@@ -74,7 +74,7 @@ int core_withhold_run(const struct core_policy_set *set, struct core_slot *slots
 	for (uint32_t k = 0; k < n; k++) {
 		struct core_withhold_line *line = &lines[k];
 		struct core_slot *s = &slots[line->slot_index];
-		if (!stopped && *balance_fen >= line->amount_fen) {
+		if (!stopped && *balance_fen >= line->amount_fen && s->paid_fen + line->amount_fen <= CORE_MONEY_MAX) {
 			line->paid = true;
 			*balance_fen -= line->amount_fen;
 			s->paid_fen += line->amount_fen;

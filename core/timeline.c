@@ -411,5 +411,7 @@ static int store_order(const void *a, const void *b)
 
 void core_slots_sort(struct core_slot *slots, uint32_t slot_count)
 {
-	qsort(slots, slot_count, sizeof(*slots), store_order);
+	if (slot_count > 1) { /* qsort's pointer must not be NULL, even for no elements */
+		qsort(slots, slot_count, sizeof(*slots), store_order);
+	}
 }

@@ -6,6 +6,7 @@
 
 #include "client.h"
 #include "eval.h"
+#include "flags.h"
 #include "gen_cmd.h"
 #include "import.h"
 
@@ -48,7 +49,10 @@ static int cmd_eval(int argc, char **argv)
 		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
 			data = argv[++i];
 		} else if (strcmp(argv[i], "--map-max") == 0 && i + 1 < argc) {
-			map_max = strtoull(argv[++i], NULL, 10);
+			if (!flag_u64("arrears eval", argv[i], argv[i + 1], 1, UINT64_MAX, &map_max)) {
+				return 2;
+			}
+			i++;
 		} else {
 			return usage(stderr);
 		}

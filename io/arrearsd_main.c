@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "flags.h"
 #include "log.h"
 #include "server.h"
 
@@ -27,11 +28,11 @@ static bool parse_listen(const char *s, struct server_config *cfg, char *host, s
 	}
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
-	char *end;
-	unsigned long port = strtoul(colon + 1, &end, 10);
+	size_t digits = strlen(colon + 1);
+	unsigned long port = strtoul(colon + 1, NULL, 10);
 	cfg->host = host;
 	cfg->port = (uint16_t)port;
-	return *end == '\0' && port <= 65535;
+	return digits > 0 && digits <= 5 && strspn(colon + 1, "0123456789") == digits && port <= 65535;
 }
 
 /* The token is the file's first line. */
@@ -57,34 +58,54 @@ int main(int argc, char **argv)
 	struct store_options store_options = { 0 };
 	/* An event loop and a worker per core by default. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	uint32_t threads = cores < 1 ? 1 : cores > 64 ? 64 : (uint32_t)cores;
+	uint32_t threads = cores < 1 ? 1 : cores > SERVER_THREADS_MAX ? SERVER_THREADS_MAX : (uint32_t)cores;
 	struct server_config cfg = { .host = host, .port = 7420, .loops = threads, .workers = threads,
 				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
 				     .connections_max = 10000, .idle_timeout_s = 300 };
 	for (int i = 1; i < argc; i++) {
+		const char *f = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		unsigned long long n = v != NULL ? strtoull(v, NULL, 10) : 0;
+		uint64_t n = 0;
 		if (v == NULL) {
 			return usage();
-		} else if (strcmp(argv[i], "--listen") == 0) {
+		} else if (strcmp(f, "--listen") == 0) {
 			if (!parse_listen(v, &cfg, host, sizeof(host))) {
+				fprintf(stderr, "arrearsd: --listen must be IPV4:PORT, got '%s'\n", v);
 				return usage();
 			}
-		} else if (strcmp(argv[i], "--data") == 0) {
+		} else if (strcmp(f, "--data") == 0) {
 			data = v;
-		} else if (strcmp(argv[i], "--threads") == 0 && n >= 1 && n <= 64) {
+		} else if (strcmp(f, "--threads") == 0) {
+			if (!flag_u64("arrearsd", f, v, 1, SERVER_THREADS_MAX, &n)) {
+				return 2;
+			}
 			cfg.loops = cfg.workers = (uint32_t)n;
-		} else if (strcmp(argv[i], "--max-request") == 0 && n >= 64 && n <= PROTO_REQUEST_BYTES_MAX * 16ull) {
+		} else if (strcmp(f, "--max-request") == 0) {
+			if (!flag_u64("arrearsd", f, v, 64, PROTO_REQUEST_BYTES_MAX * 16ull, &n)) {
+				return 2;
+			}
 			cfg.request_bytes_max = n;
-		} else if (strcmp(argv[i], "--max-persons") == 0 && n >= 1 && n <= PROTO_PERSONS_MAX) {
+		} else if (strcmp(f, "--max-persons") == 0) {
+			if (!flag_u64("arrearsd", f, v, 1, PROTO_PERSONS_MAX, &n)) {
+				return 2;
+			}
 			cfg.persons_max = (uint32_t)n;
-		} else if (strcmp(argv[i], "--max-connections") == 0 && n >= 1 && n <= 1000000) {
+		} else if (strcmp(f, "--max-connections") == 0) {
+			if (!flag_u64("arrearsd", f, v, 1, 1000000, &n)) {
+				return 2;
+			}
 			cfg.connections_max = (uint32_t)n;
-		} else if (strcmp(argv[i], "--idle-timeout") == 0) {
+		} else if (strcmp(f, "--idle-timeout") == 0) {
+			if (!flag_u64("arrearsd", f, v, 0, 86400 * 365, &n)) {
+				return 2;
+			}
 			cfg.idle_timeout_s = (uint32_t)n;
-		} else if (strcmp(argv[i], "--map-max") == 0 && n >= 1) {
+		} else if (strcmp(f, "--map-max") == 0) {
+			if (!flag_u64("arrearsd", f, v, 1, UINT64_MAX, &n)) {
+				return 2;
+			}
 			store_options.map_bytes_max = n; /* the store's address space, as eval's */
-		} else if (strcmp(argv[i], "--token-file") == 0) {
+		} else if (strcmp(f, "--token-file") == 0) {
 			if (!read_token(v, token, sizeof(token), &cfg.token_size)) {
 				fprintf(stderr, "arrearsd: %s: no token in its first line\n", v);
 				return 1;

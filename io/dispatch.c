@@ -3,10 +3,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "dispatch.h"
 #include "stats.h"
 
-#define WRITE_ATTEMPTS_MAX 16 /* map doublings one request may wait for */
+_Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
 
 struct dispatch {
 	struct store *store;           /* NULL: inline persons only */
@@ -61,6 +63,10 @@ struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *share
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	if (d == NULL) {
+		return NULL;
+	}
+	if (sodium_init() < 0) { /* idempotency digests; safe to call again from any thread */
+		free(d);
 		return NULL;
 	}
 	d->store = store;
@@ -460,7 +466,7 @@ static bool touch(struct dispatch *d, const char *id)
 
 /* Replays or refuses a repeated idem key; false when the request goes on. */
 static bool idem_answered(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			  const struct proto_string *idem, const uint8_t digest[16])
+			  const struct proto_string *idem, const uint8_t digest[PROTO_DIGEST_BYTES])
 {
 	struct store_idem seen;
 	int rc = store_idem_get(txn, idem->ptr, idem->size, &seen);
@@ -469,7 +475,7 @@ static bool idem_answered(struct dispatch *d, struct store_txn *txn, const struc
 	}
 	if (rc != STORE_OK) {
 		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault reading the idempotency record", NULL);
-	} else if (memcmp(seen.digest, digest, 16) != 0) {
+	} else if (memcmp(seen.digest, digest, PROTO_DIGEST_BYTES) != 0) {
 		write_error(d, env->msgid, PROTO_CONFLICT, "idempotency key reused with another payload", "idem");
 	} else {
 		proto_write_replay(d->writer, env->msgid, seen.answer, seen.answer_size);
@@ -479,7 +485,7 @@ static bool idem_answered(struct dispatch *d, struct store_txn *txn, const struc
 
 /* The audit record and the idempotency record, in the same transaction. */
 static int write_records(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			 const struct proto_string *idem, const uint8_t digest[16])
+			 const struct proto_string *idem, const uint8_t digest[PROTO_DIGEST_BYTES])
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -496,22 +502,22 @@ static int write_records(struct dispatch *d, struct store_txn *txn, const struct
 	return rc;
 }
 
-/* Runs body in write transactions until it commits, fails, or is answered
- * from the idempotency record. Returns true when it committed. */
+/* Runs body in a write transaction that commits whole, or answers an error
+ * with nothing written, or replays the idempotency record. Returns true
+ * when it committed. */
 static bool run_write(struct dispatch *d, const struct proto_envelope *env, const struct proto_string *idem,
 		      write_body body, const void *req)
 {
-	uint8_t digest[16] = { 0 };
-	if (idem->ptr != NULL) {
-		proto_params_digest(env->params, env->method, env->method_size, digest);
+	uint8_t digest[PROTO_DIGEST_BYTES] = { 0 };
+	if (idem->ptr != NULL && !proto_params_digest(env->params, env->method, env->method_size, digest)) {
+		write_error(d, env->msgid, PROTO_INTERNAL, "out of memory: nothing was written", NULL);
+		return false;
 	}
-	for (int attempt = 0; attempt < WRITE_ATTEMPTS_MAX; attempt++) {
-		struct store_txn *txn;
-		proto_writer_reset(d->writer);
-		d->touched_count = 0;
-		if (store_write_begin(d->store, &txn) != STORE_OK) {
-			break;
-		}
+	struct store_txn *txn;
+	proto_writer_reset(d->writer);
+	d->touched_count = 0;
+	int rc = store_write_begin(d->store, &txn);
+	if (rc == STORE_OK) {
 		if (idem->ptr != NULL && idem_answered(d, txn, env, idem, digest)) {
 			store_txn_end(txn);
 			return false;
@@ -524,29 +530,20 @@ static bool run_write(struct dispatch *d, const struct proto_envelope *env, cons
 		if (outcome == WRITE_DONE) {
 			outcome = write_records(d, txn, env, idem, digest);
 		}
-		/* Commit only a whole write; a full map is reported by commit (it
-		 * abandons the transaction and grows the map), anything else here. */
-		int rc;
-		if (outcome == STORE_OK || outcome == STORE_FULL) {
+		/* Commit only a whole write; anything else abandons it. */
+		if (outcome == STORE_OK) {
 			rc = store_write_commit(txn);
 		} else {
 			store_txn_end(txn);
-			rc = STORE_IO;
+			rc = outcome;
 		}
-		if (outcome == STORE_OK && rc == STORE_OK) {
+		if (rc == STORE_OK) {
 			return true;
-		}
-		if (rc == STORE_FULL) {
-			proto_writer_reset(d->writer);
-			write_error(d, env->msgid, PROTO_INTERNAL, "storage full: nothing was written", NULL);
-			return false;
-		}
-		if (rc != STORE_RETRY) {
-			break;
 		}
 	}
 	proto_writer_reset(d->writer);
-	write_error(d, env->msgid, PROTO_INTERNAL, "storage fault: nothing was written", NULL);
+	write_error(d, env->msgid, PROTO_INTERNAL,
+		    rc == STORE_FULL ? "storage full: nothing was written" : "storage fault: nothing was written", NULL);
 	return false;
 }
 
@@ -605,7 +602,8 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 		free(p);
 		return;
 	}
-	ASSERT(policy_install(d, p));
+	bool installed = policy_install(d, p); /* the room was checked above */
+	ASSERT(installed);
 	if (d->store == NULL) {
 		proto_write_ok(d->writer, env->msgid);
 	} else {
@@ -744,8 +742,10 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 		proto_write_item_result(d->writer, &err);
 		return STORE_OK;
 	}
-	int found = store_person_get(txn, pay.id.ptr, pay.id.size, &p);
-	if (found == STORE_NOT_FOUND) {
+	int found = core_id_valid(pay.id.ptr, pay.id.size) ? store_person_get(txn, pay.id.ptr, pay.id.size, &p) : -1;
+	if (found < 0) {
+		rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "items[%u].id", i);
+	} else if (found == STORE_NOT_FOUND) {
 		rc = proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "items[%u].id", i);
 	} else if (found != STORE_OK || stored_slots(d, &p) != STORE_OK) {
 		return STORE_IO;
@@ -757,7 +757,8 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 		} else if (applied == CORE_ERR_DEEMED) {
 			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "payment into a deemed slot", "items[%u]", i);
 		} else if (applied == CORE_ERR_OVERFLOW) {
-			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "paid would pass 2^53 fen", "items[%u].amount", i);
+			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "the slot's paid would pass 10^10 fen",
+					     "items[%u].amount", i);
 		} else {
 			int put = store_person_put(txn, p.id, p.retire_class, d->slots, n);
 			if (put != STORE_OK) {
@@ -820,6 +821,11 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 	struct proto_error err;
 	struct store_person p;
 	if (proto_withhold_account(req, i, &id, &balance, &err) != PROTO_OK) {
+		proto_write_person_error(d->writer, id.ptr, id.size, &err);
+		return STORE_OK;
+	}
+	if (!core_id_valid(id.ptr, id.size)) {
+		proto_error_set(&err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "accounts[%u].id", i);
 		proto_write_person_error(d->writer, id.ptr, id.size, &err);
 		return STORE_OK;
 	}
@@ -1018,22 +1024,23 @@ static bool runs_elsewhere(const struct proto_envelope *env, uint32_t method)
 void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
 		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out)
 {
-	struct proto_envelope env;
+	struct proto_envelope env = { 0 };
 	struct proto_error err;
 	proto_writer_reset(d->writer);
 	d->session = session;
 	*out = (struct dispatch_outcome){ .method = STATS_METHODS_MAX - 1 };
-	if (d->store != NULL && d->policy_generation != __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE) &&
-	    !policies_reload(d)) {
-		write_error(d, 0, PROTO_INTERNAL, "stored policies do not load", NULL);
-	} else if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
+	if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
 		proto_write_error(d->writer, env.msgid, &err);
 		out->close = true;
 	} else {
 		uint32_t method = method_find(&env);
 		out->msgid = env.msgid;
 		out->method = method < METHOD_COUNT ? method : STATS_METHODS_MAX - 1;
-		if (!admitted(d, &env, method)) {
+		bool stale = d->store != NULL &&
+			     d->policy_generation != __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
+		if (stale && !policies_reload(d)) {
+			write_error(d, env.msgid, PROTO_INTERNAL, "stored policies do not load", NULL);
+		} else if (!admitted(d, &env, method)) {
 			/* the error is written */
 		} else if (mode == DISPATCH_INLINE && runs_elsewhere(&env, method)) {
 			out->deferred = true;

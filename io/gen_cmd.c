@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "dispatch.h"
+#include "flags.h"
 #include "gen.h"
 #include "gen_cmd.h"
 
@@ -67,7 +68,7 @@ static int put_policy(struct dispatch *d, uint32_t city, const struct gen_config
 		size_t response_size;
 		struct proto_error perr;
 		struct dispatch_outcome outcome;
-	dispatch_frame(d, NULL, DISPATCH_ALL, frame, frame_size, &response, &response_size, &outcome);
+		dispatch_frame(d, NULL, DISPATCH_ALL, frame, frame_size, &response, &response_size, &outcome);
 		rc = proto_response_error(response, response_size, &perr);
 	}
 	free(frame);
@@ -86,23 +87,15 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 	int rc = d == NULL || put_policy(d, config->city, config) != 0 ||
 		 (config->second_city != 0 && put_policy(d, config->second_city, config) != 0);
 	dispatch_free(d);
-	/* Map room ahead of need (about 1.1 bytes a slot, ~1000 slots a person):
-	 * a growth mid-run means generating everything again. */
-	store_reserve(store, config->person_count * 4096);
 	struct store_sink sink = { .store = store };
-	for (int attempt = 0; rc == 0 && attempt < 8; attempt++) {
-		sink = (struct store_sink){ .store = store };
+	if (rc == 0) {
 		int stopped = gen_run(config, sink_person, &sink);
-		if (sink.txn != NULL && (sink.rc == STORE_OK || sink.rc == STORE_FULL)) {
-			int commit = store_write_commit(sink.txn); /* abandons after a full map, then grows */
-			sink.rc = sink.rc == STORE_OK || commit == STORE_RETRY ? commit : sink.rc;
+		if (sink.txn != NULL && sink.rc == STORE_OK) {
+			sink.rc = store_write_commit(sink.txn);
 		} else if (sink.txn != NULL) {
 			store_txn_end(sink.txn);
 		}
-		if (sink.rc != STORE_RETRY) {
-			rc = stopped != 0 && sink.rc == STORE_OK ? 1 : 0;
-			break;
-		}
+		rc = stopped != 0 && sink.rc == STORE_OK ? 1 : 0;
 	}
 	struct store_stats stats;
 	store_stats(store, &stats);
@@ -169,21 +162,26 @@ int gen_command(int argc, char **argv)
 	const char *data = NULL;
 	bool second = false;
 	for (int i = 0; i + 1 < argc; i += 2) {
-		unsigned long long v = strtoull(argv[i + 1], NULL, 10);
-		if (strcmp(argv[i], "--persons") == 0) {
-			config.person_count = v;
-		} else if (strcmp(argv[i], "--seed") == 0) {
-			config.seed = v;
-		} else if (strcmp(argv[i], "--city") == 0) {
-			config.city = (uint32_t)v;
-		} else if (strcmp(argv[i], "--second-city") == 0) {
-			config.second_city = (uint32_t)v;
+		const char *f = argv[i];
+		const char *v = argv[i + 1];
+		bool ok = true;
+		if (strcmp(f, "--persons") == 0) {
+			ok = flag_u64("arrears gen", f, v, 0, GEN_PERSONS_MAX, &config.person_count);
+		} else if (strcmp(f, "--seed") == 0) {
+			ok = flag_u64("arrears gen", f, v, 0, UINT64_MAX, &config.seed);
+		} else if (strcmp(f, "--city") == 0) {
+			ok = flag_city("arrears gen", f, v, &config.city);
+		} else if (strcmp(f, "--second-city") == 0) {
+			ok = flag_city("arrears gen", f, v, &config.second_city);
 			second = true;
 		} else if (strcmp(argv[i], "--out") == 0) {
 			out = argv[i + 1];
 		} else if (strcmp(argv[i], "--data") == 0) {
 			data = argv[i + 1];
 		} else {
+			return 2;
+		}
+		if (!ok) {
 			return 2;
 		}
 	}

@@ -330,8 +330,7 @@ static bool reserve(struct import *im, size_t slot_count)
 
 /* One person's rows (sorted by line): checked whole, then put. Returns a
  * store_rc; rejected persons return STORE_OK having written nothing. */
-static int person_put(struct import *im, struct store_txn *txn, const struct import_row *rows, size_t count,
-		      bool print)
+static int person_put(struct import *im, struct store_txn *txn, const struct import_row *rows, size_t count)
 {
 	char masked[CORE_ID_SIZE + 1];
 	log_mask_id(rows[0].id, CORE_ID_SIZE, masked);
@@ -351,10 +350,8 @@ static int person_put(struct import *im, struct store_txn *txn, const struct imp
 		if (!core_slot_keys_insert(&keys, &rows[i].slot)) {
 			im->bad_rows++;
 			im->rejected_persons++;
-			if (print) {
-				fprintf(stderr, "%simport: line %llu: duplicate (month, city, type); person %s left out\n",
-					im->tty ? "\r\033[K" : "", (unsigned long long)rows[i].line, masked);
-			}
+			fprintf(stderr, "%simport: line %llu: duplicate (month, city, type); person %s left out\n",
+				im->tty ? "\r\033[K" : "", (unsigned long long)rows[i].line, masked);
 			return STORE_OK;
 		}
 	}
@@ -374,14 +371,11 @@ static int person_put(struct import *im, struct store_txn *txn, const struct imp
 static int write_persons(struct import *im, const struct import_row *rows, size_t count)
 {
 	size_t batch_start = 0;
-	int attempts = 0;
 	while (batch_start < count) {
 		struct store_txn *txn;
 		if (store_write_begin(im->store, &txn) != STORE_OK) {
 			return STORE_IO;
 		}
-		/* Counters move only on the first attempt of a batch. */
-		uint64_t persons = im->persons, slots = im->slots, bad = im->bad_rows, rejected = im->rejected_persons;
 		size_t i = batch_start;
 		size_t batch_slots = 0;
 		uint32_t batch_persons = 0;
@@ -391,27 +385,20 @@ static int write_persons(struct import *im, const struct import_row *rows, size_
 			while (end < count && memcmp(rows[end].id, rows[i].id, CORE_ID_SIZE) == 0) {
 				end++;
 			}
-			rc = person_put(im, txn, rows + i, end - i, attempts == 0);
+			rc = person_put(im, txn, rows + i, end - i);
 			batch_slots += end - i;
 			batch_persons++;
 			i = end;
 		}
-		/* Commit only whole batches: a full map is commit's to report (it
-		 * abandons and grows), any other failure abandons here. */
-		if (rc == STORE_OK || rc == STORE_FULL) {
-			int commit = store_write_commit(txn);
-			rc = rc == STORE_OK || commit == STORE_RETRY ? commit : rc;
+		/* Commit only whole batches: any failure abandons the batch. */
+		if (rc == STORE_OK) {
+			rc = store_write_commit(txn);
 		} else {
 			store_txn_end(txn);
-		}
-		if (rc == STORE_RETRY && attempts++ < 16) {
-			im->persons = persons, im->slots = slots, im->bad_rows = bad, im->rejected_persons = rejected;
-			continue;
 		}
 		if (rc != STORE_OK) {
 			return rc;
 		}
-		attempts = 0;
 		batch_start = i;
 		progress(im, "writing", im->persons + im->rejected_persons, 0, false);
 	}

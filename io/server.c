@@ -39,6 +39,7 @@
 #define LISTEN_BACKLOG 4096
 #define BIND_WAIT_S 10           /* at start, time to wait for an address still held by a dead process */
 
+static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64, "a read transaction per loop and worker, and room for other processes");
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_CANCEL };

@@ -15,6 +15,8 @@
 #include "../store/store.h"
 #include "dispatch.h"
 
+#define SERVER_THREADS_MAX 64u /* event loops, and as many workers */
+
 struct server_config {
 	const char *host;         /* numeric IPv4 address */
 	uint16_t port;            /* 0: any free port (logged) */

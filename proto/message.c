@@ -37,6 +37,11 @@ int proto_error_set(struct proto_error *err, int code, const char *message, cons
 		va_start(ap, at_format);
 		vsnprintf(err->at, sizeof(err->at), at_format, ap);
 		va_end(ap);
+		/* A path cut at its size limit may end inside a character. */
+		size_t n = strlen(err->at);
+		while (n > 0 && !proto_utf8_valid(err->at, n)) {
+			err->at[--n] = '\0';
+		}
 	}
 	return code;
 }
@@ -196,4 +201,44 @@ int proto_read_name(const msgpack_object *o, const char *const *names, uint32_t 
 		return -1;
 	}
 	return core_name_index(names, name_count, o->via.str.ptr, o->via.str.size);
+}
+
+bool proto_utf8_valid(const char *s_, size_t size)
+{
+	const uint8_t *s = (const uint8_t *)s_;
+	size_t i = 0;
+	while (i < size) {
+		uint8_t c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		/* Lead byte: sequence length and the range of the second byte, which
+		 * rules out overlongs (E0, F0), surrogates (ED) and > U+10FFFF (F4). */
+		size_t n;
+		uint8_t lo = 0x80, hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 2;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 3;
+			lo = c == 0xe0 ? 0xa0 : 0x80;
+			hi = c == 0xed ? 0x9f : 0xbf;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 4;
+			lo = c == 0xf0 ? 0x90 : 0x80;
+			hi = c == 0xf4 ? 0x8f : 0xbf;
+		} else {
+			return false;
+		}
+		if (size - i < n || s[i + 1] < lo || s[i + 1] > hi) {
+			return false;
+		}
+		for (size_t k = 2; k < n; k++) {
+			if (s[i + k] < 0x80 || s[i + k] > 0xbf) {
+				return false;
+			}
+		}
+		i += n;
+	}
+	return true;
 }

@@ -91,11 +91,12 @@ static int decode_rates(const msgpack_object *rates, uint32_t k, struct core_per
 			continue; /* nil is absent: all shares 0 */
 		}
 		int type = proto_read_name(&kv->key, core_type_names, CORE_TYPE_COUNT);
-		const char *key = kv->key.type == MSGPACK_OBJECT_STR ? kv->key.via.str.ptr : "";
-		int key_size = kv->key.type == MSGPACK_OBJECT_STR ? (int)kv->key.via.str.size : 0;
 		if (type < 0 || kv->val.type != MSGPACK_OBJECT_MAP) {
+			bool echo = kv->key.type == MSGPACK_OBJECT_STR &&
+				    proto_utf8_valid(kv->key.via.str.ptr, kv->key.via.str.size);
 			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "unknown type or rates not a map",
-					       "policy.periods[%u].rates.%.*s", k, key_size, key);
+					       "policy.periods[%u].rates%s%.*s", k, echo ? "." : "",
+					       echo ? (int)kv->key.via.str.size : 0, echo ? kv->key.via.str.ptr : "");
 		}
 		for (uint32_t s = 0; s < CORE_SHARE_COUNT; s++) {
 			const msgpack_object *o = proto_map_get(&kv->val, shares[s]);
@@ -177,7 +178,8 @@ static int decode_head(const msgpack_object *doc, struct core_policy *p, struct 
 	}
 	const msgpack_object *name = proto_map_get(doc, "name");
 	if (name != NULL) {
-		if (name->type != MSGPACK_OBJECT_STR || name->via.str.size > CORE_NAME_MAX) {
+		if (name->type != MSGPACK_OBJECT_STR || name->via.str.size > CORE_NAME_MAX ||
+		    !proto_utf8_valid(name->via.str.ptr, name->via.str.size)) {
 			return invalid(err, "name");
 		}
 		memcpy(p->name, name->via.str.ptr, name->via.str.size);

@@ -187,9 +187,14 @@ struct proto_withhold {
 /* The optional or required "idem" key (1..255 bytes); key->ptr NULL when absent. */
 int proto_idem_decode(const struct proto_params *params, bool required, struct proto_string *key,
 		      struct proto_error *err);
-/* A 128-bit fingerprint of method and params: the same payload gives the same digest. */
-void proto_params_digest(const struct proto_params *params, const char *method, size_t method_size,
-			 uint8_t out[16]);
+/* Well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF). A string that is not is never echoed back (SPEC §2.1). */
+bool proto_utf8_valid(const char *s, size_t size);
+/* BLAKE2b of method and params as a value (Appendix A): the same payload,
+ * however encoded, gives the same digest. False when out of memory. */
+#define PROTO_DIGEST_BYTES 32u
+bool proto_params_digest(const struct proto_params *params, const char *method, size_t method_size,
+			 uint8_t out[PROTO_DIGEST_BYTES]);
 /* person.get / person.delete: a valid resident id at "id". */
 int proto_id_decode(const struct proto_params *params, struct proto_string *id, struct proto_error *err);
 /* person.put: the persons list, decoded one by one with proto_person_decode. */

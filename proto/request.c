@@ -12,6 +12,21 @@ static int invalid(struct proto_error *err, const char *message, const char *at)
 	return proto_error_set(err, PROTO_INVALID_ARGUMENT, message, "%s", at);
 }
 
+/* scan.after: a full id or a prefix of one, so that walkers can split a
+ * city by prefix (SPEC §5.1): 1..18 characters, digits, the 18th may be X. */
+static bool scan_after_valid(const char *s, size_t size)
+{
+	if (size == 0 || size > CORE_ID_SIZE) {
+		return false;
+	}
+	for (size_t i = 0; i < size; i++) {
+		if (!(s[i] >= '0' && s[i] <= '9') && !(i == CORE_ID_SIZE - 1 && s[i] == 'X')) {
+			return false;
+		}
+	}
+	return true;
+}
+
 static int decode_selector(const msgpack_object *params, struct proto_compute *out, struct proto_error *err)
 {
 	const msgpack_object *ids = proto_map_get(params, "ids");
@@ -27,8 +42,9 @@ static int decode_selector(const msgpack_object *params, struct proto_compute *o
 		}
 		const msgpack_object *after = proto_map_get(scan, "after");
 		if (after != NULL) {
-			if (after->type != MSGPACK_OBJECT_STR) {
-				return invalid(err, "scan.after must be an id or nil", "scan.after");
+			if (after->type != MSGPACK_OBJECT_STR || !scan_after_valid(after->via.str.ptr, after->via.str.size)) {
+				return invalid(err, "scan.after must be nil, an id or an id prefix (digits, the 18th may be X)",
+					       "scan.after");
 			}
 			out->scan_after = after->via.str.ptr;
 			out->scan_after_size = after->via.str.size;
@@ -103,6 +119,10 @@ bool proto_compute_id(const struct proto_compute *req, uint32_t index, const cha
 	}
 	*id = o->via.str.ptr;
 	*id_size = o->via.str.size;
+	if (!core_id_valid(*id, *id_size)) { /* Appendix A: checked at the lookup, like every stored id */
+		proto_error_set(err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "ids[%u]", index);
+		return false;
+	}
 	return true;
 }
 

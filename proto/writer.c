@@ -313,7 +313,8 @@ void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_
 {
 	msgpack_pack_map(&w->pk, 2);
 	str(w, "id");
-	id == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, id, id_size);
+	/* An id that is not UTF-8 is not echoed: a strict client would fail on the whole answer. */
+	id == NULL || !proto_utf8_valid(id, id_size) ? msgpack_pack_nil(&w->pk) : str_n(w, id, id_size);
 	str(w, "error");
 	error_map(w, err);
 }

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "internal.h"
 
 #define IDEM_KEY_MAX 255u /* bytes; LMDB keys stay well inside 511 */
@@ -21,53 +23,126 @@ int proto_idem_decode(const struct proto_params *params, bool required, struct p
 	if (o == NULL) {
 		return required ? invalid(err, "idem key required", "idem") : PROTO_OK;
 	}
-	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > IDEM_KEY_MAX) {
-		return invalid(err, "idem must be a string of 1..255 bytes", "idem");
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > IDEM_KEY_MAX ||
+	    !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+		return invalid(err, "idem must be a UTF-8 string of 1..255 bytes", "idem");
 	}
 	key->ptr = o->via.str.ptr;
 	key->size = o->via.str.size;
 	return PROTO_OK;
 }
 
-/* Two 64-bit lanes of multiply-xorshift over the method and the packed
- * params: a 128-bit fingerprint of the payload. */
-struct digest {
-	uint64_t a;
-	uint64_t b;
-};
-
-static uint64_t mix(uint64_t x)
+/* The payload is compared as a value (Appendix A): a retry that rebuilds the
+ * request with map keys in another order, or an integer in a wider format,
+ * is the same payload. So the digest is BLAKE2b over a canonical encoding:
+ * integers and floats in their shortest form (msgpack-c's packers choose
+ * it), map entries ordered by their keys' canonical bytes, entries with equal
+ * keys kept in their order (the first one is the one read). */
+static int hash_write(void *ctx, const char *buf, size_t len)
 {
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	return x ^ (x >> 33);
-}
-
-static int digest_write(void *ctx, const char *buf, size_t len)
-{
-	struct digest *d = ctx;
-	for (size_t i = 0; i < len; i++) {
-		d->a = mix(d->a ^ (uint8_t)buf[i]);
-		d->b = (d->b ^ (uint8_t)buf[i]) * 0x100000001b3ull;
-	}
+	crypto_generichash_update(ctx, (const unsigned char *)buf, len);
 	return 0;
 }
 
-void proto_params_digest(const struct proto_params *params, const char *method, size_t method_size,
-			 uint8_t out[16])
+static int sbuffer_write(void *ctx, const char *buf, size_t len)
 {
-	struct digest d = { 0x9e3779b97f4a7c15ull, 0xcbf29ce484222325ull };
-	digest_write(&d, method, method_size);
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, &d, digest_write);
-	msgpack_pack_object(&pk, *(const msgpack_object *)params);
-	d.b = mix(d.b);
-	for (int i = 0; i < 8; i++) {
-		out[i] = (uint8_t)(d.a >> (8 * i));
-		out[8 + i] = (uint8_t)(d.b >> (8 * i));
+	return msgpack_sbuffer_write(ctx, buf, len);
+}
+
+static bool canonical_pack(msgpack_packer *pk, const msgpack_object *o);
+
+struct key_ref {
+	const char *bytes;
+	size_t size;
+	uint32_t index;
+};
+
+static int key_order(const void *a_, const void *b_)
+{
+	const struct key_ref *a = a_;
+	const struct key_ref *b = b_;
+	size_t n = a->size < b->size ? a->size : b->size;
+	int c = memcmp(a->bytes, b->bytes, n);
+	if (c != 0) {
+		return c;
 	}
+	if (a->size != b->size) {
+		return a->size < b->size ? -1 : 1;
+	}
+	return a->index < b->index ? -1 : a->index > b->index;
+}
+
+static bool canonical_map(msgpack_packer *pk, const msgpack_object_map *map)
+{
+	msgpack_pack_map(pk, map->size);
+	if (map->size == 0) {
+		return true;
+	}
+	msgpack_sbuffer keys;
+	msgpack_sbuffer_init(&keys);
+	msgpack_packer kpk;
+	msgpack_packer_init(&kpk, &keys, sbuffer_write);
+	struct key_ref *refs = malloc(sizeof(*refs) * map->size);
+	size_t *ends = malloc(sizeof(*ends) * map->size);
+	bool ok = refs != NULL && ends != NULL;
+	for (uint32_t i = 0; ok && i < map->size; i++) {
+		ok = canonical_pack(&kpk, &map->ptr[i].key) && keys.data != NULL;
+		ends[i] = keys.size;
+	}
+	for (uint32_t i = 0; ok && i < map->size; i++) {
+		size_t begin = i == 0 ? 0 : ends[i - 1];
+		refs[i] = (struct key_ref){ keys.data + begin, ends[i] - begin, i };
+	}
+	if (ok) {
+		qsort(refs, map->size, sizeof(*refs), key_order);
+	}
+	for (uint32_t i = 0; ok && i < map->size; i++) {
+		pk->callback(pk->data, refs[i].bytes, refs[i].size);
+		ok = canonical_pack(pk, &map->ptr[refs[i].index].val);
+	}
+	free(refs);
+	free(ends);
+	msgpack_sbuffer_destroy(&keys);
+	return ok;
+}
+
+/* False when out of memory. Depth is bounded by the parse (PROTO_DEPTH_MAX). */
+static bool canonical_pack(msgpack_packer *pk, const msgpack_object *o)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		msgpack_pack_double(pk, o->via.f64);
+		return true;
+	case MSGPACK_OBJECT_ARRAY:
+		msgpack_pack_array(pk, o->via.array.size);
+		for (uint32_t i = 0; i < o->via.array.size; i++) {
+			if (!canonical_pack(pk, &o->via.array.ptr[i])) {
+				return false;
+			}
+		}
+		return true;
+	case MSGPACK_OBJECT_MAP:
+		return canonical_map(pk, &o->via.map);
+	default: /* nil, booleans, integers (shortest form), str, bin, ext */
+		msgpack_pack_object(pk, *o);
+		return true;
+	}
+}
+
+bool proto_params_digest(const struct proto_params *params, const char *method, size_t method_size,
+			 uint8_t out[PROTO_DIGEST_BYTES])
+{
+	crypto_generichash_state state;
+	crypto_generichash_init(&state, NULL, 0, PROTO_DIGEST_BYTES);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &state, hash_write);
+	msgpack_pack_str_with_body(&pk, method, method_size);
+	if (!canonical_pack(&pk, (const msgpack_object *)params)) {
+		return false;
+	}
+	crypto_generichash_final(&state, out, PROTO_DIGEST_BYTES);
+	return true;
 }
 
 int proto_id_decode(const struct proto_params *params, struct proto_string *id, struct proto_error *err)
@@ -217,8 +292,8 @@ uint32_t proto_params_weight(const struct proto_params *params_)
 int proto_token_decode(const struct proto_params *params, struct proto_string *token, struct proto_error *err)
 {
 	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "token");
-	if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
-		return invalid(err, "token must be a string", "token");
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR || !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+		return invalid(err, "token must be a UTF-8 string", "token");
 	}
 	token->ptr = o->via.str.ptr;
 	token->size = o->via.str.size;

@@ -70,7 +70,7 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	if (rc == 0) {
 		pthread_rwlockattr_t attr;
 		pthread_rwlockattr_init(&attr);
-		/* A grower must not starve behind a stream of readers. */
+		/* Adopting a map another process grew must not starve behind readers. */
 		pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 		rc = pthread_rwlock_init(&s->resize_lock, &attr);
 		pthread_rwlockattr_destroy(&attr);
@@ -84,14 +84,18 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 		rc = mdb_env_set_maxdbs(s->env, DB_COUNT);
 	}
 	if (rc == 0) {
+		rc = mdb_env_set_maxreaders(s->env, STORE_READERS_MAX);
+	}
+	if (rc == 0) {
 		rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0644);
 	}
 	if (rc == 0) {
-		/* Keep the map a stored environment already has, when larger. */
+		/* The whole ceiling at once: address space, not disk (the file grows
+		 * page by page), and no map to grow later under open transactions.
+		 * Keep the map a stored environment already has, when larger. */
 		MDB_envinfo info;
 		mdb_env_info(s->env, &info);
-		uint64_t start = STORE_MAP_BYTES_START < s->map_bytes_max ? STORE_MAP_BYTES_START : s->map_bytes_max;
-		s->map_bytes = info.me_mapsize > start ? info.me_mapsize : start;
+		s->map_bytes = info.me_mapsize > s->map_bytes_max ? info.me_mapsize : s->map_bytes_max;
 		rc = mdb_env_set_mapsize(s->env, s->map_bytes);
 	}
 	if (rc == 0) {
@@ -129,14 +133,34 @@ void store_close(struct store *s)
 	free(s);
 }
 
+/* Another process (an import into the live directory) grew the map past
+ * ours: take its size, with no transaction of this process open. */
+static void map_adopt(struct store *s)
+{
+	pthread_rwlock_wrlock(&s->resize_lock);
+	MDB_envinfo info;
+	if (mdb_env_set_mapsize(s->env, 0) == 0 && mdb_env_info(s->env, &info) == 0) {
+		s->map_bytes = info.me_mapsize;
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+}
+
 static int txn_begin(struct store *s, bool write, struct store_txn **out)
 {
 	struct store_txn *t = calloc(1, sizeof(*t));
 	if (t == NULL) {
 		return STORE_IO;
 	}
-	pthread_rwlock_rdlock(&s->resize_lock);
-	int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+	int rc;
+	for (int attempt = 0;; attempt++) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		if (rc != MDB_MAP_RESIZED || attempt == 3) {
+			break;
+		}
+		pthread_rwlock_unlock(&s->resize_lock);
+		map_adopt(s);
+	}
 	if (rc != 0) {
 		pthread_rwlock_unlock(&s->resize_lock);
 		free(t);
@@ -167,54 +191,16 @@ void store_txn_end(struct store_txn *t)
 	}
 }
 
-/* Sets the map to at least bytes (within the ceiling); waits until no
- * transaction of this process is open. */
-static int map_set(struct store *s, uint64_t bytes)
-{
-	int rc = STORE_OK;
-	bytes = bytes < s->map_bytes_max ? bytes : s->map_bytes_max;
-	pthread_rwlock_wrlock(&s->resize_lock);
-	if (bytes > s->map_bytes) {
-		if (mdb_env_set_mapsize(s->env, bytes) == 0) {
-			s->map_bytes = bytes;
-		} else {
-			rc = STORE_IO;
-		}
-	}
-	pthread_rwlock_unlock(&s->resize_lock);
-	return rc;
-}
-
-/* Doubles the map after MDB_MAP_FULL (another thread may have already). */
-static int map_grow(struct store *s, uint64_t seen_bytes)
-{
-	if (seen_bytes >= s->map_bytes_max) {
-		return STORE_FULL;
-	}
-	int rc = map_set(s, seen_bytes * 2);
-	return rc == STORE_OK ? STORE_RETRY : rc;
-}
-
-int store_reserve(struct store *s, uint64_t bytes)
-{
-	return map_set(s, bytes);
-}
-
 int store_write_commit(struct store_txn *t)
 {
-	struct store *s = t->store;
-	uint64_t seen_bytes = s->map_bytes; /* stable while this transaction holds the lock */
 	int rc = t->failed;
 	if (rc == 0) {
 		rc = mdb_txn_commit(t->txn);
 	} else {
 		mdb_txn_abort(t->txn);
 	}
-	pthread_rwlock_unlock(&s->resize_lock);
+	pthread_rwlock_unlock(&t->store->resize_lock);
 	free(t);
-	if (rc == MDB_MAP_FULL) {
-		return map_grow(s, seen_bytes);
-	}
 	return map_error(rc);
 }
 
@@ -434,15 +420,15 @@ int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, 
 	return STORE_OK;
 }
 
-int store_idem_put(struct store_txn *t, const char *key_bytes, size_t key_size, const uint8_t digest[16],
-		   const uint8_t *answer, size_t answer_size)
+int store_idem_put(struct store_txn *t, const char *key_bytes, size_t key_size,
+		   const uint8_t digest[STORE_IDEM_DIGEST_BYTES], const uint8_t *answer, size_t answer_size)
 {
 	MDB_val key = { key_size, (void *)key_bytes };
-	MDB_val val = { 16 + answer_size, NULL };
+	MDB_val val = { STORE_IDEM_DIGEST_BYTES + answer_size, NULL };
 	int rc = mdb_put(t->txn, t->store->dbi[DB_IDEM], &key, &val, MDB_RESERVE);
 	if (rc == 0) {
-		memcpy(val.mv_data, digest, 16);
-		memcpy((uint8_t *)val.mv_data + 16, answer, answer_size);
+		memcpy(val.mv_data, digest, STORE_IDEM_DIGEST_BYTES);
+		memcpy((uint8_t *)val.mv_data + STORE_IDEM_DIGEST_BYTES, answer, answer_size);
 	}
 	return put_result(t, rc);
 }

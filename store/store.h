@@ -15,8 +15,8 @@
 
 #include "../core/core.h"
 
-#define STORE_MAP_BYTES_START (64ull << 20) /* grown by doubling on demand */
-#define STORE_MAP_BYTES_MAX (1ull << 40)   /* default ceiling: 1 TiB of address space */
+#define STORE_MAP_BYTES_MAX (1ull << 40)   /* default map: 1 TiB of address space, mapped at open */
+#define STORE_READERS_MAX 1024u            /* read transactions open at once, all processes together */
 #define STORE_IDEM_KEY_MAX 255u            /* idempotency key bytes */
 #define STORE_PERSON_FORMAT 1u
 
@@ -24,7 +24,6 @@ enum store_rc {
 	STORE_OK = 0,
 	STORE_NOT_FOUND,
 	STORE_FULL,  /* the map reached its ceiling or the disk is full: nothing written */
-	STORE_RETRY, /* the map was grown: run the whole transaction again */
 	STORE_IO,    /* any other LMDB or OS failure: nothing written */
 };
 
@@ -41,15 +40,11 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	       size_t errbuf_size);
 void store_close(struct store *store);
 
-/* Grows the map to at least bytes (within the ceiling) ahead of a large
- * write; no transaction of this process may be open. */
-int store_reserve(struct store *store, uint64_t bytes);
-
 /* Read transactions see one snapshot; keep them short (they pin pages). */
 int store_read_begin(struct store *store, struct store_txn **txn);
 int store_write_begin(struct store *store, struct store_txn **txn);
-/* Commits a write: STORE_OK, STORE_RETRY (map grown: redo everything),
- * STORE_FULL or STORE_IO. The transaction is gone either way. */
+/* Commits a write: STORE_OK, STORE_FULL or STORE_IO. The transaction is
+ * gone either way. */
 int store_write_commit(struct store_txn *txn);
 /* Ends a read, or abandons a write. */
 void store_txn_end(struct store_txn *txn);
@@ -82,14 +77,17 @@ int store_policy_count(struct store_txn *txn, uint32_t city, uint64_t *count, bo
 int store_policy_each(struct store_txn *txn, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
 		      void *ctx);
 
-/* Idempotency: a key's digest of the request and the answer given. */
+/* Idempotency: a key's digest of the request and the answer given. Records
+ * written before the digest became 32 bytes of BLAKE2b never match a new
+ * digest: an old key reused answers conflict, never a wrong replay. */
+#define STORE_IDEM_DIGEST_BYTES 32u
 struct store_idem {
-	uint8_t digest[16];
+	uint8_t digest[STORE_IDEM_DIGEST_BYTES];
 	const uint8_t *answer; /* borrows the transaction */
 	size_t answer_size;
 };
 int store_idem_get(struct store_txn *txn, const char *key, size_t key_size, struct store_idem *out);
-int store_idem_put(struct store_txn *txn, const char *key, size_t key_size, const uint8_t digest[16],
+int store_idem_put(struct store_txn *txn, const char *key, size_t key_size, const uint8_t digest[STORE_IDEM_DIGEST_BYTES],
 		   const uint8_t *answer, size_t answer_size);
 
 /* Appends one record to the audit log (key: a sequence number). */

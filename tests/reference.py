@@ -11,8 +11,18 @@ handle() takes one decoded msgpack-RPC message and returns the response
 ([1, msgid, error, result]) or None for a notification. After a malformed
 message it answers once and sets ev.closed; handle_stream() stops there.
 
+Evaluator(store=True) also models `arrears eval --data DIR` on a store that
+starts empty: `ids` and `scan` selectors, person.put/get/delete, payment.apply
+(R13), withhold.run (R12) and idempotency records (Appendix A), for
+tests/test_store.py.
+
+Strings that are not valid UTF-8 (§2.1) are expected decoded with
+unicode_errors="surrogateescape": they arrive as str holding lone surrogates,
+and is_text() rejects them.
+
 Run as a program it reads msgpack-RPC requests on stdin and writes the
-responses on stdout (needs python3-msgpack), like `arrears eval`.
+responses on stdout (needs python3-msgpack), like `arrears eval`
+(with --store, like `arrears eval --data` on an empty store).
 """
 
 import datetime
@@ -113,6 +123,25 @@ def is_bool(x):
 
 def is_str(x):
     return type(x) is str
+
+
+def is_text(x):
+    """A msgpack str holding valid UTF-8 (§2.1). Decoded with
+    unicode_errors="surrogateescape", invalid bytes arrive as lone surrogates,
+    which do not encode to UTF-8."""
+    if type(x) is not str:
+        return False
+    try:
+        x.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def echo_id(x):
+    """The id a per-person result carries: the string as sent when it is a
+    valid UTF-8 string, else nil (an invalid string is never echoed, §2.1)."""
+    return x if is_text(x) else None
 
 
 # ---------------------------------------------------------------- calendar
@@ -340,7 +369,7 @@ def parse_policy(p):
     name = field(p, "name")
     if name is MISSING:
         name = ""
-    elif not is_str(name) or len(name.encode("utf-8")) > NAME_BYTES_MAX:
+    elif not is_text(name) or len(name.encode("utf-8")) > NAME_BYTES_MAX:
         raise invalid("policy.name")
     pol.name = name
 
@@ -383,6 +412,10 @@ def parse_policy(p):
             if type(rv) is not dict:
                 raise invalid(at + ".rates")
             for key, val in rv.items():
+                if is_str(key) and not is_text(key):
+                    # a key that is not valid UTF-8 is never echoed in a path:
+                    # the error is at the map that holds it
+                    raise invalid(at + ".rates")
                 rat = "%s.rates.%s" % (at, key)
                 if not is_str(key) or key not in TYPE_INDEX:
                     raise invalid(rat)
@@ -902,14 +935,104 @@ def compute_medical(p, D, md):
 
 COMPUTE_METHODS = ("arrears.compute", "years.compute", "retirement.check",
                    "housing.check", "medical.status")
+WRITE_METHODS = ("person.put", "person.get", "person.delete", "payment.apply", "withhold.run")
+IDEM_KEY_MAX = 255  # bytes (the project's decision)
+
+# Appendix A says a lookup id (ids[i], items[i].id, accounts[i].id) that is a
+# string but not a valid resident id is invalid_argument there. The C code and
+# the older tests answer not_found for any string that is not stored; the
+# generators here never send such a string to a lookup, so the choice does not
+# show. True is the spec's reading.
+STRICT_ID_LOOKUP = False
+
+
+def valid_scan_after(a):
+    """§5.1: a full id or an id prefix: 1..18 characters, digits, the 18th may be X."""
+    if not is_text(a) or not (1 <= len(a) <= 18):
+        return False
+    if not all(c in DIGITS for c in a[:17]):
+        return False
+    return len(a) < 18 or a[17] in DIGITS or a[17] == "X"
+
+
+def canon(v):
+    """The value of a decoded msgpack object, as a hashable: what Appendix A's
+    idempotency payload compares (key order and integer widths do not show)."""
+    t = type(v)
+    if t is dict:
+        return ("m", frozenset((canon(k), canon(x)) for k, x in v.items()))
+    if t is list or t is tuple:
+        return ("a", tuple(canon(x) for x in v))
+    if t is bool:
+        return ("b", v)
+    if t is int:
+        return ("i", v)
+    if t is float:
+        return ("f", v)
+    if t is str:
+        return ("s", v)
+    if t is bytes:
+        return ("y", v)
+    if v is None:
+        return ("n",)
+    return ("x", repr(v))
+
+
+def store_order(s):
+    """Stored slots: by canonical type, city, month (as person.get returns them)."""
+    return (TYPE_INDEX[s["type"]], s["city"], s["month"])
+
+
+class StoredPerson(object):
+    __slots__ = ("id", "retire_class", "slots")  # retire_class None unless given
+
+    def to_doc(self):
+        d = {"id": self.id}
+        if self.retire_class is not None:
+            d["retire_class"] = self.retire_class
+        d["slots"] = [dict(s) for s in self.slots]
+        return d
+
+    def person(self):
+        """A Person (slots indexed in store order) for the compute rules."""
+        p = Person()
+        p.id = self.id
+        rc = self.retire_class
+        if rc is None:
+            rc = "m60" if int(self.id[16]) % 2 == 1 else "f55"
+        p.retire_class = rc
+        out = []
+        for j, s in enumerate(self.slots):
+            sl = Slot()
+            sl.j = j
+            sl.month = s["month"]
+            sl.mi = month_index(s["month"])
+            sl.city = s["city"]
+            sl.type = s["type"]
+            sl.category = s["category"]
+            sl.base = s["base"]
+            sl.paid = s["paid"]
+            sl.paid_date = s["paid_date"]
+            sl.deemed = s["deemed"]
+            out.append(sl)
+        p.slots = out
+        return p
 
 
 class Evaluator(object):
-    """The evaluator's semantics: one decoded message in, one response out."""
+    """The evaluator's semantics: one decoded message in, one response out.
 
-    def __init__(self):
+    Evaluator() is `arrears eval` without a store: `ids` are all unknown, a
+    `scan` page is empty and the write methods are unknown. Evaluator(store=True)
+    models `eval --data DIR` on an empty store: persons, payments, withholding
+    and idempotency records (§5.1, R12, R13, Appendix A)."""
+
+    def __init__(self, store=False):
         self.policies = {}
         self.closed = False
+        self.store = store
+        self.persons = {}  # id -> StoredPerson
+        self.idem = {}     # key -> (payload, result)
 
     # -- framing
     def handle(self, msg):
@@ -952,6 +1075,10 @@ class Evaluator(object):
     def _call(self, method, params):
         try:
             p = params[0] if params else {}
+            if not is_text(method):
+                # §2.1: a method name that is not valid UTF-8 is a string that is
+                # not valid: invalid_argument at "method" (not echoed, not unknown_method)
+                raise invalid("method", "method name is not valid UTF-8")
             return None, self._dispatch(method, p)
         except RpcError as e:
             return e.to_map(), None
@@ -974,8 +1101,250 @@ class Evaluator(object):
             return {"policy": pol.to_doc()}
         if method in COMPUTE_METHODS:
             return self._compute(method, p)
+        if method == "person.put":
+            return self._person_put(method, p)
+        if method == "person.get":
+            return self._person_get(p)
+        if method == "person.delete":
+            return self._person_delete(method, p)
+        if method == "payment.apply":
+            return self._payment_apply(method, p)
+        if method == "withhold.run":
+            return self._withhold_run(method, p)
         raise RpcError(E_UNKNOWN_METHOD, None, "unknown method")
 
+    # -- store helpers
+    def _store_required(self):
+        if not self.store:
+            raise RpcError(E_UNKNOWN_METHOD, None, "this method needs a store")
+
+    @staticmethod
+    def _idem_key(p, required):
+        v = field(p, "idem")
+        if v is MISSING:
+            if required:
+                raise invalid("idem", "idem key required")
+            return None
+        if not is_text(v) or not (1 <= len(v.encode("utf-8")) <= IDEM_KEY_MAX):
+            raise invalid("idem", "idem must be a UTF-8 string of 1..255 bytes")
+        return v
+
+    def _replayed(self, key, method, p):
+        """The recorded answer for a repeated key, conflict for another payload,
+        None for a new key. Checked after the request-level checks."""
+        if key is None:
+            return None
+        rec = self.idem.get(key)
+        if rec is None:
+            return None
+        if rec[0] != (method, canon(p)):
+            raise RpcError(E_CONFLICT, "idem", "idempotency key reused with another payload")
+        return copy_result(rec[1])
+
+    def _record(self, key, method, p, result):
+        if key is not None:
+            self.idem[key] = ((method, canon(p)), copy_result(result))
+        return result
+
+    @staticmethod
+    def _list_param(p, key):
+        v = field(p, key)
+        if type(v) is not list:
+            raise invalid(key, "must be an array")
+        if len(v) > PERSONS_MAX:
+            raise RpcError(E_TOO_LARGE, key, "more than 100000 entries")
+        return v
+
+    def _lookup(self, x, at):
+        """A stored person by id at path `at` (Appendix A)."""
+        if not is_text(x):
+            raise invalid(at, "id must be a string")
+        if STRICT_ID_LOOKUP and not valid_id(x):
+            raise invalid(at, "not a valid resident id")
+        sp = self.persons.get(x) if self.store else None
+        if sp is None:
+            raise RpcError(E_NOT_FOUND, at, "no such person")
+        return sp
+
+    @staticmethod
+    def _valid_id_param(p):
+        pid = field(p, "id")
+        if not valid_id(pid):
+            raise invalid("id", "id must be a valid resident id")
+        return pid
+
+    # -- write methods
+    def _person_put(self, method, p):
+        persons = self._list_param(p, "persons")
+        key = self._idem_key(p, False)
+        self._store_required()
+        rep = self._replayed(key, method, p)
+        if rep is not None:
+            return rep
+        results = []
+        for i, x in enumerate(persons):
+            try:
+                person = parse_person(x, "persons[%d]" % i)
+            except RpcError as e:
+                pid = x.get("id") if type(x) is dict else None
+                results.append({"id": echo_id(pid), "error": e.to_map()})
+                continue
+            sp = StoredPerson()
+            sp.id = person.id
+            rc = field(x, "retire_class")
+            sp.retire_class = None if rc is MISSING else rc
+            sp.slots = sorted(({"month": sl.month, "city": sl.city, "type": sl.type,
+                                "category": sl.category, "base": sl.base, "paid": sl.paid,
+                                "paid_date": sl.paid_date, "deemed": sl.deemed}
+                               for sl in person.slots), key=store_order)
+            self.persons[sp.id] = sp
+            results.append({"id": sp.id, "ok": True})
+        return self._record(key, method, p, {"results": results})
+
+    def _person_get(self, p):
+        pid = self._valid_id_param(p)
+        self._store_required()
+        sp = self.persons.get(pid)
+        if sp is None:
+            raise RpcError(E_NOT_FOUND, "id", "no such person")
+        return {"person": sp.to_doc()}
+
+    def _person_delete(self, method, p):
+        pid = self._valid_id_param(p)
+        key = self._idem_key(p, False)
+        self._store_required()
+        rep = self._replayed(key, method, p)
+        if rep is not None:
+            return rep
+        if pid not in self.persons:
+            raise RpcError(E_NOT_FOUND, "id", "no such person")  # not recorded
+        del self.persons[pid]
+        return self._record(key, method, p, {"ok": True})
+
+    def _payment_apply(self, method, p):
+        key = self._idem_key(p, True)
+        items = self._list_param(p, "items")
+        self._store_required()
+        rep = self._replayed(key, method, p)
+        if rep is not None:
+            return rep
+        results = []
+        for i, it in enumerate(items):
+            try:
+                self._payment_item(it, i)
+                results.append({"ok": True})
+            except RpcError as e:
+                results.append({"error": e.to_map()})
+        return self._record(key, method, p, {"results": results})
+
+    def _payment_item(self, it, i):
+        at = "items[%d]" % i
+        if type(it) is not dict:
+            raise invalid(at, "item must be a map")
+        pid = field(it, "id")
+        if not is_text(pid):
+            raise invalid(at + ".id", "id must be a string")
+        month = field(it, "month")
+        if not valid_month(month):
+            raise invalid(at + ".month")
+        city = field(it, "city")
+        if not valid_city(city):
+            raise invalid(at + ".city")
+        typ = field(it, "type")
+        if not is_str(typ) or typ not in TYPE_INDEX:
+            raise invalid(at + ".type")
+        amount = field(it, "amount")
+        if not _int_in(amount, 1, MONEY_MAX):
+            raise invalid(at + ".amount")
+        date = field(it, "date")
+        if not valid_date(date):
+            raise invalid(at + ".date")
+        sp = self._lookup(pid, at + ".id")
+        for s in sp.slots:
+            if s["month"] == month and s["city"] == city and s["type"] == typ:
+                break
+        else:
+            raise RpcError(E_NOT_FOUND, at, "no such slot")
+        if s["deemed"]:
+            raise invalid(at, "payment into a deemed slot")
+        if s["paid"] + amount > MONEY_MAX:
+            # R13: paid stays a valid money field (0..10^10)
+            raise invalid(at + ".amount", "paid would pass 10^10 fen")
+        s["paid"] += amount
+        s["paid_date"] = max(s["paid_date"], date)
+
+    def _withhold_run(self, method, p):
+        key = self._idem_key(p, True)
+        M = field(p, "month")
+        if not valid_month(M):
+            raise invalid("month")
+        D = field(p, "date")
+        if not valid_date(D):
+            raise invalid("date")
+        if month_index(M) > date_month_index(D):
+            raise invalid("month", "month is after the date's month")
+        accounts = self._list_param(p, "accounts")
+        self._store_required()
+        rep = self._replayed(key, method, p)
+        if rep is not None:
+            return rep
+        results = []
+        for i, a in enumerate(accounts):
+            at = "accounts[%d]" % i
+            pid = None
+            try:
+                if type(a) is not dict:
+                    raise invalid(at, "account must be a map")
+                pid = field(a, "id")
+                if not is_text(pid):
+                    raise invalid(at + ".id", "id must be a string")
+                bal = field(a, "balance")
+                if not _int_in(bal, 0, MONEY_MAX):
+                    raise invalid(at + ".balance", "balance must be 0..10^10 fen")
+                sp = self._lookup(pid, at + ".id")
+                results.append(self._withhold_one(sp, at, M, D, bal))
+            except RpcError as e:
+                results.append({"id": echo_id(pid), "error": e.to_map()})
+        return self._record(key, method, p, {"results": results})
+
+    def _withhold_one(self, sp, at, M, D, balance):
+        """R12 for one person; pays into sp's stored slots."""
+        person = sp.person()
+        resolve_person(person, self.policies, at)
+        md = date_month_index(D)
+        mi = month_index(M)
+        lines = []
+        for sl in person.slots:
+            if sl.mi != mi:
+                continue
+            s = sp.slots[sl.j]
+            owed = sl.due - s["paid"]  # every payment recorded so far
+            if owed <= 0:
+                continue
+            pol = sl.policy
+            # R5 as of the date: a flexible arrears slot past the window
+            if (sl.category == "flexible" and pol.flexible_window > 0
+                    and md - sl.mi > pol.flexible_window and D > sl.deadline):
+                continue
+            order = pol.withhold_order
+            rank = order.index(sl.type) if sl.type in order else len(TYPES) + TYPE_INDEX[sl.type]
+            lines.append((rank, sl.city, s, owed, pol))
+        lines.sort(key=lambda x: (x[0], x[1]))
+        paid, interrupted = [], []
+        stopped = False
+        for _rank, city, s, owed, pol in lines:
+            if not stopped and balance >= owed and s["paid"] + owed <= MONEY_MAX:
+                balance -= owed
+                s["paid"] += owed
+                s["paid_date"] = max(s["paid_date"], D)
+                paid.append({"type": s["type"], "city": city, "amount": owed})
+                continue
+            interrupted.append({"type": s["type"], "city": city, "owed": owed})
+            if pol.withhold_mode == "stop":
+                stopped = True
+        return {"id": sp.id, "paid": paid, "interrupted": interrupted, "balance": balance}
+
+    # -- compute methods
     def _compute(self, method, p):
         D = field(p, "as_of")
         if not valid_date(D):
@@ -986,6 +1355,7 @@ class Evaluator(object):
             raise invalid("persons", "exactly one of ids, persons, scan")
         sel = sel[0]
         val = p[sel]
+        after = limit = None
         if sel == "persons" or sel == "ids":
             if type(val) is not list:
                 raise invalid(sel)
@@ -995,7 +1365,9 @@ class Evaluator(object):
             if type(val) is not dict:
                 raise invalid("scan")
             after = field(val, "after")
-            if after is not MISSING and not is_str(after):
+            if after is MISSING:
+                after = None
+            elif not valid_scan_after(after):
                 raise invalid("scan.after")
             limit = field(val, "limit")
             if not _int_in(limit, 1, SCAN_LIMIT_MAX):
@@ -1023,56 +1395,74 @@ class Evaluator(object):
             if hpol is None:
                 raise RpcError(E_NOT_FOUND, city, "no policy for city")
 
-        if sel == "scan":
-            return {"results": [], "next": None}
+        def one(person, at):
+            resolve_person(person, self.policies, at)
+            if method == "arrears.compute":
+                return compute_arrears(person, D, md, detail)
+            if method == "years.compute":
+                return compute_years(person, D, md)
+            if method == "retirement.check":
+                return compute_retirement(person, D, md, elect)
+            if method == "housing.check":
+                return compute_housing(person, D, md, hpol)
+            return compute_medical(person, D, md)
+
         results = []
+        if sel == "scan":
+            # ids compare as strings: a prefix starts the page at the first id above it
+            page = sorted(k for k in self.persons if after is None or k > after)[:limit]
+            for i, pid in enumerate(page):
+                at = "scan[%d]" % i
+                try:
+                    results.append(one(self.persons[pid].person(), at))
+                except RpcError as e:
+                    results.append({"id": pid, "error": e.to_map()})
+            return {"results": results, "next": page[-1] if len(page) == limit else None}
         if sel == "ids":
-            # No store: every id is unknown; an id that is not a string is
-            # invalid, as payment.apply's items[i].id (Appendix A).
             for i, x in enumerate(val):
-                code = E_NOT_FOUND if is_str(x) else E_INVALID
-                results.append({"id": x if is_str(x) else None,
-                                "error": RpcError(code, "ids[%d]" % i, "bad or unknown person").to_map()})
+                at = "ids[%d]" % i
+                try:
+                    sp = self._lookup(x, at)
+                    results.append(one(sp.person(), at))
+                except RpcError as e:
+                    results.append({"id": echo_id(x), "error": e.to_map()})
             return {"results": results}
         for i, x in enumerate(val):
             at = "persons[%d]" % i
             try:
-                person = parse_person(x, at)
-                resolve_person(person, self.policies, at)
-                if method == "arrears.compute":
-                    r = compute_arrears(person, D, md, detail)
-                elif method == "years.compute":
-                    r = compute_years(person, D, md)
-                elif method == "retirement.check":
-                    r = compute_retirement(person, D, md, elect)
-                elif method == "housing.check":
-                    r = compute_housing(person, D, md, hpol)
-                else:
-                    r = compute_medical(person, D, md)
-                results.append(r)
+                results.append(one(parse_person(x, at), at))
             except RpcError as e:
                 pid = x.get("id") if type(x) is dict else None
-                results.append({"id": pid if is_str(pid) else None, "error": e.to_map()})
+                results.append({"id": echo_id(pid), "error": e.to_map()})
         return {"results": results}
+
+
+def copy_result(r):
+    if type(r) is dict:
+        return {k: copy_result(v) for k, v in r.items()}
+    if type(r) is list:
+        return [copy_result(v) for v in r]
+    return r
 
 
 def main():
     import msgpack
     data = sys.stdin.buffer.read()
-    ev = Evaluator()
+    ev = Evaluator(store="--store" in sys.argv[1:])
     out = sys.stdout.buffer
-    unp = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unp = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape")
     unp.feed(data)
     try:
         for msg in unp:
             r = ev.handle(msg)
             if r is not None:
-                out.write(msgpack.packb(r, use_bin_type=True))
+                out.write(msgpack.packb(r, use_bin_type=True, unicode_errors="surrogateescape"))
             if ev.closed:
                 break
     except Exception:
         if not ev.closed:
-            out.write(msgpack.packb(ev._malformed(0), use_bin_type=True))
+            out.write(msgpack.packb(ev._malformed(0), use_bin_type=True,
+                                    unicode_errors="surrogateescape"))
     out.flush()
 
 

@@ -28,6 +28,7 @@ import copy
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import time
@@ -53,6 +54,43 @@ SPECIAL_DATES = (20240229, 20200229, 20000229, 20160229, 20230228, 20240228, 202
                  20231231, 20240101, 20240131, 20230131, 20230331, 20230430, 20230531,
                  20250630, 20241130, 20221231, 20260115, 20210101)
 EVAL_TIMEOUT_S = 300
+
+
+def bad_utf8(b):
+    """A msgpack str holding these bytes (not valid UTF-8): Python keeps them as
+    lone surrogates (surrogateescape) and packs them back byte for byte."""
+    return b.decode("utf-8", "surrogateescape")
+
+
+# byte sequences that are not UTF-8: a stray continuation byte, 0xff, an
+# overlong '1', a UTF-16 surrogate, a truncated 3-byte sequence, past U+10FFFF
+BAD_UTF8 = (b"\x80", b"\xff", b"\xc0\xb1", b"\xed\xa0\x80", b"\xe4\xb8", b"\xf4\x90\x80\x80")
+
+
+def spoil_utf8(r, text):
+    """text with one of its characters (or the whole) replaced by invalid bytes."""
+    b = text.encode("utf-8")
+    bad = r.choice(BAD_UTF8)
+    if not b or r.random() < 0.2:
+        return bad_utf8(bad)
+    k = r.randrange(len(b))
+    return bad_utf8(b[:k] + bad + b[k + 1:])
+
+
+def scan_after_values(r, make_id):
+    """(value, valid?) for scan.after (§5.1): nil, full ids, prefixes, and the
+    invalid kinds: wrong type, empty, non-digit, lower-case x, 19 chars, X
+    before position 18, invalid UTF-8."""
+    pid = make_id()
+    k = r.randint(1, 17)
+    valid = [None, pid, pid[:k], pid[:17] + "X", pid[:17] + r.choice("0123456789"),
+             "9" * r.randint(1, 18), "0", r.choice(("1", "11", "110105", "3101041985"))]
+    bad = [5, 0, 1.5, True, [], {}, b"110105", "", pid + "1", pid[:k] + r.choice("aX x-") + pid[k + 1:],
+           pid[:17] + "x", "X", pid[:r.randint(0, 16)] + "X", "１１０１０５", " " + pid[1:],
+           spoil_utf8(r, pid[:k]), bad_utf8(b"\xff")]
+    if r.random() < 0.45:
+        return r.choice(valid), True
+    return r.choice(bad), False
 
 
 def month_add(yyyymm, k):
@@ -586,9 +624,22 @@ class Gen(object):
         kind = r.choice(("id", "id", "id", "retire_class", "slots", "person", "slotfield",
                          "slotfield", "slotfield", "slotfield", "rule", "rule", "deemed",
                          "dup", "dup", "unknown_city", "unknown_city", "before_period",
-                         "before_period", "missing"))
+                         "before_period", "missing", "utf8", "utf8", "utf8"))
         pid = p.get("id") if isinstance(p.get("id"), str) else "110105198001010011"
-        if kind == "id":
+        if kind == "utf8":
+            # §2.1: invalid UTF-8 is invalid_argument at its path, never echoed
+            v = r.choice(("id", "id", "city", "retire_class", "type", "category", "unknown_key"))
+            if v == "id" or s is None:
+                p["id"] = spoil_utf8(r, pid)
+            elif v == "retire_class":
+                p["retire_class"] = spoil_utf8(r, r.choice(R.RETIRE_CLASSES))
+            elif v == "city":
+                s["city"] = spoil_utf8(r, s.get("city") if isinstance(s.get("city"), str) else "110000")
+            elif v == "unknown_key":  # unknown keys are ignored, whatever they hold
+                s["note"] = spoil_utf8(r, "note")
+            else:
+                s[v] = spoil_utf8(r, s.get(v) if isinstance(s.get(v), str) else "pension")
+        elif kind == "id":
             v = r.choice(("short", "long", "nondigit", "check", "lowerx", "date", "date",
                           "range", "int", "none", "absent", "space"))
             if v == "short":
@@ -755,6 +806,8 @@ class Gen(object):
             self.break_person(persons, r.randrange(len(persons)))
             if self.chance(0.2):
                 self.break_person(persons, r.randrange(len(persons)))
+        if self.chance(0.01):  # an unknown key holding invalid UTF-8: ignored
+            params["note"] = spoil_utf8(r, "note")
         if self.chance(0.06):
             self.break_request(method, params)
         if self.chance(0.1):
@@ -788,13 +841,15 @@ class Gen(object):
         elif kind == "ids":
             params.pop("persons")
             params["ids"] = r.choice(([self.make_id(), self.make_id()], [], [5, "abc", None],
-                                      "notalist", {"a": 1}))
+                                      "notalist", {"a": 1},
+                                      [self.make_id(), spoil_utf8(r, self.make_id()), bad_utf8(b"\xff")]))
         elif kind == "scan":
             params.pop("persons")
             params["scan"] = r.choice((
                 {"after": None, "limit": 10}, {"limit": 1}, {"after": self.make_id(), "limit": 100000},
                 {"after": 5, "limit": 10}, {"limit": 0}, {"limit": 100001}, {"after": None},
-                {"limit": 10.0}, [], "x", {"after": [], "limit": 5}))
+                {"limit": 10.0}, [], "x", {"after": [], "limit": 5},
+                {"after": scan_after_values(r, self.make_id)[0], "limit": r.choice((1, 10, 100000, 0))}))
         elif kind == "persons":
             params["persons"] = r.choice(({"a": 1}, "x", 5, [[]], [None]))
         else:
@@ -804,7 +859,8 @@ class Gen(object):
                 params["elect_month"] = r.choice((203013, 194912, 210001, 203001.0, "203001", True,
                                                   0))
             elif method == "housing.check":
-                v = r.choice(("absent", "12345", 310000, "999999", None, "31000a"))
+                v = r.choice(("absent", "12345", 310000, "999999", None, "31000a",
+                              spoil_utf8(r, "310000")))
                 if v == "absent":
                     params.pop("city")
                 else:
@@ -818,9 +874,47 @@ class Gen(object):
             return [2, "policy.put", [{"policy": doc}]]
         return [0, self.next_msgid(), "policy.put", [{"policy": doc}]]
 
+    def scan_request(self):
+        """A compute request selecting by scan: without a store the page is
+        empty; the point is scan.after's validation (§5.1)."""
+        r = self.r
+        method = r.choice(R.COMPUTE_METHODS)
+        after, _ok = scan_after_values(r, self.make_id)
+        scan = {"after": after, "limit": r.choice((1, 7, 100000, 100000, 0, 100001))}
+        if self.chance(0.1):
+            del scan["after"]
+        params = {"as_of": self.gen_as_of(), "scan": scan}
+        if method == "housing.check":
+            params["city"] = r.choice(CITIES)
+        return [0, self.next_msgid(), method, [params]]
+
+    def utf8_request(self):
+        """Strings outside persons that are not valid UTF-8 (§2.1)."""
+        r = self.r
+        x = r.random()
+        if x < 0.3:  # method name: invalid_argument at "method"
+            name = spoil_utf8(r, r.choice(("ping", "arrears.compute", "policy.get", "no.such")))
+            if self.chance(0.2):
+                return [2, name, [{}]]  # a notification: executed (an error), never answered
+            return [0, self.next_msgid(), name, [{"as_of": 20240101, "persons": []}]]
+        if x < 0.45:
+            return [0, self.next_msgid(), "policy.get", [{"city": spoil_utf8(r, r.choice(CITIES))}]]
+        doc = self.gen_policy_doc(r.choice(CITIES))
+        if x < 0.7:
+            doc["name"] = spoil_utf8(r, r.choice(("Beijing", "上海市", "x")))
+        elif x < 0.85:
+            doc["periods"][-1].setdefault("rates", {})[spoil_utf8(r, r.choice(TYPES))] = {"employer": 1}
+        else:
+            doc["city"] = spoil_utf8(r, doc["city"])
+        return [0, self.next_msgid(), "policy.put", [{"policy": doc}]]
+
     def misc_request(self):
         r = self.r
         x = r.random()
+        if x < 0.12:
+            return self.scan_request()
+        if x < 0.22:
+            return self.utf8_request()
         if x < 0.35:
             city = r.choice(CITIES + (CITY_WIDE, CITY_OVERFLOW) + CITY_UNKNOWN)
             if self.chance(0.1):
@@ -862,6 +956,10 @@ class Gen(object):
                 msg = self.policy_put(r.choice(CITIES), valid=self.chance(0.2))
             else:
                 msg = self.misc_request()
+            if msg[0] == 2:  # a notification: sent before a ping that is answered
+                self.ref.handle(msg)
+                pre = pre + [msg]
+                msg = [0, self.next_msgid(), "ping", [{}]]
             pols = dict(self.ref.policies)  # in effect for this request
             resp = self.ref.handle(msg)
             yield pre, msg, resp, pols
@@ -916,6 +1014,8 @@ def compare_response(msg, ref, got, allow_extra):
     diffs = []
     if got is None:
         return [("response", "<a response>", "<none: stream ended>")]
+    for path in invalid_strings(got, "response", []):
+        diffs.append((path, "<never invalid UTF-8 (SPEC 2.1)>", "<invalid UTF-8 echoed>"))
     if not isinstance(got, list) or len(got) != 4:
         return [("response", "[1, msgid, error, result]", got)]
     if got[0] != 1:
@@ -941,20 +1041,106 @@ def summarize(x, limit=300):
 
 
 def compact(x):
-    return json.dumps(x, separators=(",", ":"), ensure_ascii=False, default=repr)
+    s = json.dumps(x, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")  # invalid UTF-8 shows as \udcXX
 
 
 # ===================================================================== running
 
 def pack(msg):
-    return msgpack.packb(msg, use_bin_type=True)
+    return msgpack.packb(msg, use_bin_type=True, unicode_errors="surrogateescape")
+
+
+def pack_variant(obj, r, p=0.5):
+    """obj as msgpack, the same value in another encoding: map keys shuffled,
+    and (each with probability p) an integer, string, array or map header in
+    a wider format than needed (uint8 as uint32, a positive fixint as int64,
+    a fixstr as str16, ...). Appendix A: still the same payload."""
+    out = bytearray()
+
+    def header(n, small, fix, fmts):
+        # fmts: [(code, struct, max)] widest last
+        options = []
+        if small is not None and n <= small:
+            options.append(bytes([fix | n]))
+        for code, st, mx in fmts:
+            if n <= mx:
+                options.append(bytes([code]) + struct.pack(st, n))
+        out.extend(options[0] if r.random() >= p else r.choice(options))
+
+    def integer(v):
+        options = []
+        if 0 <= v <= 127 or -32 <= v < 0:
+            options.append(struct.pack(">b", v) if v < 0 else bytes([v]))
+        if v >= 0:
+            for code, st, mx in ((0xcc, ">B", 0xff), (0xcd, ">H", 0xffff), (0xce, ">I", 0xffffffff),
+                                 (0xcf, ">Q", 0xffffffffffffffff)):
+                if v <= mx:
+                    options.append(bytes([code]) + struct.pack(st, v))
+        for code, st, lo, hi in ((0xd0, ">b", -128, 127), (0xd1, ">h", -2 ** 15, 2 ** 15 - 1),
+                                 (0xd2, ">i", -2 ** 31, 2 ** 31 - 1), (0xd3, ">q", -2 ** 63, 2 ** 63 - 1)):
+            if lo <= v <= hi:
+                options.append(bytes([code]) + struct.pack(st, v))
+        out.extend(options[0] if r.random() >= p else r.choice(options))
+
+    def w(o):
+        t = type(o)
+        if o is None:
+            out.append(0xc0)
+        elif t is bool:
+            out.append(0xc3 if o else 0xc2)
+        elif t is int:
+            integer(o)
+        elif t is float:
+            out.extend(b"\xcb" + struct.pack(">d", o))
+        elif t is str:
+            b = o.encode("utf-8", "surrogateescape")
+            header(len(b), 31, 0xa0, ((0xd9, ">B", 0xff), (0xda, ">H", 0xffff), (0xdb, ">I", 0xffffffff)))
+            out.extend(b)
+        elif t is bytes:
+            header(len(o), None, 0, ((0xc4, ">B", 0xff), (0xc5, ">H", 0xffff), (0xc6, ">I", 0xffffffff)))
+            out.extend(o)
+        elif t is list or t is tuple:
+            header(len(o), 15, 0x90, ((0xdc, ">H", 0xffff), (0xdd, ">I", 0xffffffff)))
+            for x in o:
+                w(x)
+        elif t is dict:
+            items = list(o.items())
+            r.shuffle(items)
+            header(len(items), 15, 0x80, ((0xde, ">H", 0xffff), (0xdf, ">I", 0xffffffff)))
+            for k, v in items:
+                w(k)
+                w(v)
+        else:
+            out.extend(pack(o))
+
+    w(obj)
+    return bytes(out)
+
+
+def invalid_strings(x, path, found):
+    """Paths in a decoded answer holding a string that is not valid UTF-8
+    (§2.1: never echoed back)."""
+    if isinstance(x, str):
+        if not R.is_text(x):
+            found.append(path)
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            if isinstance(k, str) and not R.is_text(k):
+                found.append(path + ".<key>")
+            invalid_strings(v, "%s.%s" % (path, k), found)
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            invalid_strings(v, "%s[%d]" % (path, i), found)
+    return found
 
 
 def run_eval(path, data):
     t0 = time.time()
     proc = subprocess.run([path, "eval"], input=data, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=EVAL_TIMEOUT_S)
-    unp = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+    unp = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0,
+                           unicode_errors="surrogateescape")
     unp.feed(proc.stdout)
     out = []
     try:
@@ -1099,11 +1285,14 @@ def main(argv):
     gen = Gen(args.seed)
     cases = []
     chunks = []
+    vr = random.Random(args.seed * 7919 + 17)  # re-encodings; does not disturb the cases
     for pre, msg, resp, pols in gen.cases(n_stream):
         cases.append((pre, msg, resp, pols))
         for m in pre:
             chunks.append(pack(m))
-        chunks.append(pack(msg))
+        # a share of the requests in another encoding of the same value (keys in
+        # another order, wider integer/string/array/map formats): same answers
+        chunks.append(pack_variant(msg, vr) if vr.random() < 0.05 else pack(msg))
     data = b"".join(chunks)
     t_gen = time.time() - t0
 

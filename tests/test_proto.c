@@ -1468,6 +1468,16 @@ static const struct {
 	{ "arrears.compute", "{as_of: 20240310, scan: {after: nil, limit: 5}}", 0, NULL },
 	{ "arrears.compute", "{as_of: 20240310, scan: {after: '11010519491231002X', limit: 5}}", 0, NULL },
 	{ "arrears.compute", "{as_of: 20240310, scan: {after: 5, limit: 5}}", 3, "scan.after" },
+	/* after may be an id prefix: 1..18 characters, digits, the 18th may be X (SPEC §5.1). */
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '1', limit: 5}}", 0, NULL },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '11010519491231002', limit: 5}}", 0, NULL },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '110105194912310029', limit: 5}}", 0, NULL },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '', limit: 5}}", 3, "scan.after" },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: 'abc', limit: 5}}", 3, "scan.after" },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '11010519491231002x', limit: 5}}", 3, "scan.after" },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '1101X', limit: 5}}", 3, "scan.after" },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: '11010519491231002X0', limit: 5}}", 3, "scan.after" },
+	{ "arrears.compute", "{as_of: 20240310, scan: {after: ' 110', limit: 5}}", 3, "scan.after" },
 	{ "arrears.compute", "{as_of: 20240310, scan: 5}", 3, "scan" },
 	{ "arrears.compute", "{as_of: 20240310, scan: [1]}", 3, "scan" },
 	/* detail. */
@@ -1534,12 +1544,13 @@ static void test_request_level_errors(void **state)
 static void test_ids_selector_without_store(void **state)
 {
 	(void)state;
-	/* README: every ids entry is not_found at ids[i]; a non-string is invalid there. */
+	/* README: every valid id is not_found at ids[i]; a non-string, or a string
+	 * that is not a valid resident id (Appendix A), is invalid there. */
 	rpc("arrears.compute", "{as_of: " AS_OF ", ids: ['%s', 5, 'nobody']}", ID_F);
 	const msgpack_object *results = expect_results(3);
 	check_entry(&results->via.array.ptr[0], ID_F, PROTO_NOT_FOUND, "ids[0]", "ids[0]");
 	check_entry(&results->via.array.ptr[1], NULL, PROTO_INVALID_ARGUMENT, "ids[1]", "ids[1]");
-	check_entry(&results->via.array.ptr[2], "nobody", PROTO_NOT_FOUND, "ids[2]", "ids[2]");
+	check_entry(&results->via.array.ptr[2], "nobody", PROTO_INVALID_ARGUMENT, "ids[2]", "ids[2]");
 }
 
 static void test_too_many_persons_is_too_large(void **state)
@@ -1635,6 +1646,126 @@ static void test_message_parse_fills_the_envelope(void **state)
 	proto_message_free(m);
 }
 
+static void test_utf8_valid_accepts_rfc3629_and_rejects_the_rest(void **state)
+{
+	(void)state;
+	/* RFC 3629 §4: the first byte fixes the length; E0 needs A0..BF next (no
+	 * overlong), ED 80..9F (no surrogates D800..DFFF), F0 90..BF, F4 80..8F
+	 * (nothing past U+10FFFF); C0, C1 and F5..FF never occur. */
+	static const char *const good[] = { "", "abc", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+					    "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xef\xbf\xbf" };
+	static const char *const bad[] = { "\xff", "\x80", "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80",
+					   "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
+					   "\xe2\x82", "a\xc3", "\xc3\x28" };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		assert_true(proto_utf8_valid(good[i], strlen(good[i])));
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (proto_utf8_valid(bad[i], strlen(bad[i]))) {
+			fail_msg("bad[%zu] accepted", i);
+		}
+	}
+}
+
+/* The digest of [0, 1, method, [params]] with params given as raw msgpack bytes. */
+static void digest_of(const char *method, const uint8_t *params, size_t size, uint8_t out[PROTO_DIGEST_BYTES])
+{
+	uint8_t frame[256] = { 0x94, 0x00, 0x01 };
+	size_t n = 3;
+	size_t method_size = strlen(method);
+	frame[n++] = (uint8_t)(0xa0 | method_size);
+	memcpy(frame + n, method, method_size);
+	n += method_size;
+	frame[n++] = 0x91;
+	assert_true(n + size <= sizeof(frame));
+	memcpy(frame + n, params, size);
+	n += size;
+	struct proto_message *m = proto_message_new();
+	struct proto_envelope env;
+	struct proto_error err;
+	assert_int_equal(proto_message_parse(m, frame, n, &env, &err), PROTO_OK);
+	assert_true(proto_params_digest(env.params, env.method, env.method_size, out));
+	proto_message_free(m);
+}
+
+static void test_idempotency_digest_compares_params_as_values(void **state)
+{
+	(void)state;
+	/* Appendix A: keys in another order, or an integer in a wider format, is
+	 * the same payload. {"a": 1, "b": [{"x": 2, "y": -3}]} byte by byte: */
+	static const uint8_t plain[] = { 0x82, 0xa1, 'a', 0x01, 0xa1, 'b', 0x91, 0x82, 0xa1, 'x', 0x02, 0xa1, 'y', 0xfd };
+	/* the same maps with their keys reversed, at both levels */
+	static const uint8_t reordered[] = { 0x82, 0xa1, 'b', 0x91, 0x82, 0xa1, 'y', 0xfd, 0xa1, 'x', 0x02, 0xa1, 'a', 0x01 };
+	/* 1 as uint64, 2 as int32, -3 as int64, "a" as str8 */
+	static const uint8_t wider[] = { 0x82, 0xd9, 0x01, 'a', 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 0xa1, 'b', 0x91, 0x82,
+					 0xa1, 'x', 0xd2, 0, 0, 0, 2, 0xa1, 'y', 0xd3, 0xff, 0xff, 0xff, 0xff, 0xff,
+					 0xff, 0xff, 0xfd };
+	/* other values: b.x = 3; a = "1" (a string, not an integer) */
+	static const uint8_t other[] = { 0x82, 0xa1, 'a', 0x01, 0xa1, 'b', 0x91, 0x82, 0xa1, 'x', 0x03, 0xa1, 'y', 0xfd };
+	static const uint8_t string[] = { 0x82, 0xa1, 'a', 0xa1, '1', 0xa1, 'b', 0x91, 0x82, 0xa1, 'x', 0x02, 0xa1, 'y', 0xfd };
+	/* a repeated key: the first one counts, so its order matters */
+	static const uint8_t dup12[] = { 0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02 };
+	static const uint8_t dup21[] = { 0x82, 0xa1, 'a', 0x02, 0xa1, 'a', 0x01 };
+	uint8_t d0[PROTO_DIGEST_BYTES], d1[PROTO_DIGEST_BYTES];
+	digest_of("person.put", plain, sizeof(plain), d0);
+	digest_of("person.put", reordered, sizeof(reordered), d1);
+	assert_memory_equal(d0, d1, PROTO_DIGEST_BYTES);
+	digest_of("person.put", wider, sizeof(wider), d1);
+	assert_memory_equal(d0, d1, PROTO_DIGEST_BYTES);
+	digest_of("person.put", other, sizeof(other), d1);
+	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+	digest_of("person.put", string, sizeof(string), d1);
+	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+	digest_of("person.delete", plain, sizeof(plain), d1); /* the method is part of the payload */
+	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+	digest_of("person.put", dup12, sizeof(dup12), d0);
+	digest_of("person.put", dup21, sizeof(dup21), d1);
+	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+}
+
+/* SPEC §2.1: a string that is not UTF-8 is invalid_argument at its path and
+ * never echoed back. */
+static void test_invalid_utf8_is_rejected_and_never_echoed(void **state)
+{
+	(void)state;
+	/* [0, 7, "arrears.compute", [{"as_of": 20240310, "ids": ["\xff\xfe"]}]] */
+	static const uint8_t ids[] = { 0x94, 0x00, 0x07, 0xaf, 'a', 'r', 'r', 'e', 'a', 'r', 's', '.', 'c', 'o', 'm',
+				       'p', 'u', 't', 'e', 0x91, 0x82, 0xa5, 'a', 's', '_', 'o', 'f', 0xce, 0x01,
+				       0x34, 0xd7, 0xb6, 0xa3, 'i', 'd', 's', 0x91, 0xa2, 0xff, 0xfe };
+	_Static_assert(20240310 == 0x0134d7b6, "as_of in the bytes above");
+	send_bytes(ids, sizeof(ids));
+	const msgpack_object *results = expect_results(1);
+	check_entry(&results->via.array.ptr[0], NULL, PROTO_INVALID_ARGUMENT, "ids[0]", "ids");
+	check_nil(get(&results->via.array.ptr[0], "id"));
+	/* an inline person's id: its entry's id is nil too */
+	static const uint8_t persons[] = { 0x94, 0x00, 0x07, 0xaf, 'a', 'r', 'r', 'e', 'a', 'r', 's', '.', 'c', 'o',
+					   'm', 'p', 'u', 't', 'e', 0x91, 0x82, 0xa5, 'a', 's', '_', 'o', 'f', 0xce,
+					   0x01, 0x34, 0xd7, 0xb6, 0xa7, 'p', 'e', 'r', 's', 'o', 'n', 's', 0x91,
+					   0x82, 0xa2, 'i', 'd', 0xa1, 0xc0, 0xa5, 's', 'l', 'o', 't', 's', 0x90 };
+	send_bytes(persons, sizeof(persons));
+	results = expect_results(1);
+	check_entry(&results->via.array.ptr[0], NULL, PROTO_INVALID_ARGUMENT, "persons[0].id", "persons");
+	check_nil(get(&results->via.array.ptr[0], "id"));
+	/* an auth token: [0, 7, "auth", [{"token": "\xc0\x80"}]] */
+	static const uint8_t auth[] = { 0x94, 0x00, 0x07, 0xa4, 'a', 'u', 't', 'h', 0x91, 0x81, 0xa5, 't', 'o', 'k',
+					'e', 'n', 0xa2, 0xc0, 0x80 };
+	send_bytes(auth, sizeof(auth));
+	expect_error(PROTO_INVALID_ARGUMENT, "token");
+	/* a policy's name, which policy.get would echo: the marker's first byte becomes 0xff */
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	pack_textf(&sb, "[0, %u, 'policy.put', [{policy: {city: '130000', name: 'NAME', deadline: {day: 25}, "
+			"periods: [{from: 202001, base_min: 0, base_max: 100}]}}]]", MSGID);
+	char *name = memmem(sb.data, sb.size, "NAME", 4);
+	assert_non_null(name);
+	name[0] = (char)0xff;
+	send_bytes(sb.data, sb.size);
+	expect_error(PROTO_INVALID_ARGUMENT, "policy.name");
+	msgpack_sbuffer_destroy(&sb);
+	rpc("policy.get", "{city: '130000'}");
+	expect_error(PROTO_NOT_FOUND, "130000"); /* nothing was stored */
+}
+
 /* YYYYMM to the core's dense month (year*12 + month-1), by arithmetic. */
 static int32_t M(int32_t yyyymm)
 {
@@ -1651,7 +1782,7 @@ static void test_compute_and_person_decode_fill_the_structs(void **state)
 	struct proto_envelope env;
 	struct proto_error err;
 	struct proto_compute req;
-	pack_textf(&sb, "[0, 1, 'retirement.check', [{as_of: 20240310, elect_month: 203003, scan: {after: 'abc', "
+	pack_textf(&sb, "[0, 1, 'retirement.check', [{as_of: 20240310, elect_month: 203003, scan: {after: '110', "
 			"limit: 100000}}]]");
 	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_OK);
 	assert_int_equal(proto_compute_decode(env.params, PROTO_RETIREMENT, &req, &err), PROTO_OK);
@@ -1661,7 +1792,7 @@ static void test_compute_and_person_decode_fill_the_structs(void **state)
 	assert_int_equal(req.elect_month, M(203003));
 	assert_int_equal(req.scan_limit, 100000);
 	assert_int_equal(req.scan_after_size, 3);
-	assert_memory_equal(req.scan_after, "abc", 3);
+	assert_memory_equal(req.scan_after, "110", 3);
 	pack_textf(&sb, "[0, 1, 'arrears.compute', [{as_of: 20240310, persons: [{id: '%s', slots: [%s, %s]}]}]]",
 		   ID_F, slot(NULL), slot("month", "202303", "category", "'employee'", "type", "'medical'", "paid",
 					 "0", "paid_date", "0", "deemed", "nil", NULL));
@@ -1986,6 +2117,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_frame_two_messages_back_to_back_give_first_size),
+		T(test_utf8_valid_accepts_rfc3629_and_rejects_the_rest),
+		T(test_idempotency_digest_compares_params_as_values),
+		D_(test_invalid_utf8_is_rejected_and_never_echoed),
 		T(test_frame_never_used_byte_c1_is_invalid),
 		T(test_frame_nesting_limit_both_sides),
 		T(test_frame_declared_4_billion_elements_too_large_from_header),
