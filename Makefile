@@ -75,6 +75,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
 	$(PYTHON) tests/test_store.py --arrears build/asan/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
+	$(PYTHON) tests/test_hostile.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 
 e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_examples.py --eval build/arrears
@@ -82,6 +83,9 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_store.py --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
+	$(PYTHON) tests/test_hostile.py --arrearsd build/arrearsd --arrears build/arrears --memory-bounds
+	$(PYTHON) tests/test_disk.py --arrearsd build/arrearsd --arrears build/arrears
+	$(PYTHON) tests/soak.py --arrearsd build/arrearsd --arrears build/arrears --rounds 20
 	@echo "== the server again on the fallbacks for kernels before 6.1 (plain ring, single receives)"
 	ARREARSD_RING=plain $(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 
@@ -109,6 +113,8 @@ bench: deps build/bench_core
 # The server against redis-server under the same load (installs redis-server if missing).
 bench-load: deps build/arrears build/arrearsd build/load
 	NO_BUILD=1 bash bench/load.sh
+
+include tests/soak.mk
 
 clean:
 	rm -rf build

@@ -16,7 +16,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
 			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
-			"                [--token-file FILE] [--map-max BYTES]\n");
+			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n");
 	return 2;
 }
 
@@ -61,7 +61,8 @@ int main(int argc, char **argv)
 	uint32_t threads = cores < 1 ? 1 : cores > SERVER_THREADS_MAX ? SERVER_THREADS_MAX : (uint32_t)cores;
 	struct server_config cfg = { .host = host, .port = 7420, .loops = threads, .workers = threads,
 				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
-				     .connections_max = 10000, .idle_timeout_s = 300 };
+				     .connections_max = 10000, .idle_timeout_s = 300,
+				     .answer_bytes_max = SERVER_ANSWER_BYTES_MAX_DEFAULT };
 	for (int i = 1; i < argc; i++) {
 		const char *f = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -100,6 +101,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			cfg.idle_timeout_s = (uint32_t)n;
+		} else if (strcmp(f, "--max-answer-memory") == 0) {
+			if (!flag_u64("arrearsd", f, v, 1 << 20, UINT64_MAX, &n)) {
+				return 2;
+			}
+			cfg.answer_bytes_max = n;
 		} else if (strcmp(f, "--map-max") == 0) {
 			if (!flag_u64("arrearsd", f, v, 1, UINT64_MAX, &n)) {
 				return 2;

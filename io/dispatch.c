@@ -1,4 +1,5 @@
 /* The method table, the compute loop over persons, and write transactions. */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -6,6 +7,7 @@
 #include <sodium.h>
 
 #include "dispatch.h"
+#include "log.h"
 #include "stats.h"
 
 _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
@@ -544,6 +546,8 @@ static bool run_write(struct dispatch *d, const struct proto_envelope *env, cons
 	proto_writer_reset(d->writer);
 	write_error(d, env->msgid, PROTO_INTERNAL,
 		    rc == STORE_FULL ? "storage full: nothing was written" : "storage fault: nothing was written", NULL);
+	log_event("event=write_failed method=%.*s reason=%s", (int)env->method_size, env->method,
+		  rc == STORE_FULL ? "storage_full" : "storage_fault");
 	return false;
 }
 
@@ -1040,6 +1044,8 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 			     d->policy_generation != __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 		if (stale && !policies_reload(d)) {
 			write_error(d, env.msgid, PROTO_INTERNAL, "stored policies do not load", NULL);
+		} else if (!proto_utf8_valid(env.method, env.method_size)) {
+			write_error(d, env.msgid, PROTO_INVALID_ARGUMENT, "method must be a UTF-8 string", "method");
 		} else if (!admitted(d, &env, method)) {
 			/* the error is written */
 		} else if (mode == DISPATCH_INLINE && runs_elsewhere(&env, method)) {
@@ -1061,6 +1067,12 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 		*response = proto_writer_data(d->writer, response_size);
 	}
 	out->error |= out->close;
+}
+
+void dispatch_trim(struct dispatch *d)
+{
+	proto_message_trim(d->message);
+	malloc_trim(0);
 }
 
 uint8_t *dispatch_take_response(struct dispatch *d, size_t *size)

@@ -56,6 +56,8 @@ void dispatch_free(struct dispatch *d);
  * notification or a deferral) borrows d until the next call. */
 void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
 		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out);
+/* Gives back what a big request made the dispatch hold (its parse). */
+void dispatch_trim(struct dispatch *d);
 /* The last response's bytes, handed over (free() them); NULL when none. */
 uint8_t *dispatch_take_response(struct dispatch *d, size_t *size);
 

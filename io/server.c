@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <liburing.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -29,18 +30,25 @@
 #define BUF_BYTES 16384u          /* one provided receive buffer */
 #define BUF_COUNT 2048u           /* provided buffers per loop: 32 MiB */
 #define BUF_GROUP 1
-#define OUT_BYTES_MAX (64u << 20) /* unsent answers a client may leave; beyond: cut off */
+#define OUT_HIGH_BYTES (1u << 20) /* a connection's unsent answers: past this, no request runs and nothing is read */
+#define OUT_LOW_BYTES (256u << 10) /* ... until they drain below this */
 #define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
+#define FRAMES_PER_TURN 64u       /* requests one connection runs before the others get a turn */
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
 #define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
 #define LINGER_S 2                /* after our last answer, time the peer has to close */
 #define LISTEN_BACKLOG 4096
-#define BIND_WAIT_S 10           /* at start, time to wait for an address still held by a dead process */
+#define BIND_WAIT_S 10            /* at start, time to wait for an address still held by a dead process */
+#define SQE_SUBMIT_TRIES 1000     /* a queue that stays full this long means a broken ring */
 
-static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64, "a read transaction per loop and worker, and room for other processes");
+static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64,
+	      "a read transaction per loop and worker, and room for other processes");
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
+static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
+static_assert(SERVER_PREAUTH_FRAME_BYTES_MAX < INLINE_FRAME_BYTES_MAX,
+	      "before auth every request is parsed on the loop, where auth is checked first");
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_CANCEL };
 
@@ -60,23 +68,40 @@ struct chunk {
 	bool pooled;     /* a gathering chunk of OUT_CHUNK_BYTES: back to the loop's spares */
 };
 
+/* A connection's life; conn_settle makes every transition.
+ *
+ *   OPEN ──(peer's end, error, shutdown)──> CLOSING ──(answers sent)──> LINGER or DONE
+ *   LINGER ──(peer's end, LINGER_S)──> DONE
+ *   any ──(cut: peer gone, idle, grace over)──> DONE
+ *   DONE ──(no operation in flight, no job on a worker)──> FREE
+ */
+enum conn_state {
+	CONN_FREE = 0,
+	CONN_OPEN,    /* requests are read and run */
+	CONN_CLOSING, /* no more requests run; the answers queued are sent */
+	CONN_LINGER,  /* our side is shut after the last answer; the peer's bytes are dropped until its end */
+	CONN_DONE,    /* shut both ways, answers dropped: released once nothing is in flight */
+};
+
+struct job;
+
 struct conn {
 	int fd;
 	uint32_t slot;    /* index in the loop's table, fixed */
 	uint32_t gen;
-	bool in_use;
-	bool aborted;     /* cut off: unsent answers are dropped */
+	uint8_t state;    /* enum conn_state */
+	/* Operations in flight: a slot is released only with none. */
 	bool recv_armed;  /* until the receive's last completion (no IORING_CQE_F_MORE) */
 	bool recv_cancelling;
 	bool send_armed;
-	bool busy;        /* a request of this connection is on a worker */
-	bool closing;     /* answer what is queued, then close */
-	bool read_closed; /* no more requests are read */
-	bool peer_eof;    /* the peer finished sending */
-	bool close_after_error; /* malformed or too large: the peer may still be sending */
-	bool lingering;   /* our side is shut: reading until the peer's end */
-	int64_t linger_since_ns;
+	bool busy;        /* a request of this connection is on a worker (job) */
+	bool peer_eof;    /* the peer's end of stream: never receive again */
+	bool after_error; /* closing after malformed or too large: the peer may still be sending */
+	bool stalled;     /* requests wait in the input: answers piled up, or the answer budget is spent */
 	bool want_send;   /* on the loop's list of connections to send for */
+	bool want_turn;   /* on the loop's list of connections with requests left to run */
+	int64_t linger_since_ns;
+	struct job *job;  /* while busy */
 	struct dispatch_session session;
 	uint8_t *in;
 	size_t in_size;
@@ -84,10 +109,11 @@ struct conn {
 	struct proto_frame frame;
 	struct chunk *out_head;
 	struct chunk *out_tail;
-	size_t out_bytes;
+	size_t out_bytes; /* queued, not yet sent; counted in the server's answer budget */
 	int64_t last_active_ns;
 	uint32_t next_free;
 	uint32_t next_send;
+	uint32_t next_turn;
 };
 
 struct job {
@@ -95,6 +121,7 @@ struct job {
 	struct loop *loop;
 	uint32_t slot;
 	uint32_t gen;
+	atomic_bool cancelled; /* its connection is gone: a worker skips it */
 	struct dispatch_session session;
 	uint8_t *frame;
 	size_t frame_size;
@@ -118,6 +145,7 @@ struct loop {
 	uint32_t conn_count;    /* slots allocated */
 	uint32_t free_head;     /* UINT32_MAX: none */
 	uint32_t send_head;     /* connections wanting a send, UINT32_MAX: none */
+	uint32_t turn_head;     /* connections with requests left to run, UINT32_MAX: none */
 	uint32_t open;          /* connections in use */
 	uint32_t jobs_out;      /* jobs on workers */
 	struct chunk *spare;    /* gathering chunks to reuse: one answer a request would */
@@ -151,6 +179,7 @@ struct server {
 	struct loop *loops;
 	atomic_uint accepted; /* connections accepted: the next goes to loop accepted % loops */
 	atomic_bool failed;   /* a loop broke: the server stops */
+	atomic_size_t answer_bytes; /* answers held for all clients together */
 	struct worker *workers;
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
@@ -167,11 +196,20 @@ static int64_t now_ns(void)
 	return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
 }
 
+static void loop_fail(struct loop *l, int error);
+
+/* A full queue is submitted to make room. One that stays full means the
+ * ring is broken: rather than spin, the server stops (loop_fail) with a
+ * core to look at. */
 static struct io_uring_sqe *sqe_get(struct loop *l)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-	while (sqe == NULL) {
-		io_uring_submit(&l->ring);
+	for (int tries = 0; sqe == NULL; tries++) {
+		int rc = io_uring_submit(&l->ring);
+		if (tries == SQE_SUBMIT_TRIES) {
+			loop_fail(l, rc < 0 ? -rc : EBUSY);
+			abort();
+		}
 		sqe = io_uring_get_sqe(&l->ring);
 	}
 	return sqe;
@@ -181,16 +219,10 @@ static struct conn *conn_of(struct loop *l, uint64_t data)
 {
 	uint32_t slot = (uint32_t)(data >> 32) & 0xffffff;
 	uint32_t gen = (uint32_t)data;
-	if (slot >= l->conn_count || !l->conns[slot]->in_use || l->conns[slot]->gen != gen) {
+	if (slot >= l->conn_count || l->conns[slot]->state == CONN_FREE || l->conns[slot]->gen != gen) {
 		return NULL;
 	}
 	return l->conns[slot];
-}
-
-static uint32_t slot_of(struct loop *l, const struct conn *c)
-{
-	(void)l;
-	return c->slot;
 }
 
 /* ---- arming operations ---- */
@@ -207,6 +239,8 @@ static void arm_accept(struct loop *l)
  * to arm again per request. */
 static void arm_recv(struct loop *l, struct conn *c)
 {
+	/* After the peer's end a receive completes at once, again and again. */
+	ASSERT(!c->recv_armed && !c->peer_eof && c->state != CONN_DONE);
 	struct io_uring_sqe *sqe = sqe_get(l);
 	if (l->recv_single) {
 		io_uring_prep_recv(sqe, c->fd, NULL, BUF_BYTES, 0);
@@ -215,16 +249,17 @@ static void arm_recv(struct loop *l, struct conn *c)
 	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUF_GROUP;
-	io_uring_sqe_set_data64(sqe, user_data(OP_RECV, slot_of(l, c), c->gen));
+	io_uring_sqe_set_data64(sqe, user_data(OP_RECV, c->slot, c->gen));
 	c->recv_armed = true;
 }
 
 static void arm_send(struct loop *l, struct conn *c)
 {
+	ASSERT(!c->send_armed && c->out_head != NULL && c->state != CONN_DONE);
 	struct chunk *h = c->out_head;
 	struct io_uring_sqe *sqe = sqe_get(l);
 	io_uring_prep_send(sqe, c->fd, h->data + h->offset, h->size - h->offset, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, user_data(OP_SEND, slot_of(l, c), c->gen));
+	io_uring_sqe_set_data64(sqe, user_data(OP_SEND, c->slot, c->gen));
 	c->send_armed = true;
 }
 
@@ -247,31 +282,39 @@ static void recv_cancel(struct loop *l, struct conn *c)
 {
 	if (c->recv_armed && !c->recv_cancelling) {
 		struct io_uring_sqe *sqe = sqe_get(l);
-		io_uring_prep_cancel64(sqe, user_data(OP_RECV, slot_of(l, c), c->gen), 0);
+		io_uring_prep_cancel64(sqe, user_data(OP_RECV, c->slot, c->gen), 0);
 		io_uring_sqe_set_data64(sqe, user_data(OP_CANCEL, 0, 0));
 		c->recv_cancelling = true;
 	}
 }
 
-/* Whether the connection should be reading: requests, or after an error the
- * bytes to drop until the peer's end. Not while its answers pile up, nor
- * with more input held than a request may be. */
-static bool should_read(const struct loop *l, const struct conn *c)
+/* Before auth (with a token configured) a request is small: a flood of
+ * unauthenticated connections cannot make the server hold or parse much. */
+static size_t frame_bytes_max(const struct loop *l, const struct conn *c)
 {
-	if (c->aborted) {
-		return false;
-	}
-	if (c->close_after_error || c->lingering) {
-		return true;
-	}
-	/* Stopping, a connection still reads the rest of a request it began to send. */
-	return !c->closing && !c->read_closed && (!l->stopping || c->in_size > 0) && c->out_bytes < OUT_BYTES_MAX &&
-	       c->in_size < l->srv->config->request_bytes_max + BUF_BYTES;
+	const struct server_config *cfg = l->srv->config;
+	return cfg->token != NULL && !c->session.authed ? SERVER_PREAUTH_FRAME_BYTES_MAX : cfg->request_bytes_max;
 }
 
-static bool wants_input(const struct loop *l, const struct conn *c)
+/* Whether the connection should be reading: requests while open, or the
+ * bytes to drop until the peer's end while closing. Never after the peer's
+ * end; not while its answers pile up or requests wait in its input. */
+static bool should_read(const struct loop *l, const struct conn *c)
 {
-	return !c->recv_armed && should_read(l, c);
+	if (c->peer_eof) {
+		return false;
+	}
+	switch (c->state) {
+	case CONN_OPEN:
+		/* Stopping, a connection still reads the rest of a request it began to send. */
+		return !c->stalled && !c->want_turn && c->out_bytes < OUT_HIGH_BYTES && (!l->stopping || c->in_size > 0) &&
+		       c->in_size < frame_bytes_max(l, c) + BUF_BYTES;
+	case CONN_CLOSING:
+	case CONN_LINGER:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* ---- answer chunks ---- */
@@ -307,111 +350,79 @@ static void chunk_free(struct loop *l, struct chunk *k)
 	free(k);
 }
 
+/* Every change of a connection's unsent bytes, so that the server's
+ * answer budget always equals the sum over connections. */
+static void out_account(struct loop *l, struct conn *c, size_t added, size_t removed)
+{
+	ASSERT(removed <= c->out_bytes + added);
+	c->out_bytes = c->out_bytes + added - removed;
+	if (added > removed) {
+		atomic_fetch_add(&l->srv->answer_bytes, added - removed);
+	} else {
+		atomic_fetch_sub(&l->srv->answer_bytes, removed - added);
+	}
+}
+
+static bool answer_budget_spent(const struct loop *l)
+{
+	return atomic_load(&l->srv->answer_bytes) >= l->srv->config->answer_bytes_max;
+}
+
 /* ---- connections ---- */
 
 static void conn_release(struct loop *l, struct conn *c)
 {
-	uint32_t slot = slot_of(l, c);
-	if (!c->aborted) {
-		log_event("event=close conn=%u.%u reason=done", l->id, slot);
-	}
+	ASSERT(c->state == CONN_DONE && !c->recv_armed && !c->send_armed && !c->busy);
+	uint32_t slot = c->slot;
 	close(c->fd);
 	for (struct chunk *k = c->out_head; k != NULL;) {
 		struct chunk *next = k->next;
+		out_account(l, c, 0, k->size - k->offset);
 		chunk_free(l, k);
 		k = next;
 	}
+	ASSERT(c->out_bytes == 0);
 	free(c->in);
-	/* The slot may still be linked on the send list: flush_sends skips it. */
+	/* The slot may still be linked on the send or turn list: their flushes skip it. */
 	uint32_t gen = c->gen + 1;
-	bool want_send = c->want_send;
-	uint32_t next_send = c->next_send;
+	bool want_send = c->want_send, want_turn = c->want_turn;
+	uint32_t next_send = c->next_send, next_turn = c->next_turn;
 	memset(c, 0, sizeof(*c));
-	c->gen = gen;
-	c->slot = slot;
-	c->want_send = want_send;
-	c->next_send = next_send;
-	c->next_free = l->free_head;
+	*c = (struct conn){ .gen = gen, .slot = slot, .want_send = want_send, .want_turn = want_turn,
+			    .next_send = next_send, .next_turn = next_turn, .next_free = l->free_head };
 	l->free_head = slot;
 	l->open--;
 	atomic_fetch_sub(&l->srv->stats.connections_open, 1);
 }
 
-/* Closes once nothing of the connection is in flight. */
-static void conn_settle(struct loop *l, struct conn *c)
-{
-	int unread = 0;
-	if (l->stopping && c->in_size == 0 && !c->busy && !c->read_closed &&
-	    (ioctl(c->fd, FIONREAD, &unread) != 0 || unread == 0)) {
-		/* Every request received is answered, also those still in the
-		 * socket (completions are handled when the loop asks): no more. */
-		c->read_closed = true;
-	}
-	bool drained = c->out_head == NULL && !c->busy;
-	if (!c->closing && c->read_closed && drained) {
-		c->closing = true;
-	}
-	if (!c->closing || !drained) {
-		return;
-	}
-	unread = 0;
-	if (!c->close_after_error && !c->lingering && ioctl(c->fd, FIONREAD, &unread) != 0) {
-		unread = 0;
-	}
-	if (c->aborted || c->peer_eof || (!c->close_after_error && !c->lingering && unread == 0)) {
-		if (!c->recv_armed && !c->send_armed) {
-			conn_release(l, c);
-		} else if (c->recv_armed) {
-			shutdown(c->fd, SHUT_RDWR); /* completes the pending receive */
-		}
-		return;
-	}
-	/* Everything is answered but the peer is (or may be, after an error)
-	 * still sending: closing with its bytes unread would reset the
-	 * connection, and a reset can destroy our last answers before the peer
-	 * reads them. Shut our side (FIN after the answers), then read and drop
-	 * until the peer's end, LINGER_S at most. */
-	if (!c->lingering) {
-		c->lingering = true;
-		c->linger_since_ns = now_ns();
-		shutdown(c->fd, SHUT_WR);
-	}
-	if (!c->recv_armed && !c->send_armed) {
-		arm_recv(l, c);
-	}
-}
-
-/* Drops unsent answers, unless the kernel is reading the first. */
+/* Drops unsent answers, but for the one the kernel is sending from. */
 static void out_drop(struct loop *l, struct conn *c)
 {
-	while (c->out_head != NULL && !c->send_armed) {
-		struct chunk *next = c->out_head->next;
-		chunk_free(l, c->out_head);
-		c->out_head = next;
+	struct chunk **keep = c->send_armed && c->out_head != NULL ? &c->out_head->next : &c->out_head;
+	for (struct chunk *k = *keep; k != NULL;) {
+		struct chunk *next = k->next;
+		out_account(l, c, 0, k->size - k->offset);
+		chunk_free(l, k);
+		k = next;
 	}
-	if (c->out_head == NULL) {
-		c->out_tail = NULL;
-		c->out_bytes = 0;
-	}
+	*keep = NULL;
+	c->out_tail = c->out_head;
 }
 
-/* Marks a connection cut off (the peer is gone, broke a limit, or stopped
- * reading) without releasing it: callers may still hold it. */
-static void conn_cut(struct loop *l, struct conn *c, const char *why)
+/* No more I/O: shut the socket both ways (pending operations complete),
+ * drop what is unsent, cancel a job still queued. why is logged. */
+static void conn_finish(struct loop *l, struct conn *c, const char *why)
 {
-	if (!c->aborted) {
-		log_event("event=close conn=%u.%u reason=%s", l->id, slot_of(l, c), why);
+	if (c->state == CONN_DONE) {
+		return;
 	}
-	c->aborted = true;
-	c->closing = true;
+	log_event("event=close conn=%u.%u reason=%s", l->id, c->slot, why);
+	c->state = CONN_DONE;
+	if (c->busy) {
+		atomic_store(&c->job->cancelled, true);
+	}
 	out_drop(l, c);
 	shutdown(c->fd, SHUT_RDWR);
-}
-
-static void conn_abort(struct loop *l, struct conn *c, const char *why)
-{
-	conn_cut(l, c, why);
-	conn_settle(l, c);
 }
 
 static void send_later(struct loop *l, struct conn *c)
@@ -419,20 +430,86 @@ static void send_later(struct loop *l, struct conn *c)
 	if (!c->want_send && !c->send_armed) {
 		c->want_send = true;
 		c->next_send = l->send_head;
-		l->send_head = slot_of(l, c);
+		l->send_head = c->slot;
 	}
 }
 
-/* Queues an answer; owned (taken from a writer) or copied into the tail chunk. */
-static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size_t size, uint8_t *owned)
+/* Requests are left in the input: run them after the other connections had a turn. */
+static void turn_later(struct loop *l, struct conn *c)
 {
-	/* Answers already waiting past the bound: the client does not read. One
-	 * large answer alone is fine. The connection is cut, not released: the
-	 * caller still holds it. */
-	if (c->out_bytes > OUT_BYTES_MAX || c->aborted) {
-		conn_cut(l, c, "client_not_reading");
+	if (!c->want_turn) {
+		c->want_turn = true;
+		c->next_turn = l->turn_head;
+		l->turn_head = c->slot;
+	}
+}
+
+static bool socket_unread(const struct conn *c)
+{
+	int unread = 0;
+	return ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0;
+}
+
+/* Moves the connection along its states once what it waits for is done,
+ * keeps its receive armed exactly when it should read, and releases it
+ * when nothing of it is in flight. */
+static void conn_settle(struct loop *l, struct conn *c)
+{
+	if (c->state == CONN_OPEN && !c->busy && !c->stalled && !c->want_turn) {
+		/* Every request received is answered: after the peer's end, or when
+		 * stopping with nothing begun (also nothing still in the socket:
+		 * completions are handled when the loop asks), no more will come. */
+		if (c->peer_eof || (l->stopping && c->in_size == 0 && !socket_unread(c))) {
+			c->state = CONN_CLOSING;
+		}
+	}
+	if (c->state == CONN_CLOSING && c->out_head == NULL && !c->busy) {
+		if (c->peer_eof || (!c->after_error && !socket_unread(c))) {
+			conn_finish(l, c, "done");
+		} else {
+			/* The peer is (or may be, after an error) still sending: closing
+			 * with its bytes unread would reset the connection, and a reset can
+			 * destroy our last answers before the peer reads them. Shut our
+			 * side (FIN after the answers), then read and drop until the
+			 * peer's end, LINGER_S at most. */
+			c->state = CONN_LINGER;
+			c->linger_since_ns = now_ns();
+			shutdown(c->fd, SHUT_WR);
+		}
+	}
+	if (c->state == CONN_LINGER && c->peer_eof) {
+		conn_finish(l, c, "done");
+	}
+	if (c->state == CONN_DONE) {
+		if (!c->recv_armed && !c->send_armed && !c->busy) {
+			conn_release(l, c);
+		}
+		return;
+	}
+	if (!c->recv_armed && should_read(l, c)) {
+		arm_recv(l, c);
+	} else if (c->recv_armed && !should_read(l, c)) {
+		recv_cancel(l, c); /* at once: more requests would only pile up more answers */
+	}
+}
+
+/* After malformed or too large: answer, then close without reading more requests. */
+static void conn_close_after_error(struct conn *c)
+{
+	if (c->state == CONN_OPEN) {
+		c->state = CONN_CLOSING;
+		c->after_error = true;
+	}
+}
+
+/* Queues an answer; owned (taken from a writer) or copied into the tail
+ * chunk. Out of memory, the connection is finished: an answer is never
+ * silently lost on a connection that stays open. */
+static void conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size_t size, uint8_t *owned)
+{
+	if (c->state == CONN_DONE) {
 		free(owned);
-		return false;
+		return;
 	}
 	struct chunk *t = c->out_tail;
 	bool tail_free = t != NULL && !(t == c->out_head && c->send_armed);
@@ -451,7 +528,8 @@ static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 		}
 		if (k == NULL) {
 			free(owned);
-			return false;
+			conn_finish(l, c, "out_of_memory");
+			return;
 		}
 		if (owned == NULL) {
 			memcpy(k->data, data, size);
@@ -464,12 +542,8 @@ static bool conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 		}
 		c->out_tail = k;
 	}
-	c->out_bytes += size;
+	out_account(l, c, size, 0);
 	send_later(l, c);
-	if (!should_read(l, c)) {
-		recv_cancel(l, c); /* at once: more requests would only pile up more answers */
-	}
-	return true;
 }
 
 /* ---- requests ---- */
@@ -492,14 +566,10 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 		free(j);
 		return false;
 	}
-	if (whole) {
-		c->in = NULL;
-		c->in_size = 0;
-		c->in_capacity = 0;
-	} else {
+	if (!whole) {
 		memcpy(copy, frame, size);
 	}
-	*j = (struct job){ .loop = l, .slot = slot_of(l, c), .gen = c->gen, .session = c->session, .frame = copy,
+	*j = (struct job){ .loop = l, .slot = c->slot, .gen = c->gen, .session = c->session, .frame = copy,
 			   .frame_size = size, .started_ns = started_ns };
 	pthread_mutex_lock(&srv->jobs_lock);
 	bool room = srv->jobs_queued < JOBS_MAX;
@@ -515,16 +585,19 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	}
 	pthread_mutex_unlock(&srv->jobs_lock);
 	if (!room) {
-		if (whole) { /* give the buffer back: the request is answered from it */
-			c->in = copy;
-			c->in_size = size;
-			c->in_capacity = size;
-		} else {
+		if (!whole) {
 			free(copy);
 		}
 		free(j);
 		return false;
 	}
+	if (whole) {
+		c->in = NULL;
+		c->in_size = 0;
+		c->in_capacity = 0;
+	}
+	c->busy = true;
+	c->job = j;
 	l->jobs_out++;
 	return true;
 }
@@ -537,41 +610,60 @@ static void answer_error(struct loop *l, struct conn *c, int code, const char *m
 	conn_queue(l, c, response, size, NULL);
 }
 
-/* Runs the complete requests in the connection's input, in order, until one
- * goes to a worker. */
+/* Runs the complete requests in the connection's input, in order, until
+ * one goes to a worker, its answers pile up past OUT_HIGH_BYTES, the
+ * server's answer budget is spent (for a request that would go to a
+ * worker), or it had FRAMES_PER_TURN. */
 static void conn_process(struct loop *l, struct conn *c)
 {
 	size_t start = 0;
-	while (!c->busy && !c->closing) {
+	c->stalled = false;
+	for (uint32_t frames = 0; c->state == CONN_OPEN && !c->busy; frames++) {
+		if (c->out_bytes >= OUT_HIGH_BYTES) {
+			c->stalled = true;
+			break;
+		}
+		if (frames == FRAMES_PER_TURN) {
+			turn_later(l, c);
+			break;
+		}
 		size_t size;
-		int rc = proto_frame_scan(&c->frame, c->in + start, c->in_size - start, l->srv->config->request_bytes_max,
-					  &size);
+		int rc = proto_frame_scan(&c->frame, c->in + start, c->in_size - start, frame_bytes_max(l, c), &size);
 		if (rc == PROTO_FRAME_MORE) {
 			break;
 		}
 		if (rc != PROTO_FRAME_COMPLETE) {
 			bool large = rc == PROTO_FRAME_TOO_LARGE;
-			log_event("event=reject conn=%u.%u limit=%s", l->id, slot_of(l, c),
-				  large ? "request_bytes_max" : "msgpack_rpc");
+			log_event("event=reject conn=%u.%u limit=%s", l->id, c->slot,
+				  !large ? "msgpack_rpc" : frame_bytes_max(l, c) < l->srv->config->request_bytes_max
+							   ? "preauth_request_bytes_max"
+							   : "request_bytes_max");
 			answer_error(l, c, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
-				     large ? "message over the server's size limit" : "not msgpack-RPC");
-			c->closing = c->close_after_error = true;
+				     large ? "message over the server's size limit (send auth first when a token is set)"
+					   : "not msgpack-RPC");
+			conn_close_after_error(c);
 			break;
 		}
 		const uint8_t *frame = c->in + start;
-		proto_frame_reset(&c->frame);
 		int64_t started = now_ns();
 		const uint8_t *response;
-		size_t response_size;
+		size_t response_size = 0;
 		struct dispatch_outcome out = { .deferred = true, .method = STATS_METHODS_MAX - 1,
 						.msgid = proto_frame_msgid(frame, size) };
 		if (size <= INLINE_FRAME_BYTES_MAX) {
 			dispatch_frame(l->d, &c->session, DISPATCH_INLINE, frame, size, &response, &response_size, &out);
 		}
+		if (out.deferred && answer_budget_spent(l)) {
+			/* Waits in the input, scanned again, until answers drain (on_tick). */
+			proto_frame_reset(&c->frame);
+			c->stalled = true;
+			break;
+		}
+		proto_frame_reset(&c->frame);
 		if (out.deferred) {
+			bool whole = frame == c->in && size == c->in_size;
 			if (job_submit(l, c, frame, size, started)) {
-				start = c->in == NULL ? 0 : start + size;
-				c->busy = true;
+				start = whole ? 0 : start + size;
 				break;
 			}
 			start += size;
@@ -586,19 +678,20 @@ static void conn_process(struct loop *l, struct conn *c)
 			conn_queue(l, c, response, response_size, NULL);
 		}
 		if (out.close) {
-			log_event("event=reject conn=%u.%u limit=msgpack_rpc", l->id, slot_of(l, c));
-			c->closing = c->close_after_error = true;
+			log_event("event=reject conn=%u.%u limit=msgpack_rpc", l->id, c->slot);
+			conn_close_after_error(c);
 		}
 	}
-	if (start > 0) {
+	if (c->state != CONN_OPEN) {
+		c->in_size = 0; /* closing: what follows the last request is never run */
+	} else if (start > 0) {
 		memmove(c->in, c->in + start, c->in_size - start);
 		c->in_size -= start;
 	}
 }
 
-static bool conn_append(struct loop *l, struct conn *c, const uint8_t *data, size_t size)
+static bool conn_append(struct conn *c, const uint8_t *data, size_t size)
 {
-	(void)l;
 	if (c->in_capacity - c->in_size < size) {
 		size_t capacity = c->in_capacity == 0 ? BUF_BYTES : c->in_capacity;
 		while (capacity - c->in_size < size) {
@@ -622,8 +715,8 @@ static struct conn *conn_new(struct loop *l, int fd)
 {
 	if (l->free_head == UINT32_MAX) {
 		uint32_t count = l->conn_count == 0 ? 64 : l->conn_count * 2;
-		struct conn **conns = realloc(l->conns, count * sizeof(*conns));
-		if (count > 0xffffff || conns == NULL) {
+		struct conn **conns = count > 0xffffff ? NULL : realloc(l->conns, count * sizeof(*conns));
+		if (conns == NULL) {
 			return NULL;
 		}
 		l->conns = conns;
@@ -640,8 +733,9 @@ static struct conn *conn_new(struct loop *l, int fd)
 		l->conn_count = count;
 	}
 	struct conn *c = l->conns[l->free_head];
+	ASSERT(c->state == CONN_FREE);
 	l->free_head = c->next_free;
-	c->in_use = true;
+	c->state = CONN_OPEN;
 	c->fd = fd;
 	c->last_active_ns = l->woke_ns;
 	proto_frame_reset(&c->frame);
@@ -680,12 +774,11 @@ static void conn_start(struct loop *l, int fd)
 	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0) {
 		inet_ntop(AF_INET, &peer.sin_addr, peer_text, sizeof(peer_text));
 	}
-	log_event("event=open conn=%u.%u peer=%s:%u", l->id, slot_of(l, c), peer_text, ntohs(peer.sin_port));
+	log_event("event=open conn=%u.%u peer=%s:%u", l->id, c->slot, peer_text, ntohs(peer.sin_port));
 	atomic_fetch_add(&l->srv->stats.connections_open, 1);
 	atomic_fetch_add(&l->srv->stats.connections_total, 1);
 	arm_recv(l, c);
 }
-
 /* Gives a connection to another loop; false when that loop is gone (it
  * stopped or failed). Whichever loop's accept completes (one usually takes
  * them all), connections are spread round robin. */
@@ -774,16 +867,17 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		l->recv_multishot_seen = true;
 	}
 	if (cqe->res > 0 && has_buffer) {
-		bool kept = c->closing || conn_append(l, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
-		buffer_return(l, bid);
 		c->last_active_ns = l->woke_ns;
+		/* Closing, the peer's bytes are read only to be dropped. */
+		bool kept = c->state != CONN_OPEN || conn_append(c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
+		buffer_return(l, bid);
 		if (!kept) {
-			conn_abort(l, c, "out_of_memory");
-			return;
+			conn_finish(l, c, "out_of_memory");
+		} else if (c->state == CONN_OPEN) {
+			conn_process(l, c);
 		}
-		conn_process(l, c);
 	} else if (cqe->res == 0) {
-		c->read_closed = c->peer_eof = true; /* finish what was asked, then close */
+		c->peer_eof = true; /* finish what was asked, then close */
 	} else if (cqe->res == -ENOBUFS || cqe->res == -ECANCELED) {
 		/* The pool ran dry (buffers return as this batch is handled), or we
 		 * stopped the receive: read again when wanted. */
@@ -791,13 +885,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		l->recv_single = true;
 		log_event("event=recv_multishot_unsupported loop=%u", l->id);
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
-		conn_abort(l, c, cqe->res == -ECONNRESET ? "reset" : "recv_error");
-		return;
-	}
-	if (wants_input(l, c)) {
-		arm_recv(l, c);
-	} else if (!should_read(l, c)) {
-		recv_cancel(l, c);
+		conn_finish(l, c, cqe->res == -ECONNRESET ? "reset" : "recv_error");
 	}
 	conn_settle(l, c);
 }
@@ -808,23 +896,24 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	if (c == NULL) {
 		return;
 	}
+	ASSERT(c->send_armed && c->out_head != NULL);
 	c->send_armed = false;
 	if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN) {
-		conn_abort(l, c, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "peer_gone" : "send_error");
-		return;
+		conn_finish(l, c, cqe->res == -EPIPE || cqe->res == -ECONNRESET ? "peer_gone" : "send_error");
 	}
-	if (c->aborted) {
+	if (c->state == CONN_DONE) {
 		out_drop(l, c);
 		conn_settle(l, c);
 		return;
 	}
 	struct chunk *h = c->out_head;
 	size_t sent = cqe->res > 0 ? (size_t)cqe->res : 0; /* short sends happen: keep the offset */
+	ASSERT(sent <= h->size - h->offset);
 	if (sent > 0) {
 		c->last_active_ns = l->woke_ns;
 	}
 	h->offset += sent;
-	c->out_bytes -= sent;
+	out_account(l, c, 0, sent);
 	if (h->offset == h->size) {
 		c->out_head = h->next;
 		if (c->out_head == NULL) {
@@ -835,8 +924,8 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	if (c->out_head != NULL) {
 		arm_send(l, c);
 	}
-	if (wants_input(l, c)) {
-		arm_recv(l, c);
+	if (c->stalled && c->out_bytes <= OUT_LOW_BYTES) {
+		conn_process(l, c);
 	}
 	conn_settle(l, c);
 }
@@ -860,21 +949,22 @@ static void on_wake(struct loop *l)
 		struct job *next = j->next;
 		struct conn *c = conn_of(l, user_data(OP_RECV, j->slot, j->gen));
 		l->jobs_out--;
-		stats_answer(l, &j->outcome, j->started_ns);
+		if (!atomic_load(&j->cancelled)) {
+			stats_answer(l, &j->outcome, j->started_ns);
+		}
 		if (c != NULL) {
+			ASSERT(c->busy && c->job == j);
 			c->busy = false;
+			c->job = NULL;
 			c->session = j->session; /* auth is never deferred, but keep them one */
-			if (j->response != NULL && !c->aborted) {
+			if (j->response != NULL) {
 				conn_queue(l, c, j->response, j->response_size, j->response);
 				j->response = NULL;
 			}
 			if (j->outcome.close) {
-				c->closing = c->close_after_error = true;
+				conn_close_after_error(c);
 			}
 			conn_process(l, c);
-			if (wants_input(l, c)) {
-				arm_recv(l, c);
-			}
 			conn_settle(l, c);
 		}
 		free(j->response);
@@ -908,9 +998,10 @@ static void stop_begin(struct loop *l)
 	int64_t now = now_ns();
 	for (uint32_t i = 0; i < l->conn_count; i++) {
 		struct conn *c = l->conns[i];
-		if (c->in_use && c->lingering && !c->aborted && linger_over_at(l, c, now)) {
-			conn_abort(l, c, "shutdown");
-		} else if (c->in_use) {
+		if (c->state == CONN_LINGER && linger_over_at(l, c, now)) {
+			conn_finish(l, c, "shutdown");
+		}
+		if (c->state != CONN_FREE) {
 			conn_settle(l, c);
 		}
 	}
@@ -926,14 +1017,20 @@ static void on_tick(struct loop *l)
 	int64_t now = now_ns();
 	for (uint32_t i = 0; i < l->conn_count; i++) {
 		struct conn *c = l->conns[i];
+		if (c->state == CONN_FREE || c->state == CONN_DONE) {
+			continue;
+		}
 		bool idle = idle_s > 0 && now - c->last_active_ns > (int64_t)idle_s * 1000000000ll;
 		bool late = l->stopping && now > l->stop_deadline_ns;
-		bool linger_over = c->lingering && linger_over_at(l, c, now);
+		bool linger_over = c->state == CONN_LINGER && linger_over_at(l, c, now);
 		/* Idle: nothing received and nothing of ours taken for that long
 		 * (a client that stopped reading is idle too), no request running. */
-		if (c->in_use && !c->aborted && (late || linger_over || (idle && !c->busy))) {
-			conn_abort(l, c, late ? "shutdown_grace_over" : linger_over ? "linger_over" : "idle_timeout");
+		if (late || linger_over || (idle && !c->busy)) {
+			conn_finish(l, c, late ? "shutdown_grace_over" : linger_over ? "linger_over" : "idle_timeout");
+		} else if (c->stalled && c->out_bytes < OUT_HIGH_BYTES) {
+			conn_process(l, c); /* waited for the answer budget */
 		}
+		conn_settle(l, c);
 	}
 	arm_tick(l);
 }
@@ -944,8 +1041,24 @@ static void flush_sends(struct loop *l)
 		struct conn *c = l->conns[l->send_head];
 		l->send_head = c->next_send;
 		c->want_send = false;
-		if (c->in_use && !c->send_armed && c->out_head != NULL && !c->aborted) {
+		if (c->state != CONN_FREE && c->state != CONN_DONE && !c->send_armed && c->out_head != NULL) {
 			arm_send(l, c);
+		}
+	}
+}
+
+/* Connections that left requests in their input for the others' sake. */
+static void flush_turns(struct loop *l)
+{
+	uint32_t head = l->turn_head;
+	l->turn_head = UINT32_MAX;
+	while (head != UINT32_MAX) {
+		struct conn *c = l->conns[head];
+		head = c->next_turn;
+		c->want_turn = false;
+		if (c->state != CONN_FREE) {
+			conn_process(l, c);
+			conn_settle(l, c);
 		}
 	}
 }
@@ -980,11 +1093,18 @@ static void *worker_main(void *arg)
 		srv->jobs_queued--;
 		pthread_mutex_unlock(&srv->jobs_lock);
 
-		const uint8_t *response;
-		dispatch_frame(d, &j->session, DISPATCH_ALL, j->frame, j->frame_size, &response, &j->response_size,
-			       &j->outcome);
-		/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
-		j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
+		/* A job whose connection was cut is not run: its answer has nowhere
+		 * to go, and shutdown's grace must not wait for it. */
+		if (!atomic_load(&j->cancelled)) {
+			const uint8_t *response;
+			dispatch_frame(d, &j->session, DISPATCH_ALL, j->frame, j->frame_size, &response,
+				       &j->response_size, &j->outcome);
+			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
+			j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
+			if (j->frame_size > INLINE_FRAME_BYTES_MAX) {
+				dispatch_trim(d); /* a big request's parse memory goes back to the system */
+			}
+		}
 		struct loop *l = j->loop;
 		pthread_mutex_lock(&l->done_lock);
 		j->next = l->done;
@@ -1054,6 +1174,7 @@ static int loop_init(struct loop *l)
 	pthread_mutex_init(&l->done_lock, NULL);
 	l->free_head = UINT32_MAX;
 	l->send_head = UINT32_MAX;
+	l->turn_head = UINT32_MAX;
 	l->accepting = true;
 	return 0;
 }
@@ -1061,10 +1182,13 @@ static int loop_init(struct loop *l)
 static void loop_free(struct loop *l)
 {
 	for (uint32_t i = 0; i < l->conn_count; i++) {
-		if (l->conns[i]->in_use) {
-			conn_release(l, l->conns[i]);
+		struct conn *c = l->conns[i];
+		if (c->state != CONN_FREE) { /* a loop that broke: its ring is going away with it */
+			conn_finish(l, c, "loop_stopped");
+			c->recv_armed = c->send_armed = c->busy = false;
+			conn_release(l, c);
 		}
-		free(l->conns[i]);
+		free(c);
 	}
 	free(l->conns);
 	for (uint32_t i = 0; i < l->handed_count; i++) {
@@ -1133,8 +1257,11 @@ static void *loop_main(void *arg)
 	arm_wake(l);
 	arm_tick(l);
 	while (!(l->stopping && l->open == 0 && l->jobs_out == 0)) {
+		flush_turns(l);
 		flush_sends(l);
-		int rc = io_uring_submit_and_wait(&l->ring, 1);
+		/* With requests left to run, collect completions without waiting. */
+		int rc = l->turn_head != UINT32_MAX ? io_uring_submit_and_get_events(&l->ring)
+						    : io_uring_submit_and_wait(&l->ring, 1);
 		l->woke_ns = now_ns();
 		if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
 			loop_fail(l, -rc);
@@ -1284,6 +1411,10 @@ int server_run(const struct server_config *config)
 	sigaddset(&signals, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL); /* threads inherit it */
 
+	/* Big blocks (a large request's parse, a city-sized answer) are mapped
+	 * and unmapped on their own: glibc's moving threshold would otherwise
+	 * keep them on the heap after every client has gone. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
 		return -ENOMEM;

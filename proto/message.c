@@ -72,6 +72,15 @@ void proto_message_free(struct proto_message *m)
 	}
 }
 
+void proto_message_trim(struct proto_message *m)
+{
+	msgpack_zone fresh;
+	if (msgpack_zone_init(&fresh, MSGPACK_ZONE_CHUNK_SIZE)) { /* out of memory: keep the old one */
+		msgpack_zone_swap(&m->zone, &fresh);
+		msgpack_zone_destroy(&fresh);
+	}
+}
+
 static const msgpack_object empty_map = { .type = MSGPACK_OBJECT_MAP };
 
 int proto_message_parse(struct proto_message *m, const uint8_t *frame, size_t frame_size,

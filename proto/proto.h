@@ -88,6 +88,8 @@ struct proto_message; /* owns the unpacked objects of one frame */
 
 struct proto_message *proto_message_new(void);
 void proto_message_free(struct proto_message *message);
+/* Frees what the last parse took beyond a small zone (its objects go too). */
+void proto_message_trim(struct proto_message *message);
 /* Unpacks a complete frame (its bytes must outlive the envelope's use) and
  * checks the msgpack-RPC envelope. Returns PROTO_OK or PROTO_MALFORMED (err
  * set, env->msgid set when it could be read). */

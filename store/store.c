@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -24,6 +27,7 @@ struct store {
 	uint64_t map_bytes;
 	uint64_t map_bytes_max;
 	uint8_t *scratch; /* person encodings; LMDB runs one write transaction at a time */
+	int dir_fd;       /* the directory, to tell a full disk from another I/O error */
 	size_t scratch_size;
 };
 
@@ -65,6 +69,12 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	MDB_txn *txn = NULL;
 	int rc = s == NULL ? ENOMEM : 0;
 	if (rc == 0 && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		rc = errno;
+	}
+	if (s != NULL) {
+		s->dir_fd = -1;
+	}
+	if (rc == 0 && (s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = errno;
 	}
 	if (rc == 0) {
@@ -129,6 +139,9 @@ void store_close(struct store *s)
 		mdb_env_close(s->env);
 		pthread_rwlock_destroy(&s->resize_lock);
 	}
+	if (s->dir_fd >= 0) {
+		close(s->dir_fd);
+	}
 	free(s->scratch);
 	free(s);
 }
@@ -191,16 +204,28 @@ void store_txn_end(struct store_txn *t)
 	}
 }
 
+/* LMDB reports a short write (what a full disk gives a large write) as
+ * EIO: a full disk is one with (almost) nothing left. */
+static bool disk_full(const struct store *s)
+{
+	struct statvfs st;
+	return fstatvfs(s->dir_fd, &st) == 0 && (uint64_t)st.f_bavail * st.f_frsize < STORE_DISK_FULL_BYTES;
+}
+
 int store_write_commit(struct store_txn *t)
 {
+	struct store *s = t->store;
 	int rc = t->failed;
 	if (rc == 0) {
 		rc = mdb_txn_commit(t->txn);
 	} else {
 		mdb_txn_abort(t->txn);
 	}
-	pthread_rwlock_unlock(&t->store->resize_lock);
+	pthread_rwlock_unlock(&s->resize_lock);
 	free(t);
+	if (rc == EIO && disk_full(s)) {
+		return STORE_FULL;
+	}
 	return map_error(rc);
 }
 

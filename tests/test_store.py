@@ -19,11 +19,21 @@ What is covered (SPEC.md §3, §4 R12/R13, §5, §6, §6.1, Appendix A):
    keys, every payment lands exactly once and nothing else changes.
 5. Map full: with a tiny map, person.put ends in error 9; the process still
    answers, earlier persons are intact and the failed request left nothing.
+6. The spec's later points, by hand (expected values worked out next to them):
+   scan.after as an id prefix and its invalid forms (§5.1); idempotent retries
+   re-encoded with keys in another order and integers (strings, arrays, maps)
+   in wider msgpack formats are replays, other values are conflicts (Appendix
+   A); paid capped at 10^10 fen in payment.apply and withhold.run (R13, R12);
+   strings that are not valid UTF-8 (§2.1).
+7. A seeded random differential of the store: writes, retries, conflicts,
+   reads, scans with prefixes, payments near the cap and invalid UTF-8, each
+   answer compared with tests/reference.py's store model (Evaluator(store=True)).
 
 Each test works in its own temporary directory. Prints `N passed, M failed`
 and exits 1 on any failure.
 """
 
+import copy
 import csv
 import json
 import os
@@ -31,6 +41,7 @@ import random
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +55,11 @@ except ImportError:
     msgpack = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import reference as R  # noqa: E402
+import test_differential as TD  # noqa: E402  (pack_variant, compare_response, invalid UTF-8)
+
 ARREARS = os.path.join(HERE, "..", "build", "arrears")
 SEED = None  # --seed; default: from the clock, printed
 TIMEOUT_S = 60
@@ -62,18 +78,28 @@ def req(msgid, method, params):
     return [0, msgid, method, [params]]
 
 
+def pack1(m):
+    """One message; strings holding lone surrogates go out as the invalid bytes they stand for."""
+    return msgpack.packb(m, use_bin_type=True, unicode_errors="surrogateescape")
+
+
 def pack(msgs):
-    return b"".join(msgpack.packb(m, use_bin_type=True) for m in msgs)
+    return b"".join(m if isinstance(m, bytes) else pack1(m) for m in msgs)
+
+
+def new_unpacker():
+    # an answer that echoes invalid UTF-8 must still decode (to be reported)
+    return msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape")
 
 
 def unpack_all(data):
-    unp = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unp = new_unpacker()
     unp.feed(data)
     return list(unp)
 
 
 def run_batch(msgs, data=None):
-    """All msgs through one `arrears eval` process; its responses in order."""
+    """All msgs (messages, or raw bytes) through one `arrears eval` process; its responses in order."""
     args = [ARREARS, "eval"] + (["--data", data] if data else [])
     proc = subprocess.run(args, input=pack(msgs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=TIMEOUT_S)
@@ -99,13 +125,15 @@ class Eval:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
                                      bufsize=0)
-        self.unp = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self.unp = new_unpacker()
         self.msgid = 0
 
-    def send(self, method, params):
+    def send(self, method, params, encode=None):
+        """encode(message) -> bytes: another encoding of the same message."""
         self.msgid += 1
+        m = req(self.msgid, method, params)
         try:
-            self.proc.stdin.write(msgpack.packb(req(self.msgid, method, params), use_bin_type=True))
+            self.proc.stdin.write(encode(m) if encode else pack1(m))
         except (BrokenPipeError, ConnectionResetError, ValueError):
             raise Killed()
         return self.msgid
@@ -128,9 +156,9 @@ class Eval:
                     raise Killed()
                 self.unp.feed(chunk)
 
-    def call(self, method, params):
+    def call(self, method, params, encode=None):
         """The whole response [1, msgid, error, result]."""
-        msgid = self.send(method, params)
+        msgid = self.send(method, params, encode)
         r = self.read()
         assert r[0] == 1 and r[1] == msgid, "response %r to msgid %d" % (r[:2], msgid)
         return r
@@ -566,7 +594,7 @@ class TestWrites(StoreTest):
             pay(A, 202401, "110000", "pension", 50000, 20240210),    # 0 ok: paid 0 -> 50000, date 20240210
             pay(A, 202401, "110000", "pension", 20000, 20240205),    # 1 ok: 50000 -> 70000, date stays 20240210
             pay(U, 202401, "110000", "pension", 100, 20240210),      # 2 not a stored person
-            pay("not-an-id", 202401, "110000", "pension", 100, 20240210),  # 3 any string: not_found
+            pay("not-an-id", 202401, "110000", "pension", 100, 20240210),  # 3 not a resident id: invalid
             pay(A, 202402, "110000", "pension", 100, 20240210),      # 4 no such slot (202402 is in 310000)
             pay(A, 202001, "110000", "pension", 100, 20240210),      # 5 deemed slot
             pay(A, 202413, "11000", "pensionx", 0, 20240230),        # 6 month first
@@ -579,7 +607,7 @@ class TestWrites(StoreTest):
             pay(A, 202401, "110000", "pension", 100.0, 20240210),    # 13 a float amount
             pay(A, 202402, "310000", "pension", 30000, 20240301),    # 14 ok: 0 -> 30000, date 20240301
         ]}
-        pay1_exp = [{"ok": True}, {"ok": True}, error_of(4, "items[2].id"), error_of(4, "items[3].id"),
+        pay1_exp = [{"ok": True}, {"ok": True}, error_of(4, "items[2].id"), error_of(3, "items[3].id"),
                     error_of(4, "items[4]"), error_of(3, "items[5]"), error_of(3, "items[6].month"),
                     error_of(3, "items[7].city"), error_of(3, "items[8].type"), error_of(3, "items[9].amount"),
                     error_of(3, "items[10].amount"), error_of(3, "items[11].date"), error_of(3, "items[12].id"),
@@ -633,10 +661,11 @@ class TestWrites(StoreTest):
                                   "interrupted": [{"type": "medical", "city": "110000", "owed": 60000},
                                                   {"type": "unemployment", "city": "110000", "owed": 5000}],
                                   "balance": 50000})
-        for k, pid in ((1, U), (2, "bogus")):
+        # Appendix A: a valid id not stored is not_found, a string that is not a resident id invalid
+        for k, pid, code in ((1, U, 4), (2, "bogus", 3)):
             self.assertEqual(set(res[k]), {"id", "error"})
             self.assertEqual(res[k]["id"], pid)
-            self.assertEqual(strip_error(res[k]["error"]), error_of(4, "accounts[%d].id" % k))
+            self.assertEqual(strip_error(res[k]["error"]), error_of(code, "accounts[%d].id" % k))
         a_exp[2].update(paid=120000, paid_date=20240210)
         self.assertEqual(get(A), {"person": {"id": A, "slots": a_exp}})
         # replay: the same answer and nothing changes (a fresh run with balance 100000 would
@@ -899,6 +928,679 @@ class TestMapFull(StoreTest):
         for p in (small, big):
             self.assertEqual(not_found_by_id(e.err("person.get", {"id": p["id"]})), NOT_FOUND_ID)
         self.assertEqual(e.close(), 0)
+
+
+# ======================================================================
+# 6. The spec's later points, by hand
+
+XB = TD.bad_utf8  # a str that packs as these (invalid UTF-8) bytes
+
+
+def spoil(text, k, bad=b"\xff"):
+    """text with its k-th byte replaced by invalid UTF-8."""
+    b = text.encode("utf-8")
+    return XB(b[:k] + bad + b[k + 1:])
+
+
+def id_with_check(first_part, want_x, start=0):
+    """A valid id whose first characters are first_part, ending in X or not."""
+    for n in range(start, 100000):
+        first17 = (first_part + "%0*d" % (17 - len(first_part), n))[:17]
+        pid = make_id(first17)
+        if R.valid_id(pid) and (pid[17] == "X") == want_x:
+            return pid
+    raise AssertionError("no id for " + first_part)
+
+
+def encoder(reorder=False, ints=None, wide=False, seed=None):
+    """encode(message) -> bytes: the envelope as usual, params in another
+    encoding of the same value. reorder: map keys in reverse order; ints:
+    "u32"/"u64"/"i32"/"i64" for every integer that fits; wide: strings,
+    arrays and maps with 32-bit length headers; seed: TD.pack_variant at random."""
+    def params_bytes(v):
+        if seed is not None:
+            return TD.pack_variant(v, random.Random(seed), 0.7)
+        out = bytearray()
+
+        def w(o):
+            t = type(o)
+            if t is int and ints is not None:
+                fmt = {"u32": (0xce, ">I", 0, 2 ** 32 - 1), "u64": (0xcf, ">Q", 0, 2 ** 64 - 1),
+                       "i32": (0xd2, ">i", -2 ** 31, 2 ** 31 - 1), "i64": (0xd3, ">q", -2 ** 63, 2 ** 63 - 1)}[ints]
+                if fmt[2] <= o <= fmt[3]:
+                    out.extend(bytes([fmt[0]]) + struct.pack(fmt[1], o))
+                    return
+            if t is str and wide:
+                b = o.encode("utf-8", "surrogateescape")
+                out.extend(b"\xdb" + struct.pack(">I", len(b)) + b)
+            elif t is list:
+                out.extend(b"\xdd" + struct.pack(">I", len(o)) if wide else _arr_hdr(len(o)))
+                for x in o:
+                    w(x)
+            elif t is dict:
+                items = list(o.items())
+                if reorder:
+                    items.reverse()
+                out.extend(b"\xdf" + struct.pack(">I", len(items)) if wide else _map_hdr(len(items)))
+                for k, x in items:
+                    w(k)
+                    w(x)
+            else:
+                out.extend(pack1(o))
+        w(v)
+        return bytes(out)
+
+    def encode(m):
+        return b"\x94" + pack1(m[0]) + pack1(m[1]) + pack1(m[2]) + b"\x91" + params_bytes(m[3][0])
+    return encode
+
+
+def _arr_hdr(n):
+    return bytes([0x90 | n]) if n < 16 else b"\xdc" + struct.pack(">H", n)
+
+
+def _map_hdr(n):
+    return bytes([0x80 | n]) if n < 16 else b"\xde" + struct.pack(">H", n)
+
+
+ENCODINGS = [("keys reversed", encoder(reorder=True)), ("ints as uint32", encoder(ints="u32")),
+             ("ints as uint64", encoder(ints="u64")), ("ints as int32", encoder(ints="i32")),
+             ("ints as int64", encoder(ints="i64")), ("str32/array32/map32", encoder(wide=True)),
+             ("all at once", encoder(reorder=True, ints="i64", wide=True))] + \
+            [("random re-encoding %d" % k, encoder(seed=k)) for k in range(4)]
+
+CAP_RATES = {"pension": {"employer": 600000, "individual": 600000},
+             "medical": {"employer": 500000, "individual": 500000},
+             "unemployment": {"employer": 100000}}
+POLICY_440 = {"city": "440100", "deadline": {"day": 15},
+              "periods": [{"from": 202001, "base_min": 0, "base_max": 10 ** 10, "rates": CAP_RATES}],
+              "withhold": {"order": ["pension", "medical", "unemployment"], "mode": "stop"}}
+POLICY_320 = dict(POLICY_440, city="320500", withhold={"order": ["pension", "medical", "unemployment"],
+                                                         "mode": "skip"})
+CAP = 10 ** 10
+
+
+def pay(pid, month, city, type_, amount, date):
+    return {"id": pid, "month": month, "city": city, "type": type_, "amount": amount, "date": date}
+
+
+class SpecTest(StoreTest):
+    def check_no_echo(self, r):
+        bad = TD.invalid_strings(r, "response", [])
+        self.assertEqual(bad, [], "invalid UTF-8 echoed back (SPEC 2.1): %r" % (r,))
+        return r
+
+    def call(self, e, method, params, encode=None):
+        return self.check_no_echo(e.call(method, params, encode))
+
+    def err_at(self, e, method, params, encode=None):
+        r = self.call(e, method, params, encode)
+        self.assertIsNone(r[3], (method, r))
+        self.assertIsNotNone(r[2], (method, r))
+        return strip_error(r[2])
+
+
+class TestSpecScan(SpecTest):
+    """§5.1: scan.after is nil, an id or an id prefix; ids compare as strings."""
+
+    def test_scan_prefixes(self):
+        e = self.open_eval(self.path("store"))
+        e.ok("policy.put", {"policy": POLICY_110})
+        ids = set()
+        for k, area in enumerate(("110105", "110106", "310104", "440106", "320502", "110105")):
+            for birth in ("19800101", "19851231", "19700615"):
+                for want_x in (False, True):
+                    ids.add(id_with_check(area + birth, want_x, start=k * 7))
+        ids = sorted(ids)
+        self.assertGreater(len(ids), 25)
+        self.assertTrue(any(i.endswith("X") for i in ids))
+        r = e.ok("person.put", {"persons": [{"id": i, "slots": [slot(202401, "110000", "pension", "employee",
+                                                                      500000)]} for i in ids]})
+        self.assertEqual(r, {"results": [{"id": i, "ok": True} for i in ids]})
+        x_id = next(i for i in ids if i.endswith("X"))
+        wrong_check = x_id[:17] + "0"  # 18 characters, digits: a prefix, though not a valid id
+        afters = [None, "0", "1", "11", "110105", "1101051980", "110106", "3", "31", "310104198512",
+                  "4401061", "9", "99999999999999999X", "999999999999999999", ids[0], ids[5], ids[-1],
+                  x_id, x_id[:17], x_id[:17] + "9", wrong_check, ids[3][:17], ids[3][:16]]
+        for after in afters:
+            for limit in (1, 4, 100000):
+                want = [i for i in ids if after is None or i > after][:limit]  # string order (§5.1)
+                params = {"as_of": 20240301, "scan": {"after": after, "limit": limit}}
+                res = e.ok("medical.status", params)
+                self.assertEqual([x["id"] for x in res["results"]], want, "after %r limit %d" % (after, limit))
+                self.assertEqual(res["next"], want[-1] if len(want) == limit else None, after)
+        # two walkers split the city at a prefix: [start, "3") and ("3", end]
+        res = e.ok("years.compute", {"as_of": 20240301, "scan": {"after": "3", "limit": 100000}})
+        self.assertEqual([x["id"] for x in res["results"]], [i for i in ids if i[0] >= "3"])
+        # paging from a prefix: pages of 3, each after the last id of the one before
+        got, after = [], "110106"
+        while True:
+            res = e.ok("arrears.compute", {"as_of": 20240301, "scan": {"after": after, "limit": 3}})
+            got += [x["id"] for x in res["results"]]
+            if res["next"] is None:
+                break
+            after = res["next"]
+        self.assertEqual(got, [i for i in ids if i > "110106"])
+        invalid = [5, 0, -1, 1.5, True, [], {}, b"110105", "", "11010a", " 110105", "110105 ", "x", "X",
+                   "11010X", x_id[:17].lower() + "x", x_id[:16] + "X", x_id[:16] + "X" + "1", x_id + "1",
+                   "1" * 19, "-1", "+1", "1.5", "１１０１０５", "110105\u00e9", spoil("110105", 3), XB(b"\xff"),
+                   XB(b"11\xed\xa0\x80"), wrong_check[:17] + "x"]
+        for after in invalid:
+            for method in ("medical.status", "arrears.compute"):
+                self.assertEqual(self.err_at(e, method, {"as_of": 20240301, "scan": {"after": after, "limit": 5}}),
+                                 error_of(3, "scan.after"), "after %r" % (after,))
+        # scan.after is checked before scan.limit (Appendix A lists after first)
+        self.assertEqual(self.err_at(e, "medical.status", {"as_of": 20240301, "scan": {"after": "", "limit": 0}}),
+                         error_of(3, "scan.after"))
+        self.assertEqual(e.close(), 0)
+
+
+class TestSpecIdempotency(SpecTest):
+    """Appendix A: the payload is the method and the params as a value."""
+
+    def test_retries_reencoded(self):
+        e = self.open_eval(self.path("store"))
+        e.ok("policy.put", {"policy": POLICY_110})
+        e.ok("person.put", {"persons": [
+            {"id": A, "slots": [slot(202401, "110000", "pension", "employee", 500000),
+                                slot(202401, "110000", "medical", "employee", 500000)]},
+            {"id": C, "slots": [slot(202401, "110000", "pension", "employee", 500000)]}]})
+        a_exp = [slot(202401, "110000", "pension", "employee", 500000, 50000, 20240210),
+                 slot(202401, "110000", "medical", "employee", 500000, 200, 20240211)]
+
+        def state():
+            return [e.ok("person.get", {"id": A}), self.call(e, "person.get", {"id": C})[2:]]
+
+        pay1 = {"idem": "re-1", "items": [pay(A, 202401, "110000", "pension", 50000, 20240210),
+                                          pay(A, 202401, "110000", "medical", 200, 20240211)]}
+        r1 = self.call(e, "payment.apply", pay1)
+        self.assertEqual(r1[2:], [None, {"results": [{"ok": True}, {"ok": True}]}])
+        self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": a_exp}})
+        before = state()
+        for name, enc in ENCODINGS:
+            self.assertEqual(self.call(e, "payment.apply", pay1, enc)[2:], r1[2:], "retry, " + name)
+            self.assertEqual(state(), before, "retry changed the store, " + name)
+
+        # withhold.run: A owes pension 120000 - 50000 = 70000 (paid), medical 60000 - 200 = 59800
+        # (> 30000 left: interrupted); 110000 stops after it. paid_date max(20240210, 20240131).
+        wh = {"idem": "re-wh", "month": 202401, "date": 20240131, "accounts": [{"id": A, "balance": 100000}]}
+        w1 = self.call(e, "withhold.run", wh)
+        self.assertEqual(w1[2:], [None, {"results": [{"id": A, "paid": [{"type": "pension", "city": "110000",
+                                                                          "amount": 70000}],
+                                                      "interrupted": [{"type": "medical", "city": "110000",
+                                                                       "owed": 59800}],
+                                                      "balance": 30000}]}])
+        a_exp[0].update(paid=120000)
+        self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": a_exp}})
+        before = state()
+        for name, enc in ENCODINGS:
+            self.assertEqual(self.call(e, "withhold.run", wh, enc)[2:], w1[2:], "withhold retry, " + name)
+            self.assertEqual(state(), before, "withhold retry changed the store, " + name)
+
+        # person.put with idem: a re-encoded retry replays and does not overwrite a later payment
+        put = {"idem": "re-put", "persons": [{"id": B, "retire_class": "f55", "slots": [
+            slot(202402, "110000", "pension", "flexible", 300000),
+            slot(202401, "110000", "pension", "flexible", 300000, 1, 20240105)]}]}
+        p1 = self.call(e, "person.put", put)
+        self.assertEqual(p1[2:], [None, {"results": [{"id": B, "ok": True}]}])
+        self.assertEqual(e.ok("payment.apply", {"idem": "re-pay-b", "items": [
+            pay(B, 202402, "110000", "pension", 60000, 20240301)]}), {"results": [{"ok": True}]})
+        b_exp = {"person": {"id": B, "retire_class": "f55", "slots": [
+            slot(202401, "110000", "pension", "flexible", 300000, 1, 20240105),
+            slot(202402, "110000", "pension", "flexible", 300000, 60000, 20240301)]}}
+        self.assertEqual(e.ok("person.get", {"id": B}), b_exp)
+        for name, enc in ENCODINGS:
+            self.assertEqual(self.call(e, "person.put", put, enc)[2:], p1[2:], "put retry, " + name)
+            self.assertEqual(e.ok("person.get", {"id": B}), b_exp, "put retry overwrote, " + name)
+
+        # person.delete with idem: the retry replays ok
+        d1 = self.call(e, "person.delete", {"id": C, "idem": "re-del"})
+        self.assertEqual(d1[2:], [None, {"ok": True}])
+        for name, enc in ENCODINGS:
+            self.assertEqual(self.call(e, "person.delete", {"id": C, "idem": "re-del"}, enc)[2:], d1[2:], name)
+
+        # another value under the same key: conflict at idem, nothing changes
+        before = state()
+        items = pay1["items"]
+        it0 = items[0]
+        conflicts = [
+            ("amount + 1", dict(pay1, items=[dict(it0, amount=50001), items[1]])),
+            ("an item dropped", dict(pay1, items=items[:1])),
+            ("items swapped", dict(pay1, items=[items[1], items[0]])),
+            ("an item twice", dict(pay1, items=items + items[:1])),
+            ("an unknown key added", dict(pay1, note="retry")),
+            ("an unknown key added to an item", dict(pay1, items=[dict(it0, note=1), items[1]])),
+            ("an integer sent as a float", dict(pay1, items=[dict(it0, amount=50000.0), items[1]])),
+            ("a string sent as bin", dict(pay1, items=[dict(it0, city=b"110000"), items[1]])),
+            ("a date one day later", dict(pay1, items=[dict(it0, date=20240211), items[1]])),
+        ]
+        for name, params in conflicts:
+            for enc in (None, ENCODINGS[-1][1]):
+                self.assertEqual(self.err_at(e, "payment.apply", params, enc), error_of(5, "idem"), name)
+        self.assertEqual(self.err_at(e, "withhold.run", dict(wh, accounts=[{"id": A, "balance": 100001}])),
+                         error_of(5, "idem"))
+        self.assertEqual(self.err_at(e, "withhold.run", dict(wh, idem="re-1")), error_of(5, "idem"))
+        self.assertEqual(self.err_at(e, "person.put", dict(put, persons=[dict(put["persons"][0], retire_class="f50")])),
+                         error_of(5, "idem"))
+        self.assertEqual(self.err_at(e, "person.put", dict(put, idem="re-1")), error_of(5, "idem"))
+        self.assertEqual(state(), before)
+        self.assertEqual(e.ok("person.get", {"id": B}), b_exp)
+        self.assertEqual(e.close(), 0)
+
+
+class TestSpecPaymentCap(SpecTest):
+    """R13: paid never passes 10^10 fen; R12 treats such a slot as not payable."""
+
+    def test_payment_cap(self):
+        e = self.open_eval(self.path("store"))
+        e.ok("policy.put", {"policy": POLICY_110})
+        f_slots = [slot(202401, "110000", "pension", "employee", 500000, CAP - 100, 20240110),
+                   slot(202401, "110000", "medical", "employee", 500000),
+                   slot(202401, "110000", "unemployment", "employee", 500000, CAP, 20240110),
+                   slot(202402, "110000", "pension", "employee", 500000)]
+        self.assertEqual(e.ok("person.put", {"persons": [{"id": A, "slots": f_slots}]}),
+                         {"results": [{"id": A, "ok": True}]})
+        cap1 = {"idem": "cap-1", "items": [
+            pay(A, 202401, "110000", "pension", 60, 20240212),        # 0 ok: CAP - 40
+            pay(A, 202401, "110000", "pension", 40, 20240212),        # 1 ok: exactly CAP
+            pay(A, 202401, "110000", "pension", 1, 20240301),         # 2 past CAP: amount; date unchanged
+            pay(A, 202401, "110000", "medical", CAP, 20240213),       # 3 ok: 0 -> CAP
+            pay(A, 202401, "110000", "medical", 1, 20240213),         # 4 past CAP
+            pay(A, 202401, "110000", "unemployment", 1, 20240213),    # 5 stored at CAP already
+            pay(A, 202402, "110000", "pension", CAP, 20240301),       # 6 ok: 0 -> CAP in one payment
+            pay(A, 202402, "110000", "pension", CAP, 20240302),       # 7 2 * CAP
+            pay(A, 202401, "110000", "pension", CAP + 1, 20240301),   # 8 the field's own range: amount
+            pay(A, 202403, "110000", "pension", 1, 20240301),         # 9 no slot: items[9]
+            pay(A, 202401, "110000", "maternity", CAP, 20240301),     # 10 no slot before the cap
+        ]}
+        want = [{"ok": True}, {"ok": True}, error_of(3, "items[2].amount"), {"ok": True},
+                error_of(3, "items[4].amount"), error_of(3, "items[5].amount"), {"ok": True},
+                error_of(3, "items[7].amount"), error_of(3, "items[8].amount"), error_of(4, "items[9]"),
+                error_of(4, "items[10]")]
+        r1 = self.call(e, "payment.apply", cap1)
+        self.assertIsNone(r1[2], r1)
+        got = r1[3]["results"]
+        self.assertEqual(len(got), len(want))
+        for k, (g, x) in enumerate(zip(got, want)):
+            if "ok" in x:
+                self.assertEqual(g, x, "item %d" % k)
+            else:
+                self.assertEqual(set(g), {"error"}, "item %d: %r" % (k, g))
+                self.assertEqual(strip_error(g["error"]), x, "item %d" % k)
+        f_exp = [slot(202401, "110000", "pension", "employee", 500000, CAP, 20240212),
+                 slot(202402, "110000", "pension", "employee", 500000, CAP, 20240301),
+                 slot(202401, "110000", "medical", "employee", 500000, CAP, 20240213),
+                 slot(202401, "110000", "unemployment", "employee", 500000, CAP, 20240110)]
+        self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": f_exp}})
+        # every stored slot is still a valid person.put input
+        self.assertEqual(e.ok("person.put", {"persons": [e.ok("person.get", {"id": A})["person"]]}),
+                         {"results": [{"id": A, "ok": True}]})
+        # across requests: CAP - 1, then 1 (exactly CAP), then 1 more (error)
+        e.ok("person.put", {"persons": [{"id": B, "slots": [slot(202401, "110000", "pension", "flexible", 300000)]}]})
+        steps = [(CAP - 1, {"ok": True}), (1, {"ok": True}), (1, error_of(3, "items[0].amount"))]
+        for k, (amount, x) in enumerate(steps):
+            r = self.call(e, "payment.apply", {"idem": "cap-b-%d" % k,
+                                               "items": [pay(B, 202401, "110000", "pension", amount, 20240120 + k)]})
+            g = r[3]["results"][0]
+            self.assertEqual(g if "ok" in x else strip_error(g.get("error", {})), x, "step %d" % k)
+        self.assertEqual(e.ok("person.get", {"id": B})["person"]["slots"],
+                         [slot(202401, "110000", "pension", "flexible", 300000, CAP, 20240121)])
+        # the replay answers the same and changes nothing
+        self.assertEqual(self.call(e, "payment.apply", cap1)[2:], r1[2:])
+        self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": f_exp}})
+        self.assertEqual(e.close(), 0)
+
+    def test_withhold_cap(self):
+        """Employee dues reach 1.2 * 10^10 (rates 600000 + 600000 on a base of 10^10): paying
+        such a slot's owed would carry paid past 10^10, so it is interrupted."""
+        e = self.open_eval(self.path("store"))
+        for pol in (POLICY_440, POLICY_320):
+            e.ok("policy.put", {"policy": pol})
+        # dues: pension base 10^10 -> 6e9 + 6e9 = 1.2e10; medical base 10^10 -> 5e9 + 5e9 = 10^10;
+        # unemployment base 1000 -> 100
+        w_slots = [slot(202402, "440100", "pension", "employee", CAP, 5 * 10 ** 9, 20240210),
+                   slot(202402, "440100", "medical", "employee", CAP),
+                   slot(202402, "440100", "unemployment", "employee", 1000)]
+        w2_slots = [slot(202402, "320500", "pension", "employee", CAP, 5 * 10 ** 9, 20240210),
+                    slot(202402, "320500", "medical", "employee", CAP, 1, 20240210),
+                    slot(202402, "320500", "unemployment", "employee", 1000)]
+        w3_slots = [slot(202402, "320500", "medical", "employee", CAP),
+                    slot(202402, "320500", "pension", "employee", 10 ** 8)]  # due 1.2e8
+        e.ok("person.put", {"persons": [{"id": A, "slots": w_slots}, {"id": B, "slots": w2_slots},
+                                        {"id": D, "slots": w3_slots}]})
+        w = self.call(e, "withhold.run", {"idem": "wh-cap", "month": 202402, "date": 20240229, "accounts": [
+            {"id": A, "balance": CAP}, {"id": B, "balance": CAP}, {"id": D, "balance": CAP}]})
+        self.assertIsNone(w[2], w)
+        self.assertEqual(w[3]["results"], [
+            # 440100 stops: pension 7e9 fits the balance but not the cap; the rest follow it
+            {"id": A, "paid": [], "interrupted": [{"type": "pension", "city": "440100", "owed": 7 * 10 ** 9},
+                                                  {"type": "medical", "city": "440100", "owed": CAP},
+                                                  {"type": "unemployment", "city": "440100", "owed": 100}],
+             "balance": CAP},
+            # 320500 skips: medical to exactly 10^10, then 1 fen left for unemployment's 100
+            {"id": B, "paid": [{"type": "medical", "city": "320500", "amount": CAP - 1}],
+             "interrupted": [{"type": "pension", "city": "320500", "owed": 7 * 10 ** 9},
+                             {"type": "unemployment", "city": "320500", "owed": 100}],
+             "balance": 1},
+            # pension 1.2e8 paid first, then medical's 10^10 no longer fits the balance
+            {"id": D, "paid": [{"type": "pension", "city": "320500", "amount": 12 * 10 ** 7}],
+             "interrupted": [{"type": "medical", "city": "320500", "owed": CAP}],
+             "balance": CAP - 12 * 10 ** 7}])
+        self.assertEqual(e.ok("person.get", {"id": A})["person"]["slots"], [
+            w_slots[0], w_slots[1], w_slots[2]])
+        b_exp = [dict(w2_slots[0]), dict(w2_slots[1], paid=CAP, paid_date=20240229), dict(w2_slots[2])]
+        self.assertEqual(e.ok("person.get", {"id": B})["person"]["slots"], b_exp)
+        # the full medical due (exactly 10^10) is payable from a balance of 10^10
+        w = self.call(e, "withhold.run", {"idem": "wh-cap-2", "month": 202402, "date": 20240229, "accounts": [
+            {"id": D, "balance": CAP}]})
+        self.assertEqual(w[3]["results"], [{"id": D, "paid": [{"type": "medical", "city": "320500", "amount": CAP}],
+                                            "interrupted": [], "balance": 0}])
+        self.assertEqual(e.close(), 0)
+
+
+class TestSpecUtf8(SpecTest):
+    """§2.1: a string that is not valid UTF-8 is invalid_argument at its path and
+    is never echoed: a per-person result carries "id": nil then."""
+
+    def test_invalid_utf8(self):
+        e = self.open_eval(self.path("store"))
+        e.ok("policy.put", {"policy": POLICY_110})
+        a_slots = [slot(202401, "110000", "pension", "employee", 500000)]
+        e.ok("person.put", {"persons": [{"id": A, "slots": a_slots}]})
+        bad_a = spoil(A, 6)
+        c_slot = dict(slot(202401, "110000", "pension", "employee", 500000), note=XB(b"\xff\xfe"))
+        r = self.call(e, "person.put", {"persons": [
+            {"id": bad_a, "slots": a_slots},
+            {"id": B, "slots": [dict(a_slots[0], city=spoil("110000", 2))]},
+            {"id": C, "slots": [c_slot]},
+            {"id": XB(b"\xed\xa0\x80" + A[3:].encode()), "slots": []}]})
+        res = r[3]["results"]
+        self.assertEqual(res[0]["id"], None)
+        self.assertEqual(strip_error(res[0]["error"]), error_of(3, "persons[0].id"))
+        self.assertEqual(res[1]["id"], B)
+        self.assertEqual(strip_error(res[1]["error"]), error_of(3, "persons[1].slots[0].city"))
+        self.assertEqual(res[2], {"id": C, "ok": True})  # an unknown key is ignored, whatever it holds
+        self.assertEqual(res[3]["id"], None)
+        self.assertEqual(strip_error(res[3]["error"]), error_of(3, "persons[3].id"))
+        self.assertEqual(not_found_by_id(e.err("person.get", {"id": B})), NOT_FOUND_ID)
+        self.assertEqual(e.ok("person.get", {"id": C}), {"person": {"id": C, "slots": [
+            slot(202401, "110000", "pension", "employee", 500000)]}})
+
+        # the same as inline persons
+        r = self.call(e, "arrears.compute", {"as_of": 20240301, "persons": [{"id": bad_a, "slots": a_slots}]})
+        self.assertEqual(r[3]["results"][0]["id"], None)
+        self.assertEqual(strip_error(r[3]["results"][0]["error"]), error_of(3, "persons[0].id"))
+        # ids: invalid_argument at ids[i], "id": nil
+        r = self.call(e, "medical.status", {"as_of": 20240301, "ids": [A, bad_a, XB(b"\xff")]})
+        res = r[3]["results"]
+        self.assertEqual(res[0]["id"], A)
+        self.assertNotIn("error", res[0])
+        for k in (1, 2):
+            self.assertEqual(set(res[k]), {"id", "error"})
+            self.assertIsNone(res[k]["id"])
+            self.assertEqual(strip_error(res[k]["error"]), error_of(3, "ids[%d]" % k))
+        # payment items: the field's path; the good item still applies
+        r = self.call(e, "payment.apply", {"idem": "u-1", "items": [
+            pay(bad_a, 202401, "110000", "pension", 100, 20240210),
+            pay(A, 202401, spoil("110000", 0), "pension", 100, 20240210),
+            pay(A, 202401, "110000", spoil("pension", 2, b"\xc0\xb1"), 100, 20240210),
+            pay(A, 202401, "110000", "pension", 100, 20240210)]})
+        res = r[3]["results"]
+        self.assertEqual([strip_error(x["error"]) for x in res[:3]],
+                         [error_of(3, "items[0].id"), error_of(3, "items[1].city"), error_of(3, "items[2].type")])
+        self.assertEqual(res[3], {"ok": True})
+        a_exp = [slot(202401, "110000", "pension", "employee", 500000, 100, 20240210)]
+        self.assertEqual(e.ok("person.get", {"id": A})["person"]["slots"], a_exp)
+        # withhold accounts
+        r = self.call(e, "withhold.run", {"idem": "u-2", "month": 202401, "date": 20240131,
+                                          "accounts": [{"id": bad_a, "balance": 1}]})
+        self.assertEqual(r[3]["results"][0]["id"], None)
+        self.assertEqual(strip_error(r[3]["results"][0]["error"]), error_of(3, "accounts[0].id"))
+        # an idem key that is not UTF-8: request level, nothing written, nothing recorded
+        bad_key = spoil("pay-x", 3)
+        for _ in range(2):
+            self.assertEqual(self.err_at(e, "payment.apply", {"idem": bad_key, "items": [
+                pay(A, 202401, "110000", "pension", 5, 20240211)]}), error_of(3, "idem"))
+            self.assertEqual(self.err_at(e, "person.put", {"idem": bad_key, "persons": [
+                {"id": D, "slots": []}]}), error_of(3, "idem"))
+            self.assertEqual(self.err_at(e, "withhold.run", {"idem": bad_key, "month": 202401, "date": 20240131,
+                                                             "accounts": [{"id": A, "balance": CAP}]}),
+                             error_of(3, "idem"))
+            self.assertEqual(self.err_at(e, "person.delete", {"id": A, "idem": bad_key}), error_of(3, "idem"))
+        self.assertEqual(e.ok("person.get", {"id": A})["person"]["slots"], a_exp)
+        self.assertEqual(not_found_by_id(e.err("person.get", {"id": D})), NOT_FOUND_ID)
+        # a method name that is not UTF-8: invalid_argument at "method" (the stream goes on)
+        for name in (spoil("person.get", 7), XB(b"\xff"), spoil("ping", 1, b"\xed\xa0\x80")):
+            self.assertEqual(self.err_at(e, name, {"id": A}), error_of(3, "method"))
+        self.assertEqual(e.ok("ping", {})["pong"], True)
+        # request-level strings
+        self.assertEqual(self.err_at(e, "person.get", {"id": bad_a}), error_of(3, "id"))
+        self.assertEqual(self.err_at(e, "person.delete", {"id": bad_a}), error_of(3, "id"))
+        self.assertEqual(self.err_at(e, "policy.get", {"city": spoil("110000", 5)}), error_of(3, "city"))
+        self.assertEqual(self.err_at(e, "housing.check", {"as_of": 20240301, "city": spoil("110000", 1),
+                                                          "ids": [A]}), error_of(3, "city"))
+        self.assertEqual(self.err_at(e, "medical.status", {"as_of": 20240301, "scan": {"after": spoil(A, 4),
+                                                                                       "limit": 5}}),
+                         error_of(3, "scan.after"))
+        pol = dict(POLICY_110, name=spoil("Test 110", 0))
+        self.assertEqual(self.err_at(e, "policy.put", {"policy": pol}), error_of(3, "policy.name"))
+        pol = dict(POLICY_110, periods=[dict(POLICY_110["periods"][0], rates=dict(RATES, **{XB(b"pens\xffion"): {}}))])
+        self.assertEqual(self.err_at(e, "policy.put", {"policy": pol}), error_of(3, "policy.periods[0].rates"))
+        self.assertEqual(e.ok("policy.get", {"city": "110000"})["policy"]["name"], "Test 110")
+        self.assertEqual(e.close(), 0)
+
+
+# ======================================================================
+# 7. Random differential of the store against tests/reference.py
+
+
+STORE_CITIES = ("110000", "310000", "440100", "320500")
+
+
+class StoreGen(object):
+    """Seeded requests on a small store: the ids reuse a pool, so that writes,
+    payments and withholding runs meet the same persons and slots."""
+
+    # False leaves out the four later points (invalid UTF-8, scan.after prefixes and
+    # invalid forms, re-encoded retries, amounts near the 10^10 cap): the rest of the
+    # model can then be checked against an evaluator that predates them
+    POINTS = True
+
+    def __init__(self, seed, ref):
+        self.r = random.Random(seed)
+        self.ref = ref  # its store picks targets (inputs only; answers come from it afterwards)
+        self.points = self.POINTS
+        self.msgid = 0
+        self.ids = []
+        for area in ("110105", "110106", "310104", "440106"):
+            for k in range(4):
+                self.ids.append(id_with_check(area + "1980%02d%02d" % (k + 1, k + 10), k % 2 == 1,
+                                              start=self.r.randrange(500)))
+        self.sent = []  # (method, params) of idem requests, for retries
+        self.keys = 0
+
+    def req(self, method, params):
+        self.msgid += 1
+        return [0, self.msgid, method, [params]]
+
+    def any_id(self):
+        r = self.r
+        x = r.random()
+        if x < 0.03 and self.points:
+            return TD.spoil_utf8(r, r.choice(self.ids))
+        if x < 0.05:  # a string that is not a resident id (Appendix A: invalid_argument)
+            pid = r.choice(self.ids)
+            return r.choice((pid[:17], pid + "1", pid[:17] + ("0" if pid[17] != "0" else "1"), "bogus"))
+        return r.choice(self.ids)
+
+    def slot(self, month, city, typ):
+        r = self.r
+        cat = r.choice(("employee", "employee", "flexible"))
+        x = r.random()
+        if x < 0.08:
+            return slot(month, city, typ, cat, 0, deemed=True)
+        base = r.choice((500000, 300000, CAP if self.points else 10 ** 9, r.randint(0, 2000000)))
+        x = r.random()
+        if x < 0.5:
+            paid, date = 0, 0
+        elif x < 0.7 and self.points:
+            paid, date = CAP - r.choice((0, 1, 100, 10 ** 6)), 20240110
+        else:
+            paid, date = r.randint(1, 200000), 20240101 + r.randint(0, 27)
+        return slot(month, city, typ, cat, base, paid, date)
+
+    def person(self):
+        r = self.r
+        pid = self.any_id()
+        slots = {}
+        for _ in range(r.randint(0, 6)):
+            key = (r.choice((202401, 202402, 202403)), r.choice(STORE_CITIES), r.choice(TYPES[:3]))
+            slots[key] = self.slot(*key)
+        p = {"id": pid, "slots": list(slots.values())}
+        if r.random() < 0.2:
+            p["retire_class"] = r.choice(R.RETIRE_CLASSES)
+        if r.random() < 0.05 and p["slots"] and self.points:
+            p["slots"][0]["city"] = TD.spoil_utf8(r, "110000")
+        return p
+
+    def idem(self):
+        self.keys += 1
+        if self.r.random() < 0.02 and self.points:
+            return TD.spoil_utf8(self.r, "k-%d" % self.keys)
+        return "k-%d" % self.keys
+
+    def next(self):
+        """(message, encode?): encode is None or a function re-encoding the message."""
+        r = self.r
+        x = r.random()
+        enc = None
+        if r.random() < 0.1 and self.points:
+            vr = random.Random(r.random())
+            enc = lambda m: TD.pack_variant(m, vr, 0.6)  # noqa: E731
+        if x < 0.15 and self.sent:
+            # a retry of an earlier keyed request: the same value (maybe re-encoded), or another
+            method, params = r.choice(self.sent)
+            params = copy.deepcopy(params)
+            if r.random() < 0.35:
+                self.mutate(params)
+            vr = random.Random(r.random())
+            if r.random() < 0.7 and self.points:
+                return self.req(method, params), lambda m: TD.pack_variant(m, vr, 0.7)
+            return self.req(method, params), None
+        if x < 0.3:
+            params = {"persons": [self.person() for _ in range(r.randint(1, 3))]}
+            if r.random() < 0.4:
+                params["idem"] = self.idem()
+            return self.keyed("person.put", params), enc
+        if x < 0.55:
+            items = []
+            stored = [(pid, s) for pid, sp in sorted(self.ref.persons.items()) for s in sp.slots]
+            for _ in range(r.randint(1, 4)):
+                if stored and r.random() < 0.75:
+                    pid, s = r.choice(stored)
+                    left = CAP - s["paid"]
+                    amount = r.choice((1, 100, 50000, left, left, left + 1, r.randint(1, 10 ** 6)))
+                    if not self.points:
+                        amount = r.choice((1, 100, 50000, r.randint(1, 10 ** 6)))
+                    items.append(pay(pid, s["month"], s["city"], s["type"], max(1, amount),
+                                     20240201 + r.randint(0, 27)))
+                    continue
+                amount = r.choice((1, 100, 50000, CAP, CAP - 1, r.randint(1, CAP)) if self.points
+                                  else (1, 100, 50000, r.randint(1, 10 ** 9)))
+                items.append(pay(self.any_id(), r.choice((202401, 202402, 202403)), r.choice(STORE_CITIES),
+                                 r.choice(TYPES[:3]), amount, 20240201 + r.randint(0, 27)))
+            return self.keyed("payment.apply", {"idem": self.idem(), "items": items}), enc
+        if x < 0.7:
+            month = r.choice((202401, 202402, 202403))
+            stored = sorted(self.ref.persons)
+            accounts = [{"id": r.choice(stored) if stored and r.random() < 0.8 else self.any_id(), "balance": r.choice((0, 1000, 100000, 10 ** 9, CAP))}
+                        for _ in range(r.randint(1, 3))]
+            return self.keyed("withhold.run", {"idem": self.idem(), "month": month, "date": 20240331,
+                                               "accounts": accounts}), enc
+        if x < 0.8:
+            after, _ok = TD.scan_after_values(r, lambda: r.choice(self.ids))
+            if r.random() < 0.5:
+                after = r.choice(self.ids)[:r.randint(1, 18)]
+            if not self.points:
+                after = r.choice(self.ids + [None])
+            method = r.choice(R.COMPUTE_METHODS)
+            params = {"as_of": r.choice((20240301, 20240415, 20241231)),
+                      "scan": {"after": after, "limit": r.choice((1, 2, 5, 100000))}}
+            if method == "housing.check":
+                params["city"] = r.choice(STORE_CITIES)
+            return self.req(method, params), enc
+        if x < 0.9:
+            method = r.choice(R.COMPUTE_METHODS)
+            params = {"as_of": r.choice((20240301, 20240415, 20241231)),
+                      "ids": [self.any_id() for _ in range(r.randint(1, 4))]}
+            if method == "housing.check":
+                params["city"] = r.choice(STORE_CITIES)
+            if method == "arrears.compute":
+                params["detail"] = True
+            return self.req(method, params), enc
+        if x < 0.97:
+            return self.req("person.get", {"id": r.choice(self.ids)}), enc
+        params = {"id": r.choice(self.ids)}
+        if r.random() < 0.5:
+            params["idem"] = self.idem()
+        return self.keyed("person.delete", params), enc
+
+    def keyed(self, method, params):
+        if isinstance(params.get("idem"), str) and R.is_text(params["idem"]):
+            self.sent.append((method, copy.deepcopy(params)))
+        return self.req(method, params)
+
+    def mutate(self, params):
+        r = self.r
+        for key in ("items", "accounts", "persons"):
+            lst = params.get(key)
+            if isinstance(lst, list) and lst and r.random() < 0.7:
+                x = r.random()
+                if x < 0.4 and isinstance(lst[0], dict):
+                    k = r.choice(sorted(lst[0], key=str))
+                    v = lst[0][k]
+                    lst[0][k] = v + 1 if isinstance(v, int) and not isinstance(v, bool) else [v]
+                elif x < 0.7:
+                    lst.pop()
+                else:
+                    lst.append(copy.deepcopy(lst[0]))
+                return
+        params["note"] = r.randint(0, 9)
+
+
+class TestStoreDifferential(StoreTest):
+    REQUESTS = 700
+
+    def test_random_store(self):
+        ref = R.Evaluator(store=True)
+        gen = StoreGen(SEED, ref)
+        msgs = []
+        for pol in (POLICY_110, POLICY_310, POLICY_440, POLICY_320):
+            msgs.append([2, "policy.put", [{"policy": pol}]])
+            ref.handle(msgs[-1])
+        cases = []
+        for _ in range(self.REQUESTS):
+            msg, enc = gen.next()
+            cases.append((msg, ref.handle(msg)))
+            msgs.append(enc(msg) if enc else msg)
+        got = run_batch(msgs, data=self.path("store"))
+        self.assertEqual(len(got), len(cases))
+        failures = []
+        counts = {}
+        for k, ((msg, want), g) in enumerate(zip(cases, got)):
+            diffs = TD.compare_response(msg, want, g, False)
+            key = msg[2] if R.is_text(msg[2]) else "<bad method>"
+            counts[key] = counts.get(key, 0) + 1
+            if diffs:
+                failures.append("request %d %s: %s\n    request %s\n    reference %s\n    evaluator %s" % (
+                    k, key, "; ".join("%s: %s vs %s" % (p, TD.summarize(a, 80), TD.summarize(b, 80))
+                                      for p, a, b in diffs[:4]),
+                    TD.summarize(msg, 600), TD.summarize(want, 400), TD.summarize(g, 400)))
+        print("\n[store-differential] seed %d: %s" % (SEED, ", ".join("%s %d" % kv for kv in sorted(counts.items()))),
+              file=sys.stderr)
+        if failures:
+            self.fail("%d of %d answers differ from the reference (seed %d); the first ones:\n%s" % (
+                len(failures), len(cases), SEED, "\n".join(failures[:6])))
 
 
 # ======================================================================
