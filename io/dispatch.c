@@ -37,6 +37,10 @@ struct dispatch {
 	uint32_t touched_capacity;
 	/* One scan page of stored persons. */
 	struct store_person *page;
+	/* The answer in parts (dispatch_frame_part); SIZE_MAX and NULL: whole. */
+	size_t part_bytes;
+	struct dispatch_resume *resume;
+	bool partial; /* the part written is not the last */
 };
 
 static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size);
@@ -314,10 +318,39 @@ static uint8_t stored_class(const struct store_person *p)
 	return p->retire_class >= 0 ? (uint8_t)p->retire_class : core_id_default_class(p->id);
 }
 
+/* A long answer comes in parts (dispatch_frame_part): the results array's
+ * header in the first, person after person until a part passes
+ * d->part_bytes, the tail in the last. True when the part is full: the
+ * caller stops, and `next` is where the next part begins. */
+static bool part_full(struct dispatch *d, uint32_t next, uint32_t count)
+{
+	size_t size;
+	proto_writer_data(d->writer, &size);
+	if (next == count || size < d->part_bytes) {
+		return false;
+	}
+	d->resume->next = next;
+	d->partial = true;
+	return true;
+}
+
+/* The first result of this part: 0 for a whole answer or a first part
+ * (which writes the header). */
+static uint32_t part_begin(struct dispatch *d, uint32_t msgid, uint32_t count, bool with_next)
+{
+	uint32_t first = d->resume != NULL ? d->resume->next : 0;
+	if (first == 0) {
+		proto_write_results_begin(d->writer, msgid, count, with_next);
+	}
+	return first;
+}
+
 static void compute_inline(struct dispatch *d, const struct proto_compute *req, uint32_t msgid)
 {
-	proto_write_results_begin(d->writer, msgid, req->person_count, false);
-	for (uint32_t i = 0; i < req->person_count; i++) {
+	for (uint32_t i = part_begin(d, msgid, req->person_count, false); i < req->person_count; i++) {
+		if (part_full(d, i, req->person_count)) {
+			return;
+		}
 		const char *id;
 		size_t id_size;
 		struct proto_error err;
@@ -331,33 +364,77 @@ static void compute_inline(struct dispatch *d, const struct proto_compute *req, 
 	}
 }
 
+/* One stored person by id, computed, or its error at path[index]. */
+static void compute_stored(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, const char *id,
+			   size_t id_size, const char *path, uint32_t index)
+{
+	struct proto_error err;
+	struct store_person p;
+	/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
+	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
+	if (rc == STORE_OK) {
+		compute_one(d, req, p.id, stored_class(&p), &p.timeline, path, index);
+		return;
+	}
+	if (rc == STORE_NOT_FOUND) {
+		proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "%s[%u]", path, index);
+	} else {
+		proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the person", "%s[%u]", path, index);
+	}
+	proto_write_person_error(d->writer, id, id_size, &err);
+}
+
 static void compute_ids(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
 {
-	proto_write_results_begin(d->writer, msgid, req->person_count, false);
-	for (uint32_t i = 0; i < req->person_count; i++) {
+	for (uint32_t i = part_begin(d, msgid, req->person_count, false); i < req->person_count; i++) {
+		if (part_full(d, i, req->person_count)) {
+			return;
+		}
 		const char *id;
 		size_t id_size;
 		struct proto_error err;
-		struct store_person p;
-		int rc = STORE_NOT_FOUND;
-		if (proto_compute_id(req, i, &id, &id_size, &err)) {
-			rc = txn == NULL ? STORE_NOT_FOUND : store_person_get(txn, id, id_size, &p);
-			if (rc == STORE_NOT_FOUND) {
-				proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "ids[%u]", i);
-			} else if (rc != STORE_OK) {
-				proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the person", "ids[%u]", i);
-			}
-		}
-		if (rc != STORE_OK) {
+		if (!proto_compute_id(req, i, &id, &id_size, &err)) {
 			proto_write_person_error(d->writer, id, id_size, &err);
 			continue;
 		}
-		compute_one(d, req, p.id, stored_class(&p), &p.timeline, "ids", i);
+		compute_stored(d, txn, req, id, id_size, "ids", i);
 	}
+}
+
+/* The scan page of a first part: its ids from `from` on are kept for the
+ * parts that follow, which look each up again (a person deleted since is
+ * not_found at its place), so that the answer has exactly the persons its
+ * header announced. */
+static bool scan_page_keep(struct dispatch *d, uint32_t from, uint32_t count, bool full)
+{
+	struct dispatch_resume *r = d->resume;
+	r->ids = malloc(sizeof(*r->ids) * (count - from));
+	if (r->ids == NULL) {
+		return false;
+	}
+	for (uint32_t i = from; i < count; i++) {
+		memcpy(r->ids[i - from], d->page[i].id, CORE_ID_SIZE + 1);
+	}
+	r->ids_from = from;
+	r->count = count;
+	r->scan_full = full;
+	memcpy(r->last, d->page[count - 1].id, CORE_ID_SIZE + 1);
+	return true;
 }
 
 static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
 {
+	struct dispatch_resume *r = d->resume;
+	if (r != NULL && r->next > 0) { /* a later part: the page is known */
+		for (uint32_t i = r->next; i < r->count; i++) {
+			if (part_full(d, i, r->count)) {
+				return;
+			}
+			compute_stored(d, txn, req, r->ids[i - r->ids_from], CORE_ID_SIZE, "scan", i);
+		}
+		proto_write_results_next(d->writer, r->scan_full ? r->last : NULL, r->scan_full ? CORE_ID_SIZE : 0);
+		return;
+	}
 	uint32_t count = 0;
 	int rc = STORE_OK;
 	if (txn != NULL) {
@@ -376,11 +453,19 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 		write_error(d, msgid, PROTO_INTERNAL, "storage fault scanning persons", NULL);
 		return;
 	}
+	bool full = count > 0 && count == req->scan_limit;
 	proto_write_results_begin(d->writer, msgid, count, true);
 	for (uint32_t i = 0; i < count; i++) {
+		if (r != NULL && part_full(d, i, count)) {
+			if (scan_page_keep(d, i, count, full)) {
+				return;
+			}
+			d->partial = false; /* out of memory: the rest of this answer in this part */
+			r->next = 0;
+			r = NULL;
+		}
 		compute_one(d, req, d->page[i].id, stored_class(&d->page[i]), &d->page[i].timeline, "scan", i);
 	}
-	bool full = count > 0 && count == req->scan_limit;
 	proto_write_results_next(d->writer, full ? d->page[count - 1].id : NULL, full ? CORE_ID_SIZE : 0);
 }
 
@@ -405,8 +490,12 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 	/* Without a store every stored id is unknown and a scan page is empty. */
 	struct store_txn *txn = NULL;
 	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
-		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
-		return;
+		txn = NULL;
+		if (d->resume == NULL || d->resume->next == 0) {
+			write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
+			return;
+		}
+		/* A later part cannot turn into an error: each person's is. */
 	}
 	if (req.selector == PROTO_SELECT_IDS) {
 		compute_ids(d, txn, &req, env->msgid);
@@ -1025,11 +1114,12 @@ static bool runs_elsewhere(const struct proto_envelope *env, uint32_t method)
 		(methods[method].kind == RUN_BY_SIZE && proto_params_weight(env->params) > DISPATCH_INLINE_WEIGHT));
 }
 
-void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
-		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out)
+static void frame_run(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
+		      size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out)
 {
 	struct proto_envelope env = { 0 };
 	struct proto_error err;
+	bool with_header = d->resume == NULL || d->resume->next == 0; /* a first part, or a whole answer */
 	proto_writer_reset(d->writer);
 	d->session = session;
 	*out = (struct dispatch_outcome){ .method = STATS_METHODS_MAX - 1 };
@@ -1055,7 +1145,8 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 		} else {
 			write_error(d, env.msgid, PROTO_UNKNOWN_METHOD, "unknown method", NULL);
 		}
-		out->error = proto_writer_is_error(d->writer);
+		/* A later part of an answer has no header: an answer in parts never is an error. */
+		out->error = with_header && proto_writer_is_error(d->writer);
 		if (env.kind == PROTO_KIND_NOTIFICATION) {
 			proto_writer_reset(d->writer);
 		}
@@ -1067,6 +1158,33 @@ void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_
 		*response = proto_writer_data(d->writer, response_size);
 	}
 	out->error |= out->close;
+	out->partial = d->partial;
+}
+
+void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
+		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out)
+{
+	d->part_bytes = SIZE_MAX;
+	d->resume = NULL;
+	d->partial = false;
+	frame_run(d, session, mode, frame, frame_size, response, response_size, out);
+}
+
+void dispatch_frame_part(struct dispatch *d, struct dispatch_session *session, const uint8_t *frame,
+			 size_t frame_size, size_t part_bytes, struct dispatch_resume *resume, const uint8_t **response,
+			 size_t *response_size, struct dispatch_outcome *out)
+{
+	d->part_bytes = part_bytes;
+	d->resume = resume;
+	d->partial = false;
+	frame_run(d, session, DISPATCH_ALL, frame, frame_size, response, response_size, out);
+	ASSERT(!out->partial || (resume->next > 0 && !out->error));
+}
+
+void dispatch_resume_free(struct dispatch_resume *resume)
+{
+	free(resume->ids);
+	*resume = (struct dispatch_resume){ 0 };
 }
 
 void dispatch_trim(struct dispatch *d)

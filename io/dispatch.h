@@ -37,6 +37,7 @@ enum dispatch_mode {
 struct dispatch_outcome {
 	bool close;      /* malformed: close the connection after the response */
 	bool deferred;   /* not run (DISPATCH_INLINE): run it again with DISPATCH_ALL elsewhere */
+	bool partial;    /* dispatch_frame_part: more parts of this answer follow */
 	bool error;      /* the response is an error */
 	uint32_t method; /* stats row of the method */
 	uint32_t msgid;  /* of the request, 0 when unreadable */
@@ -56,6 +57,28 @@ void dispatch_free(struct dispatch *d);
  * notification or a deferral) borrows d until the next call. */
 void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,
 		    size_t frame_size, const uint8_t **response, size_t *response_size, struct dispatch_outcome *out);
+/* Where an answer in parts stopped. Zeroed before the first part; the
+ * caller keeps it between parts and frees it after the last. */
+struct dispatch_resume {
+	uint32_t next;                 /* results written so far; 0 before the first part */
+	uint32_t count;                /* scan: the results the first part announced */
+	uint32_t ids_from;             /* scan: the result index of ids[0] */
+	char (*ids)[CORE_ID_SIZE + 1]; /* scan: the page's ids from ids_from on (owned) */
+	char last[CORE_ID_SIZE + 1];   /* scan: the page's last id, for next */
+	bool scan_full;                /* scan: the page had limit persons */
+};
+
+/* dispatch_frame, the answer produced in parts of about part_bytes as the
+ * caller asks for them: call again with the same frame and resume while
+ * out->partial; the parts, back to back, are the one response. Compute
+ * methods come in parts (a later part reads the store afresh: a scan's
+ * persons deleted meanwhile are not_found at their place); other methods
+ * are whole. */
+void dispatch_frame_part(struct dispatch *d, struct dispatch_session *session, const uint8_t *frame,
+			 size_t frame_size, size_t part_bytes, struct dispatch_resume *resume, const uint8_t **response,
+			 size_t *response_size, struct dispatch_outcome *out);
+void dispatch_resume_free(struct dispatch_resume *resume);
+
 /* Gives back what a big request made the dispatch hold (its parse). */
 void dispatch_trim(struct dispatch *d);
 /* The last response's bytes, handed over (free() them); NULL when none. */

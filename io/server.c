@@ -33,6 +33,7 @@
 #define OUT_HIGH_BYTES (1u << 20) /* a connection's unsent answers: past this, no request runs and nothing is read */
 #define OUT_LOW_BYTES (256u << 10) /* ... until they drain below this */
 #define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
+#define PART_BYTES (512u << 10)   /* a worker's answer is made in parts of about this, as the client takes them */
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
 #define FRAMES_PER_TURN 64u       /* requests one connection runs before the others get a turn */
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
@@ -47,6 +48,7 @@ static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64,
 	      "a read transaction per loop and worker, and room for other processes");
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
 static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
+static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES, "a resumed part fits under the high mark");
 static_assert(SERVER_PREAUTH_FRAME_BYTES_MAX < INLINE_FRAME_BYTES_MAX,
 	      "before auth every request is parsed on the loop, where auth is checked first");
 
@@ -122,6 +124,8 @@ struct job {
 	uint32_t slot;
 	uint32_t gen;
 	atomic_bool cancelled; /* its connection is gone: a worker skips it */
+	bool parked;           /* between two parts of its answer, on the loop (not on a worker) */
+	struct dispatch_resume resume;
 	struct dispatch_session session;
 	uint8_t *frame;
 	size_t frame_size;
@@ -409,6 +413,14 @@ static void out_drop(struct loop *l, struct conn *c)
 	c->out_tail = c->out_head;
 }
 
+static void job_free(struct job *j)
+{
+	dispatch_resume_free(&j->resume);
+	free(j->response);
+	free(j->frame);
+	free(j);
+}
+
 /* No more I/O: shut the socket both ways (pending operations complete),
  * drop what is unsent, cancel a job still queued. why is logged. */
 static void conn_finish(struct loop *l, struct conn *c, const char *why)
@@ -418,7 +430,12 @@ static void conn_finish(struct loop *l, struct conn *c, const char *why)
 	}
 	log_event("event=close conn=%u.%u reason=%s", l->id, c->slot, why);
 	c->state = CONN_DONE;
-	if (c->busy) {
+	if (c->busy && c->job->parked) { /* the loop holds it: no worker will return it */
+		job_free(c->job);
+		c->busy = false;
+		c->job = NULL;
+		l->jobs_out--;
+	} else if (c->busy) {
 		atomic_store(&c->job->cancelled, true);
 	}
 	out_drop(l, c);
@@ -553,6 +570,39 @@ static void stats_answer(struct loop *l, const struct dispatch_outcome *o, int64
 	stats_request(&l->srv->stats, o->method, o->error, (uint64_t)(now_ns() - started_ns));
 }
 
+/* Queues a job for the workers; false when their queue is full. */
+static bool job_push(struct server *srv, struct job *j)
+{
+	pthread_mutex_lock(&srv->jobs_lock);
+	bool room = srv->jobs_queued < JOBS_MAX;
+	if (room) {
+		j->next = NULL;
+		if (srv->jobs_tail == NULL) {
+			srv->jobs_head = j;
+		} else {
+			srv->jobs_tail->next = j;
+		}
+		srv->jobs_tail = j;
+		srv->jobs_queued++;
+		pthread_cond_signal(&srv->jobs_cond);
+	}
+	pthread_mutex_unlock(&srv->jobs_lock);
+	return room;
+}
+
+/* The next part of a parked answer, once the client took most of the last
+ * one and the answer budget has room (else on_send or on_tick try again). */
+static void job_resume(struct loop *l, struct conn *c)
+{
+	if (c->busy && c->job->parked && c->state != CONN_DONE && c->out_bytes <= OUT_LOW_BYTES &&
+	    !answer_budget_spent(l)) {
+		c->job->parked = false;
+		if (!job_push(l->srv, c->job)) {
+			c->job->parked = true; /* the queue is full: at the next tick */
+		}
+	}
+}
+
 /* Hands a request to the workers; false when their queue is full. The
  * frame is copied, or the input buffer itself changes hands when the frame
  * is all it holds (a bulk request is not copied on the loop). */
@@ -571,20 +621,7 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	}
 	*j = (struct job){ .loop = l, .slot = c->slot, .gen = c->gen, .session = c->session, .frame = copy,
 			   .frame_size = size, .started_ns = started_ns };
-	pthread_mutex_lock(&srv->jobs_lock);
-	bool room = srv->jobs_queued < JOBS_MAX;
-	if (room) {
-		if (srv->jobs_tail == NULL) {
-			srv->jobs_head = j;
-		} else {
-			srv->jobs_tail->next = j;
-		}
-		srv->jobs_tail = j;
-		srv->jobs_queued++;
-		pthread_cond_signal(&srv->jobs_cond);
-	}
-	pthread_mutex_unlock(&srv->jobs_lock);
-	if (!room) {
+	if (!job_push(srv, j)) {
 		if (!whole) {
 			free(copy);
 		}
@@ -619,7 +656,9 @@ static void conn_process(struct loop *l, struct conn *c)
 	size_t start = 0;
 	c->stalled = false;
 	for (uint32_t frames = 0; c->state == CONN_OPEN && !c->busy; frames++) {
-		if (c->out_bytes >= OUT_HIGH_BYTES) {
+		/* Over the answer budget, a connection runs a request only when it
+		 * holds no answers: each holds one at most until answers drain. */
+		if (c->out_bytes >= OUT_HIGH_BYTES || (c->out_bytes > 0 && answer_budget_spent(l))) {
 			c->stalled = true;
 			break;
 		}
@@ -927,6 +966,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	if (c->stalled && c->out_bytes <= OUT_LOW_BYTES) {
 		conn_process(l, c);
 	}
+	job_resume(l, c);
 	conn_settle(l, c);
 }
 
@@ -948,28 +988,36 @@ static void on_wake(struct loop *l)
 	while (j != NULL) {
 		struct job *next = j->next;
 		struct conn *c = conn_of(l, user_data(OP_RECV, j->slot, j->gen));
+		bool last = !j->outcome.partial || atomic_load(&j->cancelled) || c == NULL;
+		if (c != NULL) {
+			ASSERT(c->busy && c->job == j);
+			if (j->response != NULL) {
+				conn_queue(l, c, j->response, j->response_size, j->response);
+				j->response = NULL;
+			}
+		}
+		if (!last && c->state != CONN_DONE) {
+			j->parked = true; /* more parts: as the client takes this one */
+			job_resume(l, c);
+			conn_settle(l, c);
+			j = next;
+			continue;
+		}
 		l->jobs_out--;
 		if (!atomic_load(&j->cancelled)) {
 			stats_answer(l, &j->outcome, j->started_ns);
 		}
 		if (c != NULL) {
-			ASSERT(c->busy && c->job == j);
 			c->busy = false;
 			c->job = NULL;
 			c->session = j->session; /* auth is never deferred, but keep them one */
-			if (j->response != NULL) {
-				conn_queue(l, c, j->response, j->response_size, j->response);
-				j->response = NULL;
-			}
 			if (j->outcome.close) {
 				conn_close_after_error(c);
 			}
 			conn_process(l, c);
 			conn_settle(l, c);
 		}
-		free(j->response);
-		free(j->frame);
-		free(j);
+		job_free(j);
 		j = next;
 	}
 	arm_wake(l);
@@ -1024,11 +1072,14 @@ static void on_tick(struct loop *l)
 		bool late = l->stopping && now > l->stop_deadline_ns;
 		bool linger_over = c->state == CONN_LINGER && linger_over_at(l, c, now);
 		/* Idle: nothing received and nothing of ours taken for that long
-		 * (a client that stopped reading is idle too), no request running. */
-		if (late || linger_over || (idle && !c->busy)) {
+		 * (a client that stopped reading is idle too), no request running
+		 * (an answer waiting for the client to take its last part is not). */
+		if (late || linger_over || (idle && (!c->busy || c->job->parked))) {
 			conn_finish(l, c, late ? "shutdown_grace_over" : linger_over ? "linger_over" : "idle_timeout");
 		} else if (c->stalled && c->out_bytes < OUT_HIGH_BYTES) {
 			conn_process(l, c); /* waited for the answer budget */
+		} else {
+			job_resume(l, c);
 		}
 		conn_settle(l, c);
 	}
@@ -1097,8 +1148,8 @@ static void *worker_main(void *arg)
 		 * to go, and shutdown's grace must not wait for it. */
 		if (!atomic_load(&j->cancelled)) {
 			const uint8_t *response;
-			dispatch_frame(d, &j->session, DISPATCH_ALL, j->frame, j->frame_size, &response,
-				       &j->response_size, &j->outcome);
+			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, PART_BYTES, &j->resume, &response,
+					    &j->response_size, &j->outcome);
 			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
 			j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
 			if (j->frame_size > INLINE_FRAME_BYTES_MAX) {
@@ -1196,9 +1247,7 @@ static void loop_free(struct loop *l)
 	}
 	while (l->done != NULL) { /* answers for a loop that stopped early */
 		struct job *next = l->done->next;
-		free(l->done->response);
-		free(l->done->frame);
-		free(l->done);
+		job_free(l->done);
 		l->done = next;
 	}
 	free(l->handed);
