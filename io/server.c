@@ -38,6 +38,15 @@
 #define FRAMES_PER_TURN 64u       /* requests one connection runs before the others get a turn */
 #define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
 #define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
+/* Input buffers past INLINE_FRAME_BYTES_MAX (big requests arriving, or
+ * waiting for a worker) for all connections together: past it, a
+ * connection in the middle of a big request is not read until others are
+ * done (a client that begins one and stalls holds its part until the idle
+ * timeout). */
+#define INPUT_BYTES_MAX (256u << 20)
+/* msgpack-c trees being built for big requests at once, whatever the
+ * number of workers: a worker waits its turn. */
+#define PARSE_BYTES_MAX (192u << 20)
 #define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
 #define LINGER_S 2                /* after our last answer, time the peer has to close */
 #define LISTEN_BACKLOG 4096
@@ -48,6 +57,9 @@ static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64,
 	      "a read transaction per loop and worker, and room for other processes");
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
 static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
+static_assert((uint64_t)PROTO_ELEMENTS_MAX * PROTO_PARSE_BYTES_PER_ELEMENT <= PARSE_BYTES_MAX,
+	      "the largest request parses within the parse budget");
+static_assert(PROTO_REQUEST_BYTES_MAX + BUF_BYTES <= INPUT_BYTES_MAX / 8, "eight of the largest requests fit at once");
 static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES, "a resumed part fits under the high mark");
 static_assert(SERVER_PREAUTH_FRAME_BYTES_MAX < INLINE_FRAME_BYTES_MAX,
 	      "before auth every request is parsed on the loop, where auth is checked first");
@@ -129,6 +141,8 @@ struct job {
 	struct dispatch_session session;
 	uint8_t *frame;
 	size_t frame_size;
+	size_t frame_held;     /* of the input budget (INPUT_BYTES_MAX) */
+	uint64_t elements;     /* of the frame: its parse costs this × PROTO_PARSE_BYTES_PER_ELEMENT */
 	uint8_t *response;
 	size_t response_size;
 	struct dispatch_outcome outcome;
@@ -184,6 +198,10 @@ struct server {
 	atomic_uint accepted; /* connections accepted: the next goes to loop accepted % loops */
 	atomic_bool failed;   /* a loop broke: the server stops */
 	atomic_size_t answer_bytes; /* answers held for all clients together */
+	atomic_size_t input_bytes;  /* big input buffers (INPUT_BYTES_MAX) */
+	pthread_mutex_t parse_lock;
+	pthread_cond_t parse_cond;
+	size_t parse_bytes;         /* trees being built (PARSE_BYTES_MAX), under parse_lock */
 	struct worker *workers;
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
@@ -300,6 +318,12 @@ static size_t frame_bytes_max(const struct loop *l, const struct conn *c)
 	return cfg->token != NULL && !c->session.authed ? SERVER_PREAUTH_FRAME_BYTES_MAX : cfg->request_bytes_max;
 }
 
+static bool socket_unread(const struct conn *c)
+{
+	int unread = 0;
+	return ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0;
+}
+
 /* Whether the connection should be reading: requests while open, or the
  * bytes to drop until the peer's end while closing. Never after the peer's
  * end; not while its answers pile up or requests wait in its input. */
@@ -310,9 +334,12 @@ static bool should_read(const struct loop *l, const struct conn *c)
 	}
 	switch (c->state) {
 	case CONN_OPEN:
-		/* Stopping, a connection still reads the rest of a request it began to send. */
-		return !c->stalled && !c->want_turn && c->out_bytes < OUT_HIGH_BYTES && (!l->stopping || c->in_size > 0) &&
-		       c->in_size < frame_bytes_max(l, c) + BUF_BYTES;
+		/* Stopping, a connection still reads the rest of a request it began
+		 * to send, and the requests already in its socket. */
+		return !c->stalled && !c->want_turn && c->out_bytes < OUT_HIGH_BYTES &&
+		       (!l->stopping || c->in_size > 0 || socket_unread(c)) &&
+		       c->in_size < frame_bytes_max(l, c) + BUF_BYTES &&
+		       !(c->in_size >= INLINE_FRAME_BYTES_MAX && atomic_load(&l->srv->input_bytes) >= INPUT_BYTES_MAX);
 	case CONN_CLOSING:
 	case CONN_LINGER:
 		return true;
@@ -372,6 +399,21 @@ static bool answer_budget_spent(const struct loop *l)
 	return atomic_load(&l->srv->answer_bytes) >= l->srv->config->answer_bytes_max;
 }
 
+/* What an input buffer of this capacity takes of INPUT_BYTES_MAX. */
+static size_t input_held(size_t capacity)
+{
+	return capacity > INLINE_FRAME_BYTES_MAX ? capacity : 0;
+}
+
+static void input_account(struct server *srv, size_t added, size_t removed)
+{
+	if (added > removed) {
+		atomic_fetch_add(&srv->input_bytes, added - removed);
+	} else {
+		atomic_fetch_sub(&srv->input_bytes, removed - added);
+	}
+}
+
 /* ---- connections ---- */
 
 static void conn_release(struct loop *l, struct conn *c)
@@ -386,6 +428,7 @@ static void conn_release(struct loop *l, struct conn *c)
 		k = next;
 	}
 	ASSERT(c->out_bytes == 0);
+	input_account(l->srv, 0, input_held(c->in_capacity));
 	free(c->in);
 	/* The slot may still be linked on the send or turn list: their flushes skip it. */
 	uint32_t gen = c->gen + 1;
@@ -415,6 +458,7 @@ static void out_drop(struct loop *l, struct conn *c)
 
 static void job_free(struct job *j)
 {
+	input_account(j->loop->srv, 0, j->frame_held);
 	dispatch_resume_free(&j->resume);
 	free(j->response);
 	free(j->frame);
@@ -459,12 +503,6 @@ static void turn_later(struct loop *l, struct conn *c)
 		c->next_turn = l->turn_head;
 		l->turn_head = c->slot;
 	}
-}
-
-static bool socket_unread(const struct conn *c)
-{
-	int unread = 0;
-	return ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0;
 }
 
 /* Moves the connection along its states once what it waits for is done,
@@ -606,7 +644,8 @@ static void job_resume(struct loop *l, struct conn *c)
 /* Hands a request to the workers; false when their queue is full. The
  * frame is copied, or the input buffer itself changes hands when the frame
  * is all it holds (a bulk request is not copied on the loop). */
-static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size, int64_t started_ns)
+static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size, uint64_t elements,
+		       int64_t started_ns)
 {
 	struct server *srv = l->srv;
 	struct job *j = calloc(1, sizeof(*j));
@@ -619,8 +658,10 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	if (!whole) {
 		memcpy(copy, frame, size);
 	}
+	/* The input buffer's share of the budget moves with it; a copy takes its own. */
 	*j = (struct job){ .loop = l, .slot = c->slot, .gen = c->gen, .session = c->session, .frame = copy,
-			   .frame_size = size, .started_ns = started_ns };
+			   .frame_size = size, .frame_held = input_held(whole ? c->in_capacity : size),
+			   .elements = elements, .started_ns = started_ns };
 	if (!job_push(srv, j)) {
 		if (!whole) {
 			free(copy);
@@ -632,6 +673,8 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 		c->in = NULL;
 		c->in_size = 0;
 		c->in_capacity = 0;
+	} else {
+		input_account(srv, j->frame_held, 0);
 	}
 	c->busy = true;
 	c->job = j;
@@ -684,6 +727,7 @@ static void conn_process(struct loop *l, struct conn *c)
 			break;
 		}
 		const uint8_t *frame = c->in + start;
+		uint64_t elements = c->frame.elements;
 		int64_t started = now_ns();
 		const uint8_t *response;
 		size_t response_size = 0;
@@ -701,7 +745,7 @@ static void conn_process(struct loop *l, struct conn *c)
 		proto_frame_reset(&c->frame);
 		if (out.deferred) {
 			bool whole = frame == c->in && size == c->in_size;
-			if (job_submit(l, c, frame, size, started)) {
+			if (job_submit(l, c, frame, size, elements, started)) {
 				start = whole ? 0 : start + size;
 				break;
 			}
@@ -727,19 +771,31 @@ static void conn_process(struct loop *l, struct conn *c)
 		memmove(c->in, c->in + start, c->in_size - start);
 		c->in_size -= start;
 	}
+	/* A big request done, its buffer goes back (and its share of the budget). */
+	if (c->in_capacity > INLINE_FRAME_BYTES_MAX && c->in_size <= BUF_BYTES) {
+		uint8_t *in = realloc(c->in, BUF_BYTES);
+		if (in != NULL) {
+			input_account(l->srv, 0, input_held(c->in_capacity));
+			c->in = in;
+			c->in_capacity = BUF_BYTES;
+		}
+	}
 }
 
-static bool conn_append(struct conn *c, const uint8_t *data, size_t size)
+/* Input grows by doubling to 1 MiB, then by the MiB (mremap: no copy),
+ * so that a 15 MiB request holds 15 MiB, not 32. */
+static bool conn_append(struct server *srv, struct conn *c, const uint8_t *data, size_t size)
 {
 	if (c->in_capacity - c->in_size < size) {
 		size_t capacity = c->in_capacity == 0 ? BUF_BYTES : c->in_capacity;
 		while (capacity - c->in_size < size) {
-			capacity *= 2;
+			capacity = capacity < (1u << 20) ? capacity * 2 : capacity + (1u << 20);
 		}
 		uint8_t *in = realloc(c->in, capacity);
 		if (in == NULL) {
 			return false;
 		}
+		input_account(srv, input_held(capacity), input_held(c->in_capacity));
 		c->in = in;
 		c->in_capacity = capacity;
 	}
@@ -908,7 +964,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 	if (cqe->res > 0 && has_buffer) {
 		c->last_active_ns = l->woke_ns;
 		/* Closing, the peer's bytes are read only to be dropped. */
-		bool kept = c->state != CONN_OPEN || conn_append(c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
+		bool kept = c->state != CONN_OPEN || conn_append(l->srv, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
 		buffer_return(l, bid);
 		if (!kept) {
 			conn_finish(l, c, "out_of_memory");
@@ -1122,6 +1178,31 @@ struct worker {
 	pthread_t thread;
 };
 
+/* Waits until the trees being built leave room for this one's. */
+static void parse_acquire(struct server *srv, size_t bytes)
+{
+	if (bytes == 0) {
+		return;
+	}
+	pthread_mutex_lock(&srv->parse_lock);
+	while (srv->parse_bytes > 0 && srv->parse_bytes + bytes > PARSE_BYTES_MAX) {
+		pthread_cond_wait(&srv->parse_cond, &srv->parse_lock);
+	}
+	srv->parse_bytes += bytes;
+	pthread_mutex_unlock(&srv->parse_lock);
+}
+
+static void parse_release(struct server *srv, size_t bytes)
+{
+	if (bytes == 0) {
+		return;
+	}
+	pthread_mutex_lock(&srv->parse_lock);
+	srv->parse_bytes -= bytes;
+	pthread_cond_broadcast(&srv->parse_cond);
+	pthread_mutex_unlock(&srv->parse_lock);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1147,14 +1228,17 @@ static void *worker_main(void *arg)
 		/* A job whose connection was cut is not run: its answer has nowhere
 		 * to go, and shutdown's grace must not wait for it. */
 		if (!atomic_load(&j->cancelled)) {
+			size_t parse = j->frame_size > INLINE_FRAME_BYTES_MAX ? j->elements * PROTO_PARSE_BYTES_PER_ELEMENT : 0;
+			parse_acquire(srv, parse);
 			const uint8_t *response;
 			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, PART_BYTES, &j->resume, &response,
 					    &j->response_size, &j->outcome);
 			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
 			j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
-			if (j->frame_size > INLINE_FRAME_BYTES_MAX) {
+			if (parse > 0) {
 				dispatch_trim(d); /* a big request's parse memory goes back to the system */
 			}
+			parse_release(srv, parse);
 		}
 		struct loop *l = j->loop;
 		pthread_mutex_lock(&l->done_lock);
@@ -1473,6 +1557,8 @@ int server_run(const struct server_config *config)
 						.persons_max = config->persons_max, .stats = &srv->stats };
 	pthread_mutex_init(&srv->jobs_lock, NULL);
 	pthread_cond_init(&srv->jobs_cond, NULL);
+	pthread_mutex_init(&srv->parse_lock, NULL);
+	pthread_cond_init(&srv->parse_cond, NULL);
 	srv->loops = calloc(config->loops, sizeof(*srv->loops));
 	srv->workers = calloc(config->workers, sizeof(*srv->workers));
 	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
@@ -1512,6 +1598,8 @@ int server_run(const struct server_config *config)
 	free(srv->workers);
 	pthread_mutex_destroy(&srv->jobs_lock);
 	pthread_cond_destroy(&srv->jobs_cond);
+	pthread_mutex_destroy(&srv->parse_lock);
+	pthread_cond_destroy(&srv->parse_cond);
 	free(srv);
 	return rc;
 }

@@ -118,6 +118,9 @@ int proto_frame_scan(struct proto_frame *f, const uint8_t *buf, size_t size, siz
 		if (end > size) {
 			return PROTO_FRAME_MORE;
 		}
+		if (++f->elements > PROTO_ELEMENTS_MAX) {
+			return PROTO_FRAME_TOO_LARGE;
+		}
 		f->remaining[f->depth]--;
 		f->offset = (size_t)end;
 		if (children > 0) {

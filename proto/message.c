@@ -49,6 +49,8 @@ int proto_error_set(struct proto_error *err, int code, const char *message, cons
 /* One zone for every message a dispatch parses, cleared before each:
  * msgpack_unpack_next would allocate and free a fresh 8 KiB zone per
  * request. The objects live until the next parse. */
+_Static_assert(sizeof(msgpack_object) <= PROTO_PARSE_BYTES_PER_ELEMENT, "parse cost of an element");
+
 struct proto_message {
 	msgpack_zone zone;
 	msgpack_object data;

@@ -15,6 +15,11 @@
 #define PROTO_REQUEST_BYTES_MAX (16u << 20) /* one message; larger: too_large */
 #define PROTO_PERSONS_MAX 100000u           /* persons in one compute request */
 #define PROTO_DEPTH_MAX 32u                 /* our messages nest 8 deep; deeper is malformed */
+/* Elements of one message: msgpack-c's tree takes 24 bytes an element, so
+ * 16 MiB of one-byte elements would take 400 MB to parse. The largest real
+ * requests (16 MiB of slot maps) have under 3 million. More: too_large. */
+#define PROTO_ELEMENTS_MAX (1u << 22)
+#define PROTO_PARSE_BYTES_PER_ELEMENT 24u   /* sizeof(msgpack_object), checked in message.c */
 #define PROTO_AT_SIZE 96u
 #define PROTO_VERSION "0.1.0"
 
@@ -49,12 +54,13 @@ enum proto_frame_rc {
 	PROTO_FRAME_COMPLETE, /* *frame_size bytes hold one message */
 	PROTO_FRAME_MORE,     /* the message is not complete yet: read more, scan again */
 	PROTO_FRAME_INVALID,  /* not msgpack (0xc1) or nested too deep: malformed */
-	PROTO_FRAME_TOO_LARGE /* the message passes max_size: too_large, then close */
+	PROTO_FRAME_TOO_LARGE /* the message passes max_size or PROTO_ELEMENTS_MAX: too_large, then close */
 };
 
 /* Resumable scan state: keep it between calls on the same growing buffer. */
 struct proto_frame {
 	size_t offset;      /* bytes of whole elements scanned so far */
+	uint64_t elements;  /* elements so far: a complete frame's parse costs about this × 24 bytes */
 	uint32_t depth;
 	uint64_t remaining[PROTO_DEPTH_MAX + 1];
 };

@@ -229,6 +229,80 @@ class TestBackpressure(HostileTest):
         self.stop(s)
 
 
+def big_ping(elements, blob_bytes):
+    """[0, 1, "ping", [{"pad": [0] * elements, "blob": "x" * blob_bytes}]]: valid, and
+    costly to parse (msgpack-c: 24 bytes an element)."""
+    return (b"\x94\x00\x01\xa4ping\x91\x82\xa3pad\xdd" + elements.to_bytes(4, "big") + b"\x00" * elements +
+            b"\xa4blob\xdb" + blob_bytes.to_bytes(4, "big") + b"x" * blob_bytes)
+
+
+class TestRequestMemory(HostileTest):
+    def sample_peak(self, s, until):
+        peak = 0.0
+        while not until():
+            peak = max(peak, rss_anon_mib(s.proc.pid))
+            time.sleep(0.05)
+        return peak
+
+    def test_eight_big_requests_at_once_are_bounded_and_memory_goes_back(self):
+        s = self.start()
+        frame = big_ping(4000000, 11 << 20)  # 15 MiB, 4 million elements (the limit is 4,194,304)
+        answers = []
+
+        def one():
+            c = ts.Client(s.port)
+            c.send_raw(frame)
+            answers.append(c.next(timeout=120))
+            c.close()
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        peak = self.sample_peak(s, lambda: not any(t.is_alive() for t in threads))
+        for t in threads:
+            t.join()
+        self.assertEqual(len(answers), 8)
+        for r in answers:
+            self.assertIsNone(r[2])
+            self.assertEqual(r[3]["pong"], True)
+        print("  eight 15 MiB requests of 4 million elements at once: peak RssAnon %.0f MiB" % peak)
+        if MEMORY_BOUNDS:
+            self.assertLess(peak, 400)
+        time.sleep(0.5)
+        # What stays: the two loops' receive buffer rings (32 MiB each, resident
+        # once 120 MiB went through them) and the process's own ~17 MiB.
+        self.memory_below(s, 100, "after the eight big requests, every client gone")
+        self.stop(s)
+
+    def test_too_many_elements_is_too_large(self):
+        s = self.start()
+        c = self.connect(s)
+        c.send_raw(big_ping(5000000, 0))
+        got = c.read_to_eof(timeout=30)
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0][2]["name"], "too_large")
+        self.stop(s)
+
+    def test_unfinished_big_frames_are_bounded(self):
+        s = self.start()
+        frame = big_ping(0, 15 << 20)
+        socks = []
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+            sock.sendall(frame[:-1000])  # all but the end: the server holds the rest of the frame
+            socks.append(sock)
+        time.sleep(1.0)
+        self.memory_below(s, 200, "eight unfinished 15 MiB frames")
+        for sock in socks:
+            sock.sendall(frame[-1000:])
+        for sock in socks:
+            c = ts.Client.__new__(ts.Client)
+            c.sock, c.unp, c.pending, c.eof, c.received = sock, ts.unpacker(), [], False, 0
+            self.assertEqual(c.next(timeout=60)[3]["pong"], True)
+            sock.close()
+        self.stop(s)
+
+
 class TestBeforeAuth(HostileTest):
     def test_unauthenticated_large_frames_are_refused_unread(self):
         token = os.path.join(self.tmp, "token")
