@@ -11,8 +11,8 @@ PYTHON  := /usr/bin/python3
 # Debian packages the build and the tests need; installed only when missing.
 PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
 
-LIB_SRC  := $(wildcard core/*.c proto/*.c store/*.c) io/flags.c io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c io/client.c
-HEADERS  := $(wildcard core/*.h proto/*.h store/*.h io/*.h)
+LIB_SRC  := $(wildcard core/*.c fault/*.c proto/*.c store/*.c) io/flags.c io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c io/client.c
+HEADERS  := $(wildcard core/*.h fault/*.h proto/*.h store/*.h io/*.h)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
 LIBS     := -lmsgpackc -llmdb -ljansson -lsodium

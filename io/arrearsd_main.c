@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "../fault/fault.h"
 #include "flags.h"
 #include "log.h"
 #include "server.h"
@@ -122,6 +123,16 @@ int main(int argc, char **argv)
 		}
 		i++;
 	}
+	/* Fault injection for the tests (tests/faults.py): off unless asked for. */
+	const char *faults = getenv("ARREARSD_FAULTS");
+	if (faults != NULL && faults[0] != '\0') {
+		char why[160];
+		if (!fault_configure(faults, why, sizeof(why))) {
+			fprintf(stderr, "arrearsd: ARREARSD_FAULTS: %s\n", why);
+			return 2;
+		}
+		log_event("event=faults seed=%llu spec=\"%s\"", (unsigned long long)fault_seed(), faults);
+	}
 	/* Room for every connection's socket. */
 	struct rlimit nofile;
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -138,6 +149,11 @@ int main(int argc, char **argv)
 		  cfg.token != NULL ? "token" : "none");
 	int rc = server_run(&cfg);
 	store_close(cfg.store);
+	if (fault_on) {
+		char summary[256];
+		fault_summary(summary, sizeof(summary));
+		log_event("event=faults_injected seed=%llu %s", (unsigned long long)fault_seed(), summary);
+	}
 	log_event("event=stopped status=%s", rc == 0 ? "clean" : strerror(-rc));
 	return rc == 0 ? 0 : 1;
 }

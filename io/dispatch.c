@@ -1152,10 +1152,18 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		}
 	}
 	*response = proto_writer_data(d->writer, response_size);
-	if (*response == NULL) {
+	if (*response == NULL && with_header) {
 		proto_writer_reset(d->writer);
 		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);
 		*response = proto_writer_data(d->writer, response_size);
+		d->partial = false;
+	}
+	if (*response == NULL) {
+		/* Not even an error fits, or a later part of an answer failed: the
+		 * request cannot be answered, so the connection closes. */
+		*response_size = 0;
+		out->close = true;
+		d->partial = false;
 	}
 	out->error |= out->close;
 	out->partial = d->partial;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../fault/fault.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -114,6 +115,8 @@ struct conn {
 	bool stalled;     /* requests wait in the input: answers piled up, or the answer budget is spent */
 	bool want_send;   /* on the loop's list of connections to send for */
 	bool want_turn;   /* on the loop's list of connections with requests left to run */
+	int fault_recv;   /* an injected result for the receive armed (a no-op in its place), 0: none */
+	int fault_send;   /* the same for the send */
 	int64_t linger_since_ns;
 	struct job *job;  /* while busy */
 	struct dispatch_session session;
@@ -264,13 +267,21 @@ static void arm_recv(struct loop *l, struct conn *c)
 	/* After the peer's end a receive completes at once, again and again. */
 	ASSERT(!c->recv_armed && !c->peer_eof && c->state != CONN_DONE);
 	struct io_uring_sqe *sqe = sqe_get(l);
-	if (l->recv_single) {
+	c->fault_recv = fault_hit(FAULT_RECV_NOBUFS) ? -ENOBUFS
+			: fault_hit(FAULT_RECV_AGAIN)  ? -EAGAIN
+			: fault_hit(FAULT_RECV_RESET)  ? -ECONNRESET
+						       : 0;
+	if (c->fault_recv != 0) {
+		io_uring_prep_nop(sqe); /* completes at once; on_recv reads fault_recv instead */
+	} else if (l->recv_single) {
 		io_uring_prep_recv(sqe, c->fd, NULL, BUF_BYTES, 0);
 	} else {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	}
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BUF_GROUP;
+	if (c->fault_recv == 0) {
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = BUF_GROUP;
+	}
 	io_uring_sqe_set_data64(sqe, user_data(OP_RECV, c->slot, c->gen));
 	c->recv_armed = true;
 }
@@ -280,7 +291,16 @@ static void arm_send(struct loop *l, struct conn *c)
 	ASSERT(!c->send_armed && c->out_head != NULL && c->state != CONN_DONE);
 	struct chunk *h = c->out_head;
 	struct io_uring_sqe *sqe = sqe_get(l);
-	io_uring_prep_send(sqe, c->fd, h->data + h->offset, h->size - h->offset, MSG_NOSIGNAL);
+	size_t size = h->size - h->offset;
+	if (size > 1 && fault_hit(FAULT_SEND_SHORT)) {
+		size = 1 + fault_draw(FAULT_SEND_SHORT) % (size - 1); /* the kernel sends just this much */
+	}
+	c->fault_send = fault_hit(FAULT_SEND_AGAIN) ? -EAGAIN : fault_hit(FAULT_SEND_RESET) ? -ECONNRESET : 0;
+	if (c->fault_send != 0) {
+		io_uring_prep_nop(sqe);
+	} else {
+		io_uring_prep_send(sqe, c->fd, h->data + h->offset, size, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data64(sqe, user_data(OP_SEND, c->slot, c->gen));
 	c->send_armed = true;
 }
@@ -353,6 +373,9 @@ static bool should_read(const struct loop *l, const struct conn *c)
 static struct chunk *chunk_gathering(struct loop *l)
 {
 	struct chunk *k = l->spare;
+	if (fault_hit(FAULT_ALLOC)) {
+		return NULL;
+	}
 	if (k != NULL) {
 		l->spare = k->next;
 		l->spare_count--;
@@ -648,7 +671,7 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 		       int64_t started_ns)
 {
 	struct server *srv = l->srv;
-	struct job *j = calloc(1, sizeof(*j));
+	struct job *j = fault_hit(FAULT_ALLOC) ? NULL : calloc(1, sizeof(*j));
 	bool whole = frame == c->in && size == c->in_size;
 	uint8_t *copy = j == NULL ? NULL : whole ? c->in : malloc(size);
 	if (copy == NULL) {
@@ -791,7 +814,7 @@ static bool conn_append(struct server *srv, struct conn *c, const uint8_t *data,
 		while (capacity - c->in_size < size) {
 			capacity = capacity < (1u << 20) ? capacity * 2 : capacity + (1u << 20);
 		}
-		uint8_t *in = realloc(c->in, capacity);
+		uint8_t *in = fault_hit(FAULT_ALLOC) ? NULL : realloc(c->in, capacity);
 		if (in == NULL) {
 			return false;
 		}
@@ -945,9 +968,24 @@ static void buffer_return(struct loop *l, uint32_t bid)
 	io_uring_buf_ring_advance(l->buf_ring, 1);
 }
 
+/* A completion of a no-op armed in place of a failing operation carries the failure. */
+static struct io_uring_cqe *fault_result(struct io_uring_cqe *cqe, int *fault, struct io_uring_cqe *copy)
+{
+	if (*fault == 0) {
+		return cqe;
+	}
+	*copy = (struct io_uring_cqe){ .user_data = cqe->user_data, .res = *fault };
+	*fault = 0;
+	return copy;
+}
+
 static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 {
+	struct io_uring_cqe injected;
 	struct conn *c = conn_of(l, cqe->user_data);
+	if (c != NULL) {
+		cqe = fault_result(cqe, &c->fault_recv, &injected);
+	}
 	bool has_buffer = cqe->flags & IORING_CQE_F_BUFFER;
 	uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 	if (c == NULL) {
@@ -987,10 +1025,12 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 
 static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 {
+	struct io_uring_cqe injected;
 	struct conn *c = conn_of(l, cqe->user_data);
 	if (c == NULL) {
 		return;
 	}
+	cqe = fault_result(cqe, &c->fault_send, &injected);
 	ASSERT(c->send_armed && c->out_head != NULL);
 	c->send_armed = false;
 	if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN) {
@@ -1584,6 +1624,14 @@ int server_run(const struct server_config *config)
 	threads_stop(srv);
 	if (rc == 0 && atomic_load(&srv->failed)) { /* also a loop that failed while stopping */
 		rc = -EIO;
+	}
+	if (rc == 0) {
+		/* Stopped clean: every connection, job and byte held came back. */
+		for (uint32_t i = 0; i < config->loops; i++) {
+			ASSERT(srv->loops[i].open == 0 && srv->loops[i].jobs_out == 0 && srv->loops[i].done == NULL);
+		}
+		ASSERT(srv->jobs_queued == 0 && srv->jobs_head == NULL && srv->parse_bytes == 0);
+		ASSERT(atomic_load(&srv->answer_bytes) == 0 && atomic_load(&srv->input_bytes) == 0);
 	}
 	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
 		loop_free(&srv->loops[i]);

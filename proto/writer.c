@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../fault/fault.h"
 #include "internal.h"
 
 struct proto_writer {
@@ -27,7 +28,7 @@ static int writer_append(void *ctx, const char *buf, size_t len)
 		while (capacity - w->size < len) {
 			capacity *= 2;
 		}
-		uint8_t *data = realloc(w->data, capacity);
+		uint8_t *data = fault_hit(FAULT_ALLOC) ? NULL : realloc(w->data, capacity);
 		if (data == NULL) {
 			w->failed = true;
 			return -1;

@@ -10,6 +10,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "../fault/fault.h"
 #include "store.h"
 
 #define PERSON_HEADER_BYTES 2u /* format, retire class */
@@ -216,10 +217,15 @@ int store_write_commit(struct store_txn *t)
 {
 	struct store *s = t->store;
 	int rc = t->failed;
+	if (rc == 0 && t->write && fault_hit(FAULT_COMMIT_FULL)) {
+		rc = MDB_MAP_FULL;
+	} else if (rc == 0 && t->write && fault_hit(FAULT_COMMIT_IO)) {
+		rc = EIO;
+	}
 	if (rc == 0) {
 		rc = mdb_txn_commit(t->txn);
 	} else {
-		mdb_txn_abort(t->txn);
+		mdb_txn_abort(t->txn); /* an injected failure, like a real one, writes nothing */
 	}
 	pthread_rwlock_unlock(&s->resize_lock);
 	free(t);
