@@ -51,6 +51,8 @@ enum core_rc {
 	CORE_ERR_DEEMED,      /* R13: a payment into a deemed slot */
 };
 
+#include "limits.h"
+
 #define CORE_MONEY_MAX 10000000000LL   /* money fields on input: 0..10^10 fen */
 #define CORE_RATE_MAX 1000000u         /* rate fields: 0..10^6 ppm */
 #define CORE_DAILY_RATE_MAX 10000u     /* late-fee daily rate: 0..10^4 ppm */

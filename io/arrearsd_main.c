@@ -11,7 +11,6 @@
 #include "log.h"
 #include "server.h"
 
-#define TOKEN_BYTES_MAX 4096u
 
 static int usage(void)
 {
@@ -62,7 +61,8 @@ int main(int argc, char **argv)
 	uint32_t threads = cores < 1 ? 1 : cores > SERVER_THREADS_MAX ? SERVER_THREADS_MAX : (uint32_t)cores;
 	struct server_config cfg = { .host = host, .port = 7420, .loops = threads, .workers = threads,
 				     .request_bytes_max = PROTO_REQUEST_BYTES_MAX, .persons_max = PROTO_PERSONS_MAX,
-				     .connections_max = 10000, .idle_timeout_s = 300,
+				     .connections_max = SERVER_CONNECTIONS_MAX_DEFAULT,
+				     .idle_timeout_s = SERVER_IDLE_TIMEOUT_S_DEFAULT,
 				     .answer_bytes_max = SERVER_ANSWER_BYTES_MAX_DEFAULT };
 	for (int i = 1; i < argc; i++) {
 		const char *f = argv[i];

@@ -12,8 +12,6 @@
 
 struct stats;
 
-#define DISPATCH_CITIES_MAX 4096u  /* policies held; beyond: too_large */
-#define DISPATCH_INLINE_WEIGHT 32u /* persons a request may carry and still run on the event loop */
 
 /* What every dispatch of a process shares (the server's threads; eval has one). */
 struct dispatch_shared {

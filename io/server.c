@@ -31,39 +31,12 @@
 #define BUF_BYTES 16384u          /* one provided receive buffer */
 #define BUF_COUNT 2048u           /* provided buffers per loop: 32 MiB */
 #define BUF_GROUP 1
-#define OUT_HIGH_BYTES (1u << 20) /* a connection's unsent answers: past this, no request runs and nothing is read */
-#define OUT_LOW_BYTES (256u << 10) /* ... until they drain below this */
 #define OUT_CHUNK_BYTES 65536u    /* small answers are gathered up to this per send */
-#define PART_BYTES (512u << 10)   /* a worker's answer is made in parts of about this, as the client takes them */
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
-#define FRAMES_PER_TURN 64u       /* requests one connection runs before the others get a turn */
-#define JOBS_MAX 4096u            /* queued worker jobs; beyond: overloaded */
-#define INLINE_FRAME_BYTES_MAX (64u << 10) /* larger requests go to a worker unparsed */
-/* Input buffers past INLINE_FRAME_BYTES_MAX (big requests arriving, or
- * waiting for a worker) for all connections together: past it, a
- * connection in the middle of a big request is not read until others are
- * done (a client that begins one and stalls holds its part until the idle
- * timeout). */
-#define INPUT_BYTES_MAX (256u << 20)
-/* msgpack-c trees being built for big requests at once, whatever the
- * number of workers: a worker waits its turn. */
-#define PARSE_BYTES_MAX (192u << 20)
-#define SHUTDOWN_GRACE_S 10       /* at SIGTERM, time left for requests in flight */
-#define LINGER_S 2                /* after our last answer, time the peer has to close */
 #define LISTEN_BACKLOG 4096
-#define BIND_WAIT_S 10            /* at start, time to wait for an address still held by a dead process */
 #define SQE_SUBMIT_TRIES 1000     /* a queue that stays full this long means a broken ring */
 
-static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64,
-	      "a read transaction per loop and worker, and room for other processes");
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
-static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
-static_assert((uint64_t)PROTO_ELEMENTS_MAX * PROTO_PARSE_BYTES_PER_ELEMENT <= PARSE_BYTES_MAX,
-	      "the largest request parses within the parse budget");
-static_assert(PROTO_REQUEST_BYTES_MAX + BUF_BYTES <= INPUT_BYTES_MAX / 8, "eight of the largest requests fit at once");
-static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES, "a resumed part fits under the high mark");
-static_assert(SERVER_PREAUTH_FRAME_BYTES_MAX < INLINE_FRAME_BYTES_MAX,
-	      "before auth every request is parsed on the loop, where auth is checked first");
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_CANCEL };
 

@@ -15,15 +15,6 @@
 #include "../store/store.h"
 #include "dispatch.h"
 
-#define SERVER_THREADS_MAX 64u /* event loops, and as many workers */
-/* Answers held in memory for all clients together: past it, requests that
- * would go to a worker wait in their connection's input. With one answer
- * per worker over it at most, 100 clients that never read city-sized
- * answers keep the server under 512 MiB outside the map (RELIABILITY.md). */
-#define SERVER_ANSWER_BYTES_MAX_DEFAULT (256ull << 20)
-/* One request before auth, when a token is configured: auth with the
- * longest token fits, and nothing larger is read or parsed. */
-#define SERVER_PREAUTH_FRAME_BYTES_MAX 8192u
 
 struct server_config {
 	const char *host;         /* numeric IPv4 address */

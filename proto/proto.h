@@ -12,14 +12,6 @@
 
 #include "../core/core.h"
 
-#define PROTO_REQUEST_BYTES_MAX (16u << 20) /* one message; larger: too_large */
-#define PROTO_PERSONS_MAX 100000u           /* persons in one compute request */
-#define PROTO_DEPTH_MAX 32u                 /* our messages nest 8 deep; deeper is malformed */
-/* Elements of one message: msgpack-c's tree takes 24 bytes an element, so
- * 16 MiB of one-byte elements would take 400 MB to parse. The largest real
- * requests (16 MiB of slot maps) have under 3 million. More: too_large. */
-#define PROTO_ELEMENTS_MAX (1u << 22)
-#define PROTO_PARSE_BYTES_PER_ELEMENT 24u   /* sizeof(msgpack_object), checked in message.c */
 #define PROTO_AT_SIZE 96u
 #define PROTO_VERSION "0.1.0"
 

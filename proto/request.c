@@ -5,7 +5,6 @@
 
 #include "internal.h"
 
-#define PERSON_SLOTS_MAX (1u << 18) /* 29 cities × 5 types × 1800 months; larger: too_large */
 
 static int invalid(struct proto_error *err, const char *message, const char *at)
 {
@@ -270,7 +269,7 @@ int proto_person_decode(const struct proto_compute *req, uint32_t index, struct 
 		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "slots must be an array", "persons[%u].slots", index);
 	}
 	uint32_t count = slots->via.array.size;
-	if (count > PERSON_SLOTS_MAX) {
+	if (count > PROTO_PERSON_SLOTS_MAX) {
 		return proto_error_set(err, PROTO_TOO_LARGE, "too many slots", "persons[%u].slots", index);
 	}
 	if (!person_buf_reserve(buf, count)) {

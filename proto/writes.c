@@ -7,7 +7,6 @@
 
 #include "internal.h"
 
-#define IDEM_KEY_MAX 255u /* bytes; LMDB keys stay well inside 511 */
 
 static int invalid(struct proto_error *err, const char *message, const char *at)
 {
@@ -23,7 +22,7 @@ int proto_idem_decode(const struct proto_params *params, bool required, struct p
 	if (o == NULL) {
 		return required ? invalid(err, "idem key required", "idem") : PROTO_OK;
 	}
-	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > IDEM_KEY_MAX ||
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > IDEM_KEY_BYTES_MAX ||
 	    !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
 		return invalid(err, "idem must be a UTF-8 string of 1..255 bytes", "idem");
 	}

@@ -15,10 +15,6 @@
 
 #include "../core/core.h"
 
-#define STORE_MAP_BYTES_MAX (1ull << 40)   /* default map: 1 TiB of address space, mapped at open */
-#define STORE_READERS_MAX 1024u            /* read transactions open at once, all processes together */
-#define STORE_DISK_FULL_BYTES (1ull << 20) /* free space under which a failed write means "disk full" */
-#define STORE_IDEM_KEY_MAX 255u            /* idempotency key bytes */
 #define STORE_PERSON_FORMAT 1u
 
 enum store_rc {
