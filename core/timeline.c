@@ -23,9 +23,12 @@ static int32_t zigzag_decode(uint64_t v)
 	return (int32_t)(v >> 1) ^ -(int32_t)(v & 1);
 }
 
+/* Within 32 bits: widening the sign first made every negative value ten
+ * bytes long (and overran core_timeline_encode_max). zigzag_decode reads
+ * the low 32 bits, so records written that way still decode. */
 static uint64_t zigzag_encode(int32_t v)
 {
-	return ((uint64_t)(uint32_t)v << 1) ^ (uint64_t)(int64_t)(v >> 31);
+	return ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
 }
 
 struct writer {

@@ -534,10 +534,19 @@ enum write_outcome {
 	/* 0 and up: a store_rc a put met */
 };
 
+/* A write method's params, decoded (one member per method). */
+struct write_request {
+	struct proto_compute put;       /* person.put */
+	struct proto_string id;         /* person.delete */
+	struct proto_list items;        /* payment.apply */
+	struct proto_withhold withhold; /* withhold.run */
+	const struct core_policy *policy; /* policy.put */
+};
+
 /* One write method's body, run inside a write transaction; it writes the
- * whole response into d->writer and may run again after the map grew. */
+ * whole response into d->writer. */
 typedef int (*write_body)(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			  const void *req);
+			  const struct write_request *req);
 
 static bool touch(struct dispatch *d, const char *id)
 {
@@ -597,7 +606,7 @@ static int write_records(struct dispatch *d, struct store_txn *txn, const struct
  * with nothing written, or replays the idempotency record. Returns true
  * when it committed. */
 static bool run_write(struct dispatch *d, const struct proto_envelope *env, const struct proto_string *idem,
-		      write_body body, const void *req)
+		      write_body body, const struct write_request *req)
 {
 	uint8_t digest[PROTO_DIGEST_BYTES] = { 0 };
 	if (idem->ptr != NULL && !proto_params_digest(env->params, env->method, env->method_size, digest)) {
@@ -650,9 +659,9 @@ static bool store_required(struct dispatch *d, const struct proto_envelope *env)
 }
 
 static int policy_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			   const void *req)
+			   const struct write_request *req)
 {
-	const struct core_policy *p = req;
+	const struct core_policy *p = req->policy;
 	/* The bound is checked in the transaction: threads may add cities at once. */
 	uint64_t count;
 	bool exists;
@@ -691,7 +700,8 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 		return;
 	}
 	struct proto_string no_idem = { NULL, 0 };
-	if (d->store != NULL && !run_write(d, env, &no_idem, policy_put_body, p)) {
+	struct write_request req = { .policy = p };
+	if (d->store != NULL && !run_write(d, env, &no_idem, policy_put_body, &req)) {
 		free(p);
 		return;
 	}
@@ -705,9 +715,9 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 }
 
 static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			   const void *req_)
+			   const struct write_request *w)
 {
-	const struct proto_compute *req = req_;
+	const struct proto_compute *req = &w->put;
 	proto_write_results_begin(d->writer, env->msgid, req->person_count, false);
 	for (uint32_t i = 0; i < req->person_count; i++) {
 		const char *id;
@@ -730,21 +740,6 @@ static int person_put_body(struct dispatch *d, struct store_txn *txn, const stru
 		proto_write_put_ok(d->writer, person.id);
 	}
 	return WRITE_DONE;
-}
-
-static void handle_person_put(struct dispatch *d, const struct proto_envelope *env)
-{
-	struct proto_compute req;
-	struct proto_string idem;
-	struct proto_error err;
-	if (proto_put_decode(env->params, &req, &err) != PROTO_OK ||
-	    proto_idem_decode(env->params, false, &idem, &err) != PROTO_OK) {
-		proto_write_error(d->writer, env->msgid, &err);
-		return;
-	}
-	if (store_required(d, env)) {
-		run_write(d, env, &idem, person_put_body, &req);
-	}
 }
 
 static void handle_person_get(struct dispatch *d, const struct proto_envelope *env)
@@ -776,9 +771,9 @@ static void handle_person_get(struct dispatch *d, const struct proto_envelope *e
 }
 
 static int person_delete_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
-			      const void *req)
+			      const struct write_request *w)
 {
-	const struct proto_string *id = req;
+	const struct proto_string *id = &w->id;
 	int rc = store_person_delete(txn, id->ptr, id->size);
 	if (rc == STORE_NOT_FOUND) {
 		write_error(d, env->msgid, PROTO_NOT_FOUND, "no such person", "id");
@@ -792,21 +787,6 @@ static int person_delete_body(struct dispatch *d, struct store_txn *txn, const s
 	}
 	proto_write_ok(d->writer, env->msgid);
 	return WRITE_DONE;
-}
-
-static void handle_person_delete(struct dispatch *d, const struct proto_envelope *env)
-{
-	struct proto_string id;
-	struct proto_string idem;
-	struct proto_error err;
-	if (proto_id_decode(env->params, &id, &err) != PROTO_OK ||
-	    proto_idem_decode(env->params, false, &idem, &err) != PROTO_OK) {
-		proto_write_error(d->writer, env->msgid, &err);
-		return;
-	}
-	if (store_required(d, env)) {
-		run_write(d, env, &idem, person_delete_body, &id);
-	}
 }
 
 /* Decodes a stored person into d->slots for changing it. */
@@ -864,47 +844,6 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 	}
 	proto_write_item_result(d->writer, rc == PROTO_OK ? NULL : &err);
 	return STORE_OK;
-}
-
-/* Writes answering one result per entry (payment items, withholding accounts). */
-struct entries {
-	const void *req;
-	uint32_t count;
-	int (*entry)(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t index);
-};
-
-static int entries_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env, const void *req)
-{
-	const struct entries *e = req;
-	proto_write_results_begin(d->writer, env->msgid, e->count, false);
-	for (uint32_t i = 0; i < e->count; i++) {
-		int rc = e->entry(d, txn, e->req, i);
-		if (rc != STORE_OK) {
-			return rc;
-		}
-	}
-	return WRITE_DONE;
-}
-
-static int payment_entry(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t i)
-{
-	return payment_item(d, txn, req, i);
-}
-
-static void handle_payment(struct dispatch *d, const struct proto_envelope *env)
-{
-	struct proto_string idem;
-	struct proto_list items;
-	struct proto_error err;
-	if (proto_idem_decode(env->params, true, &idem, &err) != PROTO_OK ||
-	    proto_payment_decode(env->params, &items, &err) != PROTO_OK) {
-		proto_write_error(d->writer, env->msgid, &err);
-		return;
-	}
-	struct entries e = { &items, items.count, payment_entry };
-	if (store_required(d, env)) {
-		run_write(d, env, &idem, entries_body, &e);
-	}
 }
 
 static int withhold_account(struct dispatch *d, struct store_txn *txn, const struct proto_withhold *req, uint32_t i)
@@ -965,24 +904,77 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 	return STORE_OK;
 }
 
-static int withhold_entry(struct dispatch *d, struct store_txn *txn, const void *req, uint32_t i)
+/* Writes answering one result per entry (payment items, withholding accounts). */
+static int payment_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			const struct write_request *w)
 {
-	return withhold_account(d, txn, req, i);
+	proto_write_results_begin(d->writer, env->msgid, w->items.count, false);
+	for (uint32_t i = 0; i < w->items.count; i++) {
+		int rc = payment_item(d, txn, &w->items, i);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+	}
+	return WRITE_DONE;
 }
 
-static void handle_withhold(struct dispatch *d, const struct proto_envelope *env)
+static int withhold_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
+			 const struct write_request *w)
 {
+	proto_write_results_begin(d->writer, env->msgid, w->withhold.accounts.count, false);
+	for (uint32_t i = 0; i < w->withhold.accounts.count; i++) {
+		int rc = withhold_account(d, txn, &w->withhold, i);
+		if (rc != STORE_OK) {
+			return rc;
+		}
+	}
+	return WRITE_DONE;
+}
+
+static int decode_put(const struct proto_params *params, struct write_request *w, struct proto_error *err)
+{
+	return proto_put_decode(params, &w->put, err);
+}
+static int decode_delete(const struct proto_params *params, struct write_request *w, struct proto_error *err)
+{
+	return proto_id_decode(params, &w->id, err);
+}
+static int decode_payment(const struct proto_params *params, struct write_request *w, struct proto_error *err)
+{
+	return proto_payment_decode(params, &w->items, err);
+}
+static int decode_withhold(const struct proto_params *params, struct write_request *w, struct proto_error *err)
+{
+	return proto_withhold_decode(params, &w->withhold, err);
+}
+
+/* The stored writes: decode, then the idempotency key (a required one
+ * first), then the body in one transaction under the key (run_write). */
+struct write_method {
+	int (*decode)(const struct proto_params *params, struct write_request *w, struct proto_error *err);
+	write_body body;
+	bool idem_required;
+};
+
+static const struct write_method write_put = { decode_put, person_put_body, false };
+static const struct write_method write_delete = { decode_delete, person_delete_body, false };
+static const struct write_method write_payment = { decode_payment, payment_body, true };
+static const struct write_method write_withhold = { decode_withhold, withhold_body, true };
+
+static void handle_write(struct dispatch *d, const struct proto_envelope *env, const struct write_method *m)
+{
+	struct write_request w;
 	struct proto_string idem;
-	struct proto_withhold req;
 	struct proto_error err;
-	if (proto_idem_decode(env->params, true, &idem, &err) != PROTO_OK ||
-	    proto_withhold_decode(env->params, &req, &err) != PROTO_OK) {
+	int rc = m->idem_required ? proto_idem_decode(env->params, true, &idem, &err) : PROTO_OK;
+	rc = rc == PROTO_OK ? m->decode(env->params, &w, &err) : rc;
+	rc = rc == PROTO_OK && !m->idem_required ? proto_idem_decode(env->params, false, &idem, &err) : rc;
+	if (rc != PROTO_OK) {
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
-	struct entries e = { &req, req.accounts.count, withhold_entry };
 	if (store_required(d, env)) {
-		run_write(d, env, &idem, entries_body, &e);
+		run_write(d, env, &idem, m->body, &w);
 	}
 }
 
@@ -1022,24 +1014,25 @@ enum method_kind {
 
 static const struct {
 	const char *name;
-	void (*handle)(struct dispatch *d, const struct proto_envelope *env);
+	void (*handle)(struct dispatch *d, const struct proto_envelope *env); /* NULL: a stored write */
 	uint8_t kind;
+	const struct write_method *write;
 } methods[] = {
-	{ "ping", handle_ping, RUN_INLINE },
-	{ "auth", handle_auth, RUN_INLINE },
-	{ "server.stats", handle_stats, RUN_INLINE },
-	{ "policy.put", handle_policy_put, RUN_DEFERRED },
-	{ "policy.get", handle_policy_get, RUN_INLINE },
-	{ "person.put", handle_person_put, RUN_DEFERRED },
-	{ "person.get", handle_person_get, RUN_INLINE },
-	{ "person.delete", handle_person_delete, RUN_DEFERRED },
-	{ "payment.apply", handle_payment, RUN_DEFERRED },
-	{ "withhold.run", handle_withhold, RUN_DEFERRED },
-	{ "arrears.compute", handle_arrears, RUN_BY_SIZE },
-	{ "years.compute", handle_years, RUN_BY_SIZE },
-	{ "retirement.check", handle_retirement, RUN_BY_SIZE },
-	{ "housing.check", handle_housing, RUN_BY_SIZE },
-	{ "medical.status", handle_medical, RUN_BY_SIZE },
+	{ "ping", handle_ping, RUN_INLINE, NULL },
+	{ "auth", handle_auth, RUN_INLINE, NULL },
+	{ "server.stats", handle_stats, RUN_INLINE, NULL },
+	{ "policy.put", handle_policy_put, RUN_DEFERRED, NULL },
+	{ "policy.get", handle_policy_get, RUN_INLINE, NULL },
+	{ "person.put", NULL, RUN_DEFERRED, &write_put },
+	{ "person.get", handle_person_get, RUN_INLINE, NULL },
+	{ "person.delete", NULL, RUN_DEFERRED, &write_delete },
+	{ "payment.apply", NULL, RUN_DEFERRED, &write_payment },
+	{ "withhold.run", NULL, RUN_DEFERRED, &write_withhold },
+	{ "arrears.compute", handle_arrears, RUN_BY_SIZE, NULL },
+	{ "years.compute", handle_years, RUN_BY_SIZE, NULL },
+	{ "retirement.check", handle_retirement, RUN_BY_SIZE, NULL },
+	{ "housing.check", handle_housing, RUN_BY_SIZE, NULL },
+	{ "medical.status", handle_medical, RUN_BY_SIZE, NULL },
 };
 #define METHOD_COUNT (sizeof(methods) / sizeof(methods[0]))
 _Static_assert(METHOD_COUNT < STATS_METHODS_MAX, "a stats row per method and one for unknown");
@@ -1140,6 +1133,8 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 			/* the error is written */
 		} else if (mode == DISPATCH_INLINE && runs_elsewhere(&env, method)) {
 			out->deferred = true;
+		} else if (method < METHOD_COUNT && methods[method].write != NULL) {
+			handle_write(d, &env, methods[method].write);
 		} else if (method < METHOD_COUNT) {
 			methods[method].handle(d, &env);
 		} else {

@@ -155,6 +155,62 @@ static void test_too_small_buffer_reports_zero(void **state)
 	assert_int_equal(core_timeline_encode(&s, 1, buf, sizeof(buf)), 0);
 }
 
+/* Every slot its own run, every field at its widest: cities 999999 and
+ * 999998, months going back (a negative delta each run), bases and paid
+ * near 10^10, payments 150 years after the month. Found by a random store
+ * test: negative month deltas took ten bytes and passed encode_max. */
+static void test_widest_runs_fit_encode_max(void **state)
+{
+	(void)state;
+	enum { N = 600 };
+	static struct core_slot slots[N];
+	for (uint32_t i = 0; i < N; i++) {
+		int32_t month = CORE_MONTH_FIRST + (int32_t)CORE_MONTH_COUNT - 1 - (int32_t)(i % 2 ? i : N - i);
+		slots[i] = (struct core_slot){ .month = month, .city = 999999 - i % 2, .type = (uint8_t)(i % CORE_TYPE_COUNT),
+					       .base_fen = CORE_MONEY_MAX - i % 3, .paid_fen = CORE_MONEY_MAX - i % 5,
+					       .paid_date = 21001231 - (int32_t)(i % 7) };
+	}
+	size_t cap = core_timeline_encode_max(N);
+	uint8_t *buf = malloc(cap);
+	assert_non_null(buf);
+	assert_round_trip(slots, N, buf, cap);
+	free(buf);
+}
+
+/* A month going back is zigzag -1 → 1: one byte. Records written when the
+ * encoder widened negative values to 64 bits (ten bytes) still decode. */
+static void test_negative_month_delta_one_byte_and_legacy_form_decodes(void **state)
+{
+	(void)state;
+	struct core_slot s[2] = {
+		{ .month = 2000 * 12 + 5, .city = 1, .type = 0, .base_fen = 5 },
+		{ .month = 2000 * 12 + 5, .city = 1, .type = 1, .base_fen = 5 },
+	};
+	uint8_t buf[64];
+	size_t size = core_timeline_encode(s, 2, buf, sizeof(buf));
+	/* 2, 2, then run 1: flags (city, base, paid follow) 0xe0, city 1, month
+	 * +605 (zigzag 1210: 0xba 0x09), count 1, base 5, paid 0; run 2: flags
+	 * type 1 (base and paid repeat) 0x01, month 24005 - 24006 = -1 → 1, count 1. */
+	static const uint8_t want[] = { 2, 2, 0xe0, 1, 0xba, 0x09, 1, 5, 0, 0x01, 1, 1 };
+	assert_int_equal(size, sizeof(want));
+	assert_memory_equal(buf, want, sizeof(want));
+	/* The same with -1 as the old encoder wrote it: 0xffff_fffe_0000_0001 in ten bytes. */
+	static const uint8_t legacy[] = { 2, 2, 0xe0, 1, 0xba, 0x09, 1, 5, 0, 0x01,
+					  0x81, 0x80, 0x80, 0x80, 0xe0, 0xff, 0xff, 0xff, 0xff, 0x01, 1 };
+	struct core_timeline tl = { .slot_count = 2, .runs = legacy, .runs_size = sizeof(legacy) };
+	struct core_timeline_iter it;
+	const struct core_slot *got;
+	core_timeline_iter_init(&it, &tl);
+	for (int i = 0; i < 2; i++) {
+		got = core_timeline_next(&it);
+		assert_non_null(got);
+		assert_int_equal(got->month, s[i].month);
+		assert_int_equal(got->type, s[i].type);
+	}
+	assert_null(core_timeline_next(&it));
+	assert_false(it.corrupt);
+}
+
 /* Damaged bytes: every truncation and many bit flips stop cleanly. */
 static void test_damaged_encoding_never_reads_past_the_end(void **state)
 {
@@ -344,6 +400,8 @@ int main(void)
 		cmocka_unit_test(test_round_trip_edges),
 		cmocka_unit_test(test_regular_payroll_compresses_to_one_run),
 		cmocka_unit_test(test_too_small_buffer_reports_zero),
+		cmocka_unit_test(test_widest_runs_fit_encode_max),
+		cmocka_unit_test(test_negative_month_delta_one_byte_and_legacy_form_decodes),
 		cmocka_unit_test(test_damaged_encoding_never_reads_past_the_end),
 		cmocka_unit_test(test_run_fast_paths_agree_with_month_by_month),
 	};
