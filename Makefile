@@ -11,11 +11,19 @@ PYTHON  := /usr/bin/python3
 # Debian packages the build and the tests need; installed only when missing.
 PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
 
-LIB_SRC  := $(wildcard core/*.c fault/*.c proto/*.c store/*.c) io/flags.c io/gen.c io/gen_cmd.c io/import.c io/dispatch.c io/eval.c io/stats.c io/log.c io/client.c
-HEADERS  := $(wildcard core/*.h fault/*.h proto/*.h store/*.h io/*.h)
+# The request path every front end shares; the server links only this, its
+# loop and cli/flags.c. JSON (proto/json.c), the generator, import and the
+# client belong to the command-line tools.
+RPC_SRC  := $(wildcard core/*.c fault/*.c store/*.c rpc/*.c) $(filter-out proto/json.c,$(wildcard proto/*.c))
+TOOL_SRC := proto/json.c $(filter-out cli/arrears_main.c,$(wildcard cli/*.c)) $(wildcard gen/*.c import/*.c)
+LIB_SRC  := $(RPC_SRC) $(TOOL_SRC)
+HEADERS  := $(wildcard core/*.h fault/*.h proto/*.h store/*.h rpc/*.h io/*.h cli/*.h gen/*.h import/*.h)
+RPC_OBJ  := $(RPC_SRC:%.c=build/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
+SAN_RPC_OBJ := $(RPC_SRC:%.c=build/asan/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
-LIBS     := -lmsgpackc -llmdb -ljansson -lsodium
+RPC_LIBS := -lmsgpackc -llmdb -lsodium
+LIBS     := $(RPC_LIBS) -ljansson
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
 .PHONY: all deps run demo test unit sanitize e2e bench bench-load clean
@@ -41,20 +49,20 @@ build/asan/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(SAN) -c -o $@ $<
 
-build/arrears: $(LIB_OBJ) build/obj/io/arrears_main.o
+build/arrears: $(LIB_OBJ) build/obj/cli/arrears_main.o
 	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
-build/arrearsd: $(LIB_OBJ) build/obj/io/server.o build/obj/io/arrearsd_main.o
-	$(CC) $(OPT) -o $@ $^ $(LIBS) -luring -lpthread
+build/arrearsd: $(RPC_OBJ) build/obj/cli/flags.o build/obj/io/server.o build/obj/io/arrearsd_main.o
+	$(CC) $(OPT) -o $@ $^ $(RPC_LIBS) -luring -lpthread
 
 build/test_%: build/obj/tests/test_%.o $(LIB_OBJ)
 	$(CC) $(OPT) -o $@ $^ $(LIBS) -lcmocka
 
-build/asan/arrears: $(SAN_OBJ) build/asan/obj/io/arrears_main.o
+build/asan/arrears: $(SAN_OBJ) build/asan/obj/cli/arrears_main.o
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-build/asan/arrearsd: $(SAN_OBJ) build/asan/obj/io/server.o build/asan/obj/io/arrearsd_main.o
-	$(CC) $(SAN) -o $@ $^ $(LIBS) -luring -lpthread
+build/asan/arrearsd: $(SAN_RPC_OBJ) build/asan/obj/cli/flags.o build/asan/obj/io/server.o build/asan/obj/io/arrearsd_main.o
+	$(CC) $(SAN) -o $@ $^ $(RPC_LIBS) -luring -lpthread
 
 build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(LIBS) -lcmocka

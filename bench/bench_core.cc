@@ -12,9 +12,9 @@
 
 extern "C" {
 #include "../core/core.h"
-#include "../io/dispatch.h"
-#include "../io/gen.h"
-#include "../io/gen_cmd.h"
+#include "../rpc/dispatch.h"
+#include "../gen/gen.h"
+#include "../gen/gen_cmd.h"
 #include "../store/store.h"
 #include <msgpack.h>
 }

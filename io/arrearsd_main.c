@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "../fault/fault.h"
-#include "flags.h"
-#include "log.h"
+#include "../cli/flags.h"
+#include "../rpc/log.h"
 #include "server.h"
 
 

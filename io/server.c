@@ -21,9 +21,9 @@
 #include <unistd.h>
 
 #include "../fault/fault.h"
-#include "log.h"
+#include "../rpc/log.h"
 #include "server.h"
-#include "stats.h"
+#include "../rpc/stats.h"
 
 #define RING_ENTRIES 4096u        /* SQEs per loop; a full queue is submitted and refilled */
 #define CQ_ENTRIES 16384u         /* completions a burst may leave before we reap */

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "../store/store.h"
-#include "dispatch.h"
+#include "../rpc/dispatch.h"
 
 
 struct server_config {

@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "../core/core.h"
-#include "../io/gen.h"
+#include "../gen/gen.h"
 
 #define CITY_A 110000u
 #define CITY_B 310000u

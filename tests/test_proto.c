@@ -22,7 +22,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
-#include "../io/dispatch.h"
+#include "../rpc/dispatch.h"
 #include "../proto/proto.h"
 
 #define MSGID 7u

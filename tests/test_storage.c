@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
-#include "../io/dispatch.h"
+#include "../rpc/dispatch.h"
 #include "../io/server.h"
 #include "../store/store.h"
 

@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "dispatch.h"
+#include "../rpc/dispatch.h"
 #include "import.h"
-#include "log.h"
+#include "../rpc/log.h"
 
 #define READ_BYTES (4u << 20)            /* one read of the CSV */
 #define LINE_BYTES_MAX 4096u             /* a longer line is a bad row */

@@ -7,8 +7,8 @@
 #include "client.h"
 #include "eval.h"
 #include "flags.h"
-#include "gen_cmd.h"
-#include "import.h"
+#include "../gen/gen_cmd.h"
+#include "../import/import.h"
 
 static int usage(FILE *out)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dispatch.h"
+#include "../rpc/dispatch.h"
 #include "eval.h"
 
 #define READ_CHUNK_BYTES (1u << 16)

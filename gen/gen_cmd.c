@@ -6,8 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "dispatch.h"
-#include "flags.h"
+#include "../rpc/dispatch.h"
+#include "../cli/flags.h"
 #include "gen.h"
 #include "gen_cmd.h"
 
