@@ -106,7 +106,8 @@ class Server:
         self.sock.listen(16)
         self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.connections = 0
-        threading.Thread(target=self.accept_loop, daemon=True).start()
+        self.accepter = threading.Thread(target=self.accept_loop, daemon=True)
+        self.accepter.start()
 
     def accept_loop(self):
         while True:
@@ -126,6 +127,14 @@ class Server:
             conn.close()
 
     def close(self):
+        # Wake the accepting thread and wait for it before closing: a thread
+        # still polling the closed descriptor's number would accept on the
+        # next test's listener, reusing that number, and serve it from here.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.accepter.join(timeout=TIMEOUT_S)
         self.sock.close()
 
 
