@@ -640,8 +640,10 @@ static void job_resume(struct loop *l, struct conn *c)
 /* Hands a request to the workers; false when their queue is full. The
  * frame is copied, or the input buffer itself changes hands when the frame
  * is all it holds (a bulk request is not copied on the loop). */
-static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size, uint64_t elements,
-		       int64_t started_ns)
+enum job_submitted { JOB_QUEUED, JOB_QUEUE_FULL, JOB_NO_MEMORY };
+
+static enum job_submitted job_submit(struct loop *l, struct conn *c, const uint8_t *frame, size_t size,
+				     uint64_t elements, int64_t started_ns)
 {
 	struct server *srv = l->srv;
 	struct job *j = fault_hit(FAULT_ALLOC) ? NULL : calloc(1, sizeof(*j));
@@ -649,7 +651,7 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	uint8_t *copy = j == NULL ? NULL : whole ? c->in : malloc(size);
 	if (copy == NULL) {
 		free(j);
-		return false;
+		return JOB_NO_MEMORY;
 	}
 	if (!whole) {
 		memcpy(copy, frame, size);
@@ -663,7 +665,7 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 			free(copy);
 		}
 		free(j);
-		return false;
+		return JOB_QUEUE_FULL;
 	}
 	if (whole) {
 		c->in = NULL;
@@ -675,7 +677,7 @@ static bool job_submit(struct loop *l, struct conn *c, const uint8_t *frame, siz
 	c->busy = true;
 	c->job = j;
 	l->jobs_out++;
-	return true;
+	return JOB_QUEUED;
 }
 
 static void answer_error(struct loop *l, struct conn *c, int code, const char *message)
@@ -741,13 +743,19 @@ static void conn_process(struct loop *l, struct conn *c)
 		proto_frame_reset(&c->frame);
 		if (out.deferred) {
 			bool whole = frame == c->in && size == c->in_size;
-			if (job_submit(l, c, frame, size, elements, started)) {
+			enum job_submitted submitted = job_submit(l, c, frame, size, elements, started);
+			if (submitted == JOB_QUEUED) {
 				start = whole ? 0 : start + size;
 				break;
 			}
 			start += size;
-			dispatch_reject(l->d, out.msgid, PROTO_OVERLOADED, "too many requests queued; retry later",
-					&response, &response_size);
+			if (submitted == JOB_QUEUE_FULL) {
+				dispatch_reject(l->d, out.msgid, PROTO_OVERLOADED, "too many requests queued; retry later",
+						&response, &response_size);
+			} else {
+				dispatch_reject(l->d, out.msgid, PROTO_INTERNAL, "out of memory: nothing was run", &response,
+						&response_size);
+			}
 			out.error = true;
 		} else {
 			start += size;
