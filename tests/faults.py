@@ -44,11 +44,11 @@ Each scenario, on its own copy of the base store:
        connection ends (a truncated last message before the end is allowed);
        a connection with requests in flight that gets nothing for
        IO_TIMEOUT_S is a hang; reads equal the oracle's answers (or are
-       `internal` errors: out of memory, storage fault, or `overloaded`,
-       what a failed job allocation answers); person.get of a
+       `internal` errors: out of memory, storage fault, or `overloaded`:
+       the worker queue full); person.get of a
        written person is one of its versions, never torn; writes answer
        exactly the expected result or `internal` with "storage full" /
-       "storage fault" / "out of memory" or that `overloaded` (anything
+       "storage fault" / "out of memory" or `overloaded` (anything
        else, conflict included, fails);
    (b) SIGTERM: the server exits 0 within STOP_GRACE_S and logs
        event=faults_injected (an abort, status 134, means its own
