@@ -34,16 +34,19 @@
 #define OUT_HIGH_BYTES (1u << 20)               /* a connection's unsent answers: past it, nothing is read or run */
 #define OUT_LOW_BYTES (256u << 10)              /* ... until they drain below this */
 #define PART_BYTES (512u << 10)                 /* a worker's answer is made in parts of this, as the client takes them */
+#define PART_BYTES_TIGHT (16u << 10)            /* ... and of this while the answer budget is spent */
 /* Answers held for all clients together (--max-answer-memory): past it, a
- * connection holding answers runs nothing more until they drain. With each
- * answer made a part at a time, 100 clients that never read city-sized
- * answers keep the server well under 512 MiB outside the map. */
+ * connection holding answers runs nothing more until they drain, and one
+ * holding none gets parts of PART_BYTES_TIGHT. With each answer made a part
+ * at a time, 100 clients that never read city-sized answers keep the server
+ * well under 512 MiB outside the map. */
 #define SERVER_ANSWER_BYTES_MAX_DEFAULT (256ull << 20)
-/* Input buffers past INLINE_FRAME_BYTES_MAX (big requests arriving, or
- * waiting for a worker) for all connections together: past it, a
- * connection in the middle of a big request is not read until others are
- * done (one that begins a big request and stalls holds its part until the
- * idle timeout). */
+/* Big requests (past INLINE_FRAME_BYTES_MAX) being received or waiting
+ * for a worker, all connections together: each is admitted whole, with a
+ * reservation of the largest request (--max-request), before its input may
+ * grow; others are not read until a reservation comes back. A client that
+ * sends big requests and never reads their answers holds its reservation
+ * until the idle timeout. */
 #define INPUT_BYTES_MAX (256u << 20)
 /* msgpack-c trees being built for big requests at once, whatever the
  * number of workers: a worker waits its turn. */
@@ -70,7 +73,7 @@ static_assert(STORE_READERS_MAX >= 2 * SERVER_THREADS_MAX + 64,
 	      "a read transaction per loop and worker, and room for other processes");
 static_assert((unsigned long long)PROTO_ELEMENTS_MAX * PROTO_PARSE_BYTES_PER_ELEMENT <= PARSE_BYTES_MAX,
 	      "the largest request parses within the parse budget");
-static_assert(PROTO_REQUEST_BYTES_MAX <= INPUT_BYTES_MAX / 8, "eight of the largest requests arrive at once");
+static_assert(PROTO_REQUEST_BYTES_MAX <= INPUT_BYTES_MAX / 8, "eight of the largest requests are admitted at once");
 static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
 static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES, "a part resumed at the low mark fits under the high");
 static_assert(PART_BYTES * 2 * SERVER_THREADS_MAX <= SERVER_ANSWER_BYTES_MAX_DEFAULT,

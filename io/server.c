@@ -88,6 +88,7 @@ struct conn {
 	bool stalled;     /* requests wait in the input: answers piled up, or the answer budget is spent */
 	bool want_send;   /* on the loop's list of connections to send for */
 	bool want_turn;   /* on the loop's list of connections with requests left to run */
+	bool input_reserved; /* holds a big request's reservation (input_reserve) */
 	int fault_recv;   /* an injected result for the receive armed (a no-op in its place), 0: none */
 	int fault_send;   /* the same for the send */
 	int64_t linger_since_ns;
@@ -317,6 +318,12 @@ static bool socket_unread(const struct conn *c)
 	return ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0;
 }
 
+/* Whether the next receive may take the input past the inline size. */
+static bool input_near_big(const struct conn *c)
+{
+	return c->in_size + BUF_BYTES > INLINE_FRAME_BYTES_MAX;
+}
+
 /* Whether the connection should be reading: requests while open, or the
  * bytes to drop until the peer's end while closing. Never after the peer's
  * end; not while its answers pile up or requests wait in its input. */
@@ -331,8 +338,7 @@ static bool should_read(const struct loop *l, const struct conn *c)
 		 * to send, and the requests already in its socket. */
 		return !c->stalled && !c->want_turn && c->out_bytes < OUT_HIGH_BYTES &&
 		       (!l->stopping || c->in_size > 0 || socket_unread(c)) &&
-		       c->in_size < frame_bytes_max(l, c) + BUF_BYTES &&
-		       !(c->in_size >= INLINE_FRAME_BYTES_MAX && atomic_load(&l->srv->input_bytes) >= INPUT_BYTES_MAX);
+		       c->in_size < frame_bytes_max(l, c) + BUF_BYTES && (c->input_reserved || !input_near_big(c));
 	case CONN_CLOSING:
 	case CONN_LINGER:
 		return true;
@@ -395,19 +401,31 @@ static bool answer_budget_spent(const struct loop *l)
 	return atomic_load(&l->srv->answer_bytes) >= l->srv->config->answer_bytes_max;
 }
 
-/* What an input buffer of this capacity takes of INPUT_BYTES_MAX. */
-static size_t input_held(size_t capacity)
+/* A big request is admitted whole: before its input may pass
+ * INLINE_FRAME_BYTES_MAX, the connection reserves the largest request
+ * (INPUT_BYTES_MAX allows a few at once) or is not read until a
+ * reservation is given back. Reserving by the piece instead, half-received
+ * requests could hold the whole budget and wait for each other. */
+static size_t input_reservation(const struct server *srv)
 {
-	return capacity > INLINE_FRAME_BYTES_MAX ? capacity : 0;
+	return srv->config->request_bytes_max + BUF_BYTES;
 }
 
-static void input_account(struct server *srv, size_t added, size_t removed)
+static bool input_reserve(struct server *srv)
 {
-	if (added > removed) {
-		atomic_fetch_add(&srv->input_bytes, added - removed);
-	} else {
-		atomic_fetch_sub(&srv->input_bytes, removed - added);
-	}
+	size_t want = input_reservation(srv);
+	size_t now = atomic_load(&srv->input_bytes);
+	do {
+		if (now + want > INPUT_BYTES_MAX && now > 0) {
+			return false;
+		}
+	} while (!atomic_compare_exchange_weak(&srv->input_bytes, &now, now + want));
+	return true;
+}
+
+static void input_unreserve(struct server *srv, size_t bytes)
+{
+	atomic_fetch_sub(&srv->input_bytes, bytes);
 }
 
 /* ---- connections ---- */
@@ -424,7 +442,9 @@ static void conn_release(struct loop *l, struct conn *c)
 		k = next;
 	}
 	ASSERT(c->out_bytes == 0);
-	input_account(l->srv, 0, input_held(c->in_capacity));
+	if (c->input_reserved) {
+		input_unreserve(l->srv, input_reservation(l->srv));
+	}
 	free(c->in);
 	/* The slot may still be linked on the send or turn list: their flushes skip it. */
 	uint32_t gen = c->gen + 1;
@@ -454,7 +474,7 @@ static void out_drop(struct loop *l, struct conn *c)
 
 static void job_free(struct job *j)
 {
-	input_account(j->loop->srv, 0, j->frame_held);
+	input_unreserve(j->loop->srv, j->frame_held);
 	dispatch_resume_free(&j->resume);
 	free(j->response);
 	free(j->frame);
@@ -536,6 +556,9 @@ static void conn_settle(struct loop *l, struct conn *c)
 			conn_release(l, c);
 		}
 		return;
+	}
+	if (c->state == CONN_OPEN && !c->input_reserved && input_near_big(c)) {
+		c->input_reserved = input_reserve(l->srv); /* else not read until one is given back (on_tick) */
 	}
 	if (!c->recv_armed && should_read(l, c)) {
 		arm_recv(l, c);
@@ -625,11 +648,12 @@ static bool job_push(struct server *srv, struct job *j)
 }
 
 /* The next part of a parked answer, once the client took most of the last
- * one and the answer budget has room (else on_send or on_tick try again). */
+ * one and the answer budget has room, or took all of it (over the budget
+ * parts are small); else on_send or on_tick try again. */
 static void job_resume(struct loop *l, struct conn *c)
 {
 	if (c->busy && c->job->parked && c->state != CONN_DONE && c->out_bytes <= OUT_LOW_BYTES &&
-	    !answer_budget_spent(l)) {
+	    (c->out_bytes == 0 || !answer_budget_spent(l))) {
 		c->job->parked = false;
 		if (!job_push(l->srv, c->job)) {
 			c->job->parked = true; /* the queue is full: at the next tick */
@@ -656,9 +680,10 @@ static enum job_submitted job_submit(struct loop *l, struct conn *c, const uint8
 	if (!whole) {
 		memcpy(copy, frame, size);
 	}
-	/* The input buffer's share of the budget moves with it; a copy takes its own. */
+	/* A big request's reservation moves with it. */
+	bool moves = c->input_reserved && size > INLINE_FRAME_BYTES_MAX;
 	*j = (struct job){ .loop = l, .slot = c->slot, .gen = c->gen, .session = c->session, .frame = copy,
-			   .frame_size = size, .frame_held = input_held(whole ? c->in_capacity : size),
+			   .frame_size = size, .frame_held = moves ? input_reservation(srv) : 0,
 			   .elements = elements, .started_ns = started_ns };
 	if (!job_push(srv, j)) {
 		if (!whole) {
@@ -671,9 +696,8 @@ static enum job_submitted job_submit(struct loop *l, struct conn *c, const uint8
 		c->in = NULL;
 		c->in_size = 0;
 		c->in_capacity = 0;
-	} else {
-		input_account(srv, j->frame_held, 0);
 	}
+	c->input_reserved &= !moves;
 	c->busy = true;
 	c->job = j;
 	l->jobs_out++;
@@ -734,12 +758,6 @@ static void conn_process(struct loop *l, struct conn *c)
 		if (size <= INLINE_FRAME_BYTES_MAX) {
 			dispatch_frame(l->d, &c->session, DISPATCH_INLINE, frame, size, &response, &response_size, &out);
 		}
-		if (out.deferred && answer_budget_spent(l)) {
-			/* Waits in the input, scanned again, until answers drain (on_tick). */
-			proto_frame_reset(&c->frame);
-			c->stalled = true;
-			break;
-		}
 		proto_frame_reset(&c->frame);
 		if (out.deferred) {
 			bool whole = frame == c->in && size == c->in_size;
@@ -775,20 +793,23 @@ static void conn_process(struct loop *l, struct conn *c)
 		memmove(c->in, c->in + start, c->in_size - start);
 		c->in_size -= start;
 	}
-	/* A big request done, its buffer goes back (and its share of the budget). */
+	/* A big request done, its buffer and reservation go back. */
 	if (c->in_capacity > INLINE_FRAME_BYTES_MAX && c->in_size <= BUF_BYTES) {
 		uint8_t *in = realloc(c->in, BUF_BYTES);
 		if (in != NULL) {
-			input_account(l->srv, 0, input_held(c->in_capacity));
 			c->in = in;
 			c->in_capacity = BUF_BYTES;
 		}
+	}
+	if (c->input_reserved && !input_near_big(c)) {
+		input_unreserve(l->srv, input_reservation(l->srv));
+		c->input_reserved = false;
 	}
 }
 
 /* Input grows by doubling to 1 MiB, then by the MiB (mremap: no copy),
  * so that a 15 MiB request holds 15 MiB, not 32. */
-static bool conn_append(struct server *srv, struct conn *c, const uint8_t *data, size_t size)
+static bool conn_append(struct conn *c, const uint8_t *data, size_t size)
 {
 	if (c->in_capacity - c->in_size < size) {
 		size_t capacity = c->in_capacity == 0 ? BUF_BYTES : c->in_capacity;
@@ -799,7 +820,6 @@ static bool conn_append(struct server *srv, struct conn *c, const uint8_t *data,
 		if (in == NULL) {
 			return false;
 		}
-		input_account(srv, input_held(capacity), input_held(c->in_capacity));
 		c->in = in;
 		c->in_capacity = capacity;
 	}
@@ -983,7 +1003,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 	if (cqe->res > 0 && has_buffer) {
 		c->last_active_ns = l->woke_ns;
 		/* Closing, the peer's bytes are read only to be dropped. */
-		bool kept = c->state != CONN_OPEN || conn_append(l->srv, c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
+		bool kept = c->state != CONN_OPEN || conn_append(c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
 		buffer_return(l, bid);
 		if (!kept) {
 			conn_finish(l, c, "out_of_memory");
@@ -1252,7 +1272,10 @@ static void *worker_main(void *arg)
 			size_t parse = j->frame_size > INLINE_FRAME_BYTES_MAX ? j->elements * PROTO_PARSE_BYTES_PER_ELEMENT : 0;
 			parse_acquire(srv, parse);
 			const uint8_t *response;
-			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, PART_BYTES, &j->resume, &response,
+			/* Over the answer budget, one small part per connection at most. */
+			size_t part = atomic_load(&srv->answer_bytes) >= srv->config->answer_bytes_max ? PART_BYTES_TIGHT
+												: PART_BYTES;
+			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, part, &j->resume, &response,
 					    &j->response_size, &j->outcome);
 			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
 			j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;

@@ -73,7 +73,9 @@ static int key_order(const void *a_, const void *b_)
 
 static bool canonical_map(msgpack_packer *pk, const msgpack_object_map *map)
 {
-	msgpack_pack_map(pk, map->size);
+	if (msgpack_pack_map(pk, map->size) != 0) {
+		return false;
+	}
 	if (map->size == 0) {
 		return true;
 	}
@@ -85,7 +87,7 @@ static bool canonical_map(msgpack_packer *pk, const msgpack_object_map *map)
 	size_t *ends = malloc(sizeof(*ends) * map->size);
 	bool ok = refs != NULL && ends != NULL;
 	for (uint32_t i = 0; ok && i < map->size; i++) {
-		ok = canonical_pack(&kpk, &map->ptr[i].key) && keys.data != NULL;
+		ok = canonical_pack(&kpk, &map->ptr[i].key); /* false when the key buffer could not grow */
 		ends[i] = keys.size;
 	}
 	for (uint32_t i = 0; ok && i < map->size; i++) {
@@ -96,8 +98,8 @@ static bool canonical_map(msgpack_packer *pk, const msgpack_object_map *map)
 		qsort(refs, map->size, sizeof(*refs), key_order);
 	}
 	for (uint32_t i = 0; ok && i < map->size; i++) {
-		pk->callback(pk->data, refs[i].bytes, refs[i].size);
-		ok = canonical_pack(pk, &map->ptr[refs[i].index].val);
+		ok = pk->callback(pk->data, refs[i].bytes, refs[i].size) == 0 &&
+		     canonical_pack(pk, &map->ptr[refs[i].index].val);
 	}
 	free(refs);
 	free(ends);
@@ -110,11 +112,15 @@ static bool canonical_pack(msgpack_packer *pk, const msgpack_object *o)
 {
 	switch (o->type) {
 	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		msgpack_pack_double(pk, o->via.f64);
-		return true;
+	case MSGPACK_OBJECT_FLOAT64: {
+		/* As values: -0.0 is 0.0, and every NaN one NaN. */
+		double v = o->via.f64 == 0.0 ? 0.0 : o->via.f64 != o->via.f64 ? __builtin_nan("") : o->via.f64;
+		return msgpack_pack_double(pk, v) == 0;
+	}
 	case MSGPACK_OBJECT_ARRAY:
-		msgpack_pack_array(pk, o->via.array.size);
+		if (msgpack_pack_array(pk, o->via.array.size) != 0) {
+			return false;
+		}
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
 			if (!canonical_pack(pk, &o->via.array.ptr[i])) {
 				return false;
@@ -124,8 +130,7 @@ static bool canonical_pack(msgpack_packer *pk, const msgpack_object *o)
 	case MSGPACK_OBJECT_MAP:
 		return canonical_map(pk, &o->via.map);
 	default: /* nil, booleans, integers (shortest form), str, bin, ext */
-		msgpack_pack_object(pk, *o);
-		return true;
+		return msgpack_pack_object(pk, *o) == 0;
 	}
 }
 

@@ -1116,9 +1116,11 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 	proto_writer_reset(d->writer);
 	d->session = session;
 	*out = (struct dispatch_outcome){ .method = STATS_METHODS_MAX - 1 };
+	bool broken = false; /* a later part that cannot go on (it must not turn into an error message) */
 	if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
 		proto_write_error(d->writer, env.msgid, &err);
 		out->close = true;
+		broken = !with_header;
 	} else {
 		uint32_t method = method_find(&env);
 		out->msgid = env.msgid;
@@ -1127,6 +1129,7 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 			     d->policy_generation != __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 		if (stale && !policies_reload(d)) {
 			write_error(d, env.msgid, PROTO_INTERNAL, "stored policies do not load", NULL);
+			broken = !with_header;
 		} else if (!proto_utf8_valid(env.method, env.method_size)) {
 			write_error(d, env.msgid, PROTO_INVALID_ARGUMENT, "method must be a UTF-8 string", "method");
 		} else if (!admitted(d, &env, method)) {
@@ -1146,7 +1149,7 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 			proto_writer_reset(d->writer);
 		}
 	}
-	*response = proto_writer_data(d->writer, response_size);
+	*response = broken ? NULL : proto_writer_data(d->writer, response_size);
 	if (*response == NULL && with_header) {
 		proto_writer_reset(d->writer);
 		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);

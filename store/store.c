@@ -443,7 +443,12 @@ int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, 
 		return map_error(rc);
 	}
 	if (val.mv_size < sizeof(out->digest)) {
-		return STORE_IO;
+		/* A record from before the 32-byte digest, too short to hold one:
+		 * it matches nothing (the key answers conflict). */
+		memset(out->digest, 0, sizeof(out->digest));
+		out->answer = NULL;
+		out->answer_size = 0;
+		return STORE_OK;
 	}
 	memcpy(out->digest, val.mv_data, sizeof(out->digest));
 	out->answer = (const uint8_t *)val.mv_data + sizeof(out->digest);

@@ -284,6 +284,39 @@ class TestRequestMemory(HostileTest):
         self.assertEqual(got[0][2]["name"], "too_large")
         self.stop(s)
 
+    def test_many_big_requests_at_once_are_all_answered(self):
+        """Big requests are admitted whole (a reservation of the largest
+        request each): 32 clients sending 15 MiB at once all get their
+        answers. Reserved by the piece, half-received requests held the
+        whole input budget, waited for each other and were cut at the idle
+        timeout (found by review)."""
+        s = self.start(extra=["--idle-timeout", "20"])
+        frame = ts.packb([0, 1, "no.such.method", [{"x": b"\0" * (15 << 20)}]])
+        answers = []
+
+        def one():
+            c = ts.Client(s.port)
+            try:
+                c.send_raw(frame)
+                answers.append(c.next(timeout=60))
+            except OSError as e:
+                answers.append(e)
+            c.close()
+
+        threads = [threading.Thread(target=one) for _ in range(32)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - started
+        self.assertEqual(len(answers), 32)
+        for r in answers:
+            self.assertIsInstance(r, list, r)
+            self.assertEqual(r[2]["name"], "unknown_method")
+        self.assertLess(took, 15.0, "seconds for 32 big requests (the idle timeout is 20)")
+        self.stop(s)
+
     def test_unfinished_big_frames_are_bounded(self):
         s = self.start()
         frame = big_ping(0, 15 << 20)
@@ -301,6 +334,27 @@ class TestRequestMemory(HostileTest):
             c.sock, c.unp, c.pending, c.eof, c.received = sock, ts.unpacker(), [], False, 0
             self.assertEqual(c.next(timeout=60)[3]["pong"], True)
             sock.close()
+        self.stop(s)
+
+
+class TestBudgetSpent(HostileTest):
+    def test_a_spent_answer_budget_does_not_stall_clients_holding_no_answers(self):
+        """Three clients that never read spend a 1 MiB answer budget; a client
+        holding no answers still gets its writes and bulk requests answered
+        (each in small parts), not after the hogs' idle timeout."""
+        data, ids = big_store()
+        s = self.start(data, extra=["--idle-timeout", "30", "--max-answer-memory", str(1 << 20)])
+        hogs = [self.connect(s) for _ in range(3)]
+        for h in hogs:
+            h.send(req(1, "arrears.compute", {"as_of": AS_OF, "ids": ids, "detail": True}))
+        time.sleep(2.0)
+        c = self.connect(s)
+        started = time.monotonic()
+        r = c.ok("person.put", {"persons": [{"id": make_id("11010519800101001"), "slots": []}]})
+        self.assertEqual(r["results"][0]["ok"], True)
+        page = c.ok("years.compute", {"as_of": AS_OF, "ids": ids[:2000]})["results"]
+        self.assertEqual(len(page), 2000)
+        self.assertLess(time.monotonic() - started, 10.0, "seconds for a write and a 2,000-person read")
         self.stop(s)
 
 

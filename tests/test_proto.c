@@ -1718,6 +1718,12 @@ static void test_idempotency_digest_compares_params_as_values(void **state)
 	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
 	digest_of("person.delete", plain, sizeof(plain), d1); /* the method is part of the payload */
 	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+	/* floats as values: -0.0 is 0.0 ({"a": 0.0} as float64, and -0.0 as float32) */
+	static const uint8_t zero[] = { 0x81, 0xa1, 'a', 0xcb, 0, 0, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t minus_zero[] = { 0x81, 0xa1, 'a', 0xca, 0x80, 0, 0, 0 };
+	digest_of("person.put", zero, sizeof(zero), d0);
+	digest_of("person.put", minus_zero, sizeof(minus_zero), d1);
+	assert_memory_equal(d0, d1, PROTO_DIGEST_BYTES);
 	digest_of("person.put", dup12, sizeof(dup12), d0);
 	digest_of("person.put", dup21, sizeof(dup21), d1);
 	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);

@@ -115,11 +115,100 @@ static void test_policies_that_do_not_reload_answer_with_the_requests_msgid(void
 	store_close(s);
 }
 
+/* arrears.compute over 300 valid, unknown ids: 300 not_found entries. */
+static size_t pack_ids_request(msgpack_sbuffer *sb)
+{
+	static const int w[17] = { 7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2 };
+	msgpack_sbuffer_clear(sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_uint32(&pk, 0);
+	msgpack_pack_uint32(&pk, 77);
+	msgpack_pack_str_with_body(&pk, "arrears.compute", 15);
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_map(&pk, 2);
+	msgpack_pack_str_with_body(&pk, "as_of", 5);
+	msgpack_pack_uint32(&pk, 20251110);
+	msgpack_pack_str_with_body(&pk, "ids", 3);
+	msgpack_pack_array(&pk, 300);
+	for (int n = 0; n < 300; n++) {
+		char id[19];
+		snprintf(id, sizeof(id), "11010119900101%03d", n); /* born 1990-01-01, sequence n */
+		int sum = 0;
+		for (int i = 0; i < 17; i++) {
+			sum += (id[i] - '0') * w[i];
+		}
+		id[17] = "10X98765432"[sum % 11];
+		msgpack_pack_str_with_body(&pk, id, 18);
+	}
+	return sb->size;
+}
+
+/* An answer in parts is the whole answer, byte for byte; a later part that
+ * cannot go on (policies that no longer load) closes the connection
+ * instead of putting an error message inside the results. */
+static void test_parts_join_to_the_whole_answer_and_a_broken_part_closes(void **state)
+{
+	(void)state;
+	struct store *s = open_store();
+	struct dispatch_shared shared = { .persons_max = 100000 };
+	struct dispatch *d = dispatch_new(s, &shared);
+	assert_non_null(d);
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	size_t size = pack_ids_request(&sb);
+	const uint8_t *r;
+	size_t rs;
+	struct dispatch_outcome out;
+	dispatch_frame(d, NULL, DISPATCH_ALL, (const uint8_t *)sb.data, size, &r, &rs, &out);
+	uint8_t *whole = malloc(rs);
+	memcpy(whole, r, rs);
+	size_t whole_size = rs;
+	for (int damaged = 0; damaged < 2; damaged++) {
+		struct dispatch_resume resume = { 0 };
+		uint8_t *joined = malloc(whole_size);
+		size_t joined_size = 0;
+		int parts = 0;
+		do {
+			dispatch_frame_part(d, NULL, (const uint8_t *)sb.data, size, 4096, &resume, &r, &rs, &out);
+			assert_true(joined_size + rs <= whole_size);
+			memcpy(joined + joined_size, r, rs);
+			joined_size += rs;
+			if (++parts == 1 && damaged) {
+				struct store_txn *txn;
+				static const uint8_t bad[] = { 0x81, 0xa4, 'c', 'i', 't', 'y', 0xc1 };
+				assert_int_equal(store_write_begin(s, &txn), STORE_OK);
+				assert_int_equal(store_policy_put(txn, 110000, bad, sizeof(bad)), STORE_OK);
+				assert_int_equal(store_write_commit(txn), STORE_OK);
+				__atomic_fetch_add(&shared.policy_generation, 1, __ATOMIC_RELEASE);
+			}
+		} while (out.partial);
+		if (!damaged) {
+			assert_true(parts > 3); /* 300 entries of ~80 bytes in parts of 4 KiB */
+			assert_int_equal(joined_size, whole_size);
+			assert_memory_equal(joined, whole, whole_size);
+		} else {
+			assert_int_equal(parts, 2);
+			assert_int_equal(rs, 0);
+			assert_true(out.close);
+		}
+		dispatch_resume_free(&resume);
+		free(joined);
+	}
+	free(whole);
+	msgpack_sbuffer_destroy(&sb);
+	dispatch_free(d);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_more_reads_at_once_than_lmdb_default_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policies_that_do_not_reload_answer_with_the_requests_msgid, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_parts_join_to_the_whole_answer_and_a_broken_part_closes, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
