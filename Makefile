@@ -100,7 +100,7 @@ e2e: build/arrears build/arrearsd
 	ARREARSD_RING=plain $(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 
 test: deps
-	$(MAKE) --no-print-directory unit e2e sanitize
+	$(MAKE) --no-print-directory unit e2e sanitize fuzz-brief
 
 # The server on the README's defaults, with a small generated city loaded.
 DATA ?= data
@@ -125,6 +125,9 @@ bench-load: deps build/arrears build/arrearsd build/load
 	NO_BUILD=1 bash bench/load.sh
 
 include tests/soak.mk tests/faults.mk
+
+# libFuzzer targets: make fuzz (FUZZ_S seconds each), make fuzz-brief (a few seconds each, in make test).
+include tests/fuzz/fuzz.mk
 
 clean:
 	rm -rf build

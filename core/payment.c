@@ -69,7 +69,9 @@ int core_withhold_run(const struct core_policy_set *set, struct core_slot *slots
 		lines[n++] = (struct core_withhold_line){ .amount_fen = owed, .slot_index = i, .city = s->city,
 							  .type = s->type, .rank = withhold_rank(p, s->type) };
 	}
-	qsort(lines, n, sizeof(*lines), line_order);
+	if (n > 1) { /* qsort's pointer must not be NULL, even for no elements (a person without slots) */
+		qsort(lines, n, sizeof(*lines), line_order);
+	}
 	bool stopped = false;
 	for (uint32_t k = 0; k < n; k++) {
 		struct core_withhold_line *line = &lines[k];

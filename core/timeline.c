@@ -288,8 +288,10 @@ void core_timeline_iter_init(struct core_timeline_iter *it, const struct core_ti
 	it->end = tl->runs + tl->runs_size;
 	uint64_t slot_count = 0;
 	uint64_t run_count = 0;
+	/* A run holds a month at least: more runs than slots is corrupt (and
+	 * would not fit runs_left). */
 	if (!get_varint(&it->p, it->end, &slot_count) || !get_varint(&it->p, it->end, &run_count) ||
-	    slot_count != tl->slot_count) {
+	    slot_count != tl->slot_count || run_count > slot_count) {
 		it->corrupt = true;
 	}
 	it->runs_left = (uint32_t)run_count;

@@ -127,7 +127,8 @@ static const char *parse_row(const char *line, size_t size, struct import_row *r
 	for (size_t i = 0; i <= size; i++) {
 		if (i == size || line[i] == ',') {
 			if (n == 9) {
-				return "columns";
+				n++; /* too many; the id is still read below, to name the person left out */
+				break;
 			}
 			field[n] = start;
 			len[n++] = (size_t)(line + i - start);
@@ -186,6 +187,18 @@ static const char *parse_row(const char *line, size_t size, struct import_row *r
 	default:
 		return NULL;
 	}
+}
+
+const char *import_parse_row(const char *line, size_t size, char id[CORE_ID_SIZE], struct core_slot *slot)
+{
+	struct import_row row;
+	memset(&row, 0xa5, sizeof(row)); /* what parse_row leaves unset shows */
+	const char *bad = parse_row(line, size, &row);
+	memcpy(id, row.id, CORE_ID_SIZE);
+	if (bad == NULL) {
+		*slot = row.slot;
+	}
+	return bad;
 }
 
 static uint32_t partition_of(const struct import *im, const char *id)

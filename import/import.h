@@ -13,4 +13,10 @@
 int import_run(struct store *store, const char *data_dir, const char *csv_path, const char *const *policies,
 	       int policy_count);
 
+/* One CSV row (line without its newline, size ≤ 4096 bytes) as the import
+ * reads it: for the fuzzer. Returns NULL with *slot filled, or the name of
+ * the first bad field. id gets the row's first 18 bytes (zero-padded) either
+ * way, as the import names a bad row's person by them. */
+const char *import_parse_row(const char *line, size_t size, char id[CORE_ID_SIZE], struct core_slot *slot);
+
 #endif

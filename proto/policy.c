@@ -304,11 +304,20 @@ struct core_policy *proto_policy_decode(const struct proto_params *params, struc
 
 struct core_policy *proto_policy_from_doc(const uint8_t *bytes, size_t size, struct proto_error *err)
 {
+	/* Stored bytes are scanned as a client's are: a corrupt count (`dd ff ff
+	 * ff ff`) must not size msgpack-c's allocation. */
+	struct proto_frame scan;
+	size_t doc_size;
+	proto_frame_reset(&scan);
+	if (proto_frame_scan(&scan, bytes, size, size, &doc_size) != PROTO_FRAME_COMPLETE) {
+		proto_error_set(err, PROTO_INTERNAL, "stored policy does not decode", NULL);
+		return NULL;
+	}
 	msgpack_unpacked unpacked;
 	msgpack_unpacked_init(&unpacked);
 	size_t offset = 0;
 	struct core_policy *p = NULL;
-	if (msgpack_unpack_next(&unpacked, (const char *)bytes, size, &offset) == MSGPACK_UNPACK_SUCCESS &&
+	if (msgpack_unpack_next(&unpacked, (const char *)bytes, doc_size, &offset) == MSGPACK_UNPACK_SUCCESS &&
 	    unpacked.data.type == MSGPACK_OBJECT_MAP) {
 		p = policy_from_object(&unpacked.data, err);
 	} else {

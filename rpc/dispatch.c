@@ -1150,13 +1150,16 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		}
 	}
 	*response = broken ? NULL : proto_writer_data(d->writer, response_size);
-	if (*response == NULL && with_header) {
+	/* A deferral writes nothing: a writer that never held bytes (new, or
+	 * just taken) gives NULL then, which is no failure. */
+	bool failed = *response == NULL && !out->deferred;
+	if (failed && with_header) {
 		proto_writer_reset(d->writer);
 		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);
 		*response = proto_writer_data(d->writer, response_size);
 		d->partial = false;
 	}
-	if (*response == NULL) {
+	if (failed && *response == NULL) {
 		/* Not even an error fits, or a later part of an answer failed: the
 		 * request cannot be answered, so the connection closes. */
 		*response_size = 0;

@@ -270,6 +270,14 @@ static int decode_person(const MDB_val *key, const MDB_val *val, struct store_pe
 	return STORE_IO;
 }
 
+int store_person_decode(const char *id, size_t id_size, const uint8_t *value, size_t value_size,
+			struct store_person *out)
+{
+	MDB_val key = { id_size, (void *)id };
+	MDB_val val = { value_size, (void *)value };
+	return decode_person(&key, &val, out);
+}
+
 int store_person_get(struct store_txn *t, const char *id, size_t id_size, struct store_person *out)
 {
 	if (id_size != CORE_ID_SIZE) {

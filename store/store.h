@@ -54,6 +54,12 @@ struct store_person {
 };
 
 int store_person_get(struct store_txn *txn, const char *id, size_t id_size, struct store_person *out);
+/* A stored person's value read as store_person_get reads it (out borrows
+ * value): for the fuzzer, which feeds it corrupt bytes. STORE_OK, or
+ * STORE_IO when the header does not decode (the runs are checked as they
+ * are read, see core_timeline_iter). */
+int store_person_decode(const char *id, size_t id_size, const uint8_t *value, size_t value_size,
+			struct store_person *out);
 /* slots must be sorted by core_slots_sort and valid (SPEC §2.1). */
 int store_person_put(struct store_txn *txn, const char *id, int retire_class, const struct core_slot *slots,
 		     uint32_t slot_count);
