@@ -133,8 +133,8 @@ static size_t pack_ids_request(msgpack_sbuffer *sb)
 	msgpack_pack_str_with_body(&pk, "ids", 3);
 	msgpack_pack_array(&pk, 300);
 	for (int n = 0; n < 300; n++) {
-		char id[19];
-		snprintf(id, sizeof(id), "11010119900101%03d", n); /* born 1990-01-01, sequence n */
+		char id[32];
+		snprintf(id, sizeof(id), "11010119900101%03u", (unsigned)n % 1000); /* born 1990-01-01, sequence n */
 		int sum = 0;
 		for (int i = 0; i < 17; i++) {
 			sum += (id[i] - '0') * w[i];
