@@ -173,7 +173,9 @@ static void test_parts_join_to_the_whole_answer_and_a_broken_part_closes(void **
 		do {
 			dispatch_frame_part(d, NULL, (const uint8_t *)sb.data, size, 4096, &resume, &r, &rs, &out);
 			assert_true(joined_size + rs <= whole_size);
-			memcpy(joined + joined_size, r, rs);
+			if (rs > 0) { /* a part that closes the connection has no bytes */
+				memcpy(joined + joined_size, r, rs);
+			}
 			joined_size += rs;
 			if (++parts == 1 && damaged) {
 				struct store_txn *txn;
