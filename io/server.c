@@ -709,7 +709,9 @@ static void answer_error(struct loop *l, struct conn *c, int code, const char *m
 	const uint8_t *response;
 	size_t size;
 	dispatch_reject(l->d, 0, code, message, &response, &size);
-	conn_queue(l, c, response, size, NULL);
+	if (size > 0) {
+		conn_queue(l, c, response, size, NULL);
+	}
 }
 
 /* Runs the complete requests in the connection's input, in order, until
@@ -781,6 +783,8 @@ static void conn_process(struct loop *l, struct conn *c)
 		stats_answer(l, &out, started);
 		if (response_size > 0) {
 			conn_queue(l, c, response, response_size, NULL);
+		} else if (out.deferred) { /* not even the error could be written: closing is the answer */
+			conn_finish(l, c, "out_of_memory");
 		}
 		if (out.close) {
 			log_event("event=reject conn=%u.%u limit=msgpack_rpc", l->id, c->slot);

@@ -1213,4 +1213,7 @@ void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *m
 	proto_writer_reset(d->writer);
 	write_error(d, msgid, code, message, NULL);
 	*response = proto_writer_data(d->writer, response_size);
+	if (*response == NULL) {
+		*response_size = 0; /* out of memory: the caller closes instead */
+	}
 }

@@ -84,7 +84,9 @@ uint8_t *dispatch_take_response(struct dispatch *d, size_t *size);
 
 /* An error response without running anything: for bytes that never formed
  * a frame (malformed, too_large; msgid 0) or a request the server sheds
- * (overloaded). Same borrowing as dispatch_frame. */
+ * (overloaded). Same borrowing as dispatch_frame. *response_size 0 when
+ * out of memory: the request is then unanswered, and its connection must
+ * close. */
 void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *message, const uint8_t **response,
 		     size_t *response_size);
 
