@@ -65,7 +65,8 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from test_server import POLICY_A, first_difference, make_id, month_add, packb, person_norm, req, slot, unpacker  # noqa: E402
+from test_server import (POLICY_A, first_difference, make_id, month_add, packb, person_norm, req,  # noqa: E402
+                         run_suite, slot, unpacker)
 
 ARREARSD = os.path.join(HERE, "..", "build", "arrearsd")
 ARREARS = os.path.join(HERE, "..", "build", "arrears")
@@ -510,16 +511,7 @@ def main():
         print("no executable %s (make build/arrearsd), or --rounds below 1" % ARREARSD)
         print("0 passed, 1 failed")
         return 1
-    module = sys.modules[__name__]
-    loader = unittest.TestLoader()
-    suite = loader.loadTestsFromNames(rest, module) if rest else loader.loadTestsFromModule(module)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print("ran in %.1f s" % (time.monotonic() - started))
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return run_suite(sys.modules[__name__], rest)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -289,16 +288,7 @@ def main():
         print("no executable %s (make build/arrearsd)" % test_server.ARREARSD)
         print("0 passed, 1 failed")
         return 1
-    module = sys.modules[__name__]
-    loader = unittest.TestLoader()
-    suite = loader.loadTestsFromNames(rest, module) if rest else loader.loadTestsFromModule(module)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print("ran in %.1f s" % (time.monotonic() - started))
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return test_server.run_suite(sys.modules[__name__], rest)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 import test_server as ts
 from test_server import AS_OF, BIG_PERSONS, big_store, make_id, month_add, packb, req, slot
@@ -468,15 +467,7 @@ def main():
     ts.ARREARSD = os.path.abspath(args.arrearsd)
     ts.ARREARS = os.path.abspath(args.arrears)
     MEMORY_BOUNDS = args.memory_bounds
-    loader = unittest.TestLoader()
-    module = sys.modules[__name__]
-    suite = loader.loadTestsFromNames(rest, module) if rest else loader.loadTestsFromModule(module)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    print("ran in %.1f s" % (time.monotonic() - started))
-    print("%d passed, %d failed" % (result.testsRun - failed, failed))
-    return 0 if failed == 0 else 1
+    return ts.run_suite(sys.modules[__name__], rest)
 
 
 if __name__ == "__main__":

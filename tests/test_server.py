@@ -1434,6 +1434,20 @@ class TestOperations(ServerTest):
 
 
 
+def run_suite(module, names):
+    """The module's tests (or the named ones), verbose; `N passed, M failed`
+    last; the exit status."""
+    loader = unittest.TestLoader()
+    suite = loader.loadTestsFromNames(names, module) if names else loader.loadTestsFromModule(module)
+    started = time.monotonic()
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    print("ran in %.1f s" % (time.monotonic() - started))
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
 def main():
     global ARREARSD, ARREARS
     parser = argparse.ArgumentParser()
@@ -1447,16 +1461,7 @@ def main():
             print("no executable %s (make build/arrearsd build/arrears)" % b)
             print("0 passed, 1 failed")
             return 1
-    loader = unittest.TestLoader()
-    module = sys.modules[__name__]
-    suite = loader.loadTestsFromNames(rest, module) if rest else loader.loadTestsFromModule(module)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print("ran in %.1f s" % (time.monotonic() - started))
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return run_suite(sys.modules[__name__], rest)
 
 
 if __name__ == "__main__":
