@@ -31,28 +31,6 @@ FUZZ_LEN_csv_row       := 4200
 fuzz-deps: # the top Makefile's deps, for clang and its fuzzer runtime
 	@$(MAKE) --no-print-directory deps PACKAGES="$(FUZZ_PACKAGES)"
 
-build/fuzz/obj/%.o)
-FUZZ_BINS     := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
-# -max_len per target: a request stream holds several frames; a CSV line is at most 4096 bytes.
-FUZZ_LEN_request       := 16384
-FUZZ_LEN_request_store := 16384
-FUZZ_LEN_frame         := 4096
-FUZZ_LEN_timeline      := 4096
-FUZZ_LEN_policy        := 8192
-FUZZ_LEN_csv_row       := 4200
-
-.PHONY: fuzz fuzz-brief fuzz-build fuzz-deps
-
-fuzz-deps:
-	@missing=""; for p in $(FUZZ_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run as root, or apt-get install them)"; exit 1; fi; \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
-
 build/fuzz/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
