@@ -9,7 +9,7 @@ bool fault_on;
 
 static const char *const site_names[FAULT_SITES] = {
 	"send_short", "send_again", "send_reset", "recv_nobufs", "recv_again",
-	"recv_reset", "commit_full", "commit_io", "alloc",
+	"recv_reset", "commit_full", "commit_io", "alloc", "sq_full",
 };
 
 static uint64_t seed;

@@ -25,6 +25,7 @@ enum fault_site {
 	FAULT_COMMIT_FULL, /* a write transaction fails to commit: map or disk full, nothing written */
 	FAULT_COMMIT_IO,   /* a write transaction fails to commit: I/O error, nothing written */
 	FAULT_ALLOC,       /* an allocation that has an out-of-memory path fails */
+	FAULT_SQ_FULL,     /* the submission queue stays full: the ring is broken */
 	FAULT_SITES
 };
 

@@ -202,14 +202,14 @@ static void loop_fail(struct loop *l, int error);
  * core to look at. */
 static struct io_uring_sqe *sqe_get(struct loop *l)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+	struct io_uring_sqe *sqe = fault_hit(FAULT_SQ_FULL) ? NULL : io_uring_get_sqe(&l->ring);
 	for (int tries = 0; sqe == NULL; tries++) {
 		int rc = io_uring_submit(&l->ring);
 		if (tries == SQE_SUBMIT_TRIES) {
 			loop_fail(l, rc < 0 ? -rc : EBUSY);
 			abort();
 		}
-		sqe = io_uring_get_sqe(&l->ring);
+		sqe = fault_hit(FAULT_SQ_FULL) ? NULL : io_uring_get_sqe(&l->ring);
 	}
 	return sqe;
 }

@@ -427,6 +427,21 @@ class TestStoreAndFlags(HostileTest):
         self.assertNotIn("error", r)
         self.stop(s)
 
+    def test_a_submission_queue_that_stays_full_stops_the_server(self):
+        """A ring whose queue never frees (injected: sq_full=1) stops the
+        server at once, logged, instead of spinning on the submit forever."""
+        env = dict(os.environ, ARREARSD_FAULTS="seed=1,sq_full=1")
+        p = subprocess.Popen([ts.ARREARSD, "--listen", "127.0.0.1:0", "--data", self.path("store"), "--threads", "1"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            self.fail("the server still ran 20 s after its submission queue stayed full")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"event=loop_error", err)
+
     def test_numeric_flags_are_checked_whole(self):
         """A value is the whole argument or an error naming the flag and the
         value, exit 2: "--idle-timeout abc" must not become 0 (never)."""
