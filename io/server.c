@@ -1595,7 +1595,9 @@ int server_run(const struct server_config *config)
 	/* Big blocks (a large request's parse, a city-sized answer) are mapped
 	 * and unmapped on their own: glibc's moving threshold would otherwise
 	 * keep them on the heap after every client has gone. */
+#ifndef __SANITIZE_ADDRESS__ /* glibc's allocator only */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {
 		return -ENOMEM;

@@ -1199,7 +1199,9 @@ void dispatch_resume_free(struct dispatch_resume *resume)
 void dispatch_trim(struct dispatch *d)
 {
 	proto_message_trim(d->message);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's allocator is not glibc's: trimming its arenas aborts at thread exit */
 	malloc_trim(0);
+#endif
 }
 
 uint8_t *dispatch_take_response(struct dispatch *d, size_t *size)
