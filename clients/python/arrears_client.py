@@ -575,6 +575,9 @@ class Client(_Methods):
             conn._forget(call.msgid, call)
             raise Timeout("%s: could not send within %.3g s" % (method, self.timeout)) from e
         except OSError as e:
+            # The server may have answered why it closed (too_large, malformed):
+            # let the reader take that answer before failing the calls in flight.
+            conn.reader.join(timeout=1.0)
             conn.die("send failed: %s" % e)
         return call
 
