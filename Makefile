@@ -92,6 +92,7 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_store.py --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
+	$(PYTHON) tests/test_pyclient.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_hostile.py --arrearsd build/arrearsd --arrears build/arrears --memory-bounds
 	$(PYTHON) tests/test_disk.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/soak.py --arrearsd build/arrearsd --arrears build/arrears --rounds 20
@@ -114,8 +115,17 @@ run: deps build/arrears build/arrearsd
 	@echo "  build/arrears show 110101195501010013 --as-of 20251110"
 	./build/arrearsd --listen 127.0.0.1:7420 --data $(DATA)
 
-demo: build/arrears
-	$(PYTHON) examples/demo.py build/arrears
+# The Python client's example (examples/client_example.py) against a server
+# on an ephemeral port and a fresh temporary store, stopped afterwards.
+demo: build/arrearsd
+	@tmp=$$(mktemp -d); ./build/arrearsd --listen 127.0.0.1:0 --data $$tmp/store 2>$$tmp/log & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -rf $$tmp' EXIT; port=; \
+	for i in $$(seq 200); do \
+	  port=$$(sed -n 's/.*event=listen addr=127\.0\.0\.1 port=\([0-9]*\).*/\1/p' $$tmp/log); \
+	  [ -n "$$port" ] && break; sleep 0.05; \
+	done; \
+	if [ -z "$$port" ]; then cat $$tmp/log; exit 1; fi; \
+	$(PYTHON) examples/client_example.py 127.0.0.1:$$port
 
 bench: deps build/bench_core
 	./build/bench_core --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
