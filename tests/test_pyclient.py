@@ -182,7 +182,7 @@ class TestPipelining(ClientTest):
                     s.sendall(msgpack.packb([1, r[1], None, {"pong": True}]))
 
         f = self.fake(handler)
-        c = self.client(f.port, timeout=10)
+        c = self.client(f.port, timeout=None)  # no timeout at all: waits as long as it takes
         c._msgid = 2 ** 32 - 3  # the counter after 2**32 - 3 calls
         for _ in range(5):
             self.assertEqual(c.ping(), {"pong": True})
@@ -489,6 +489,9 @@ class TestScan(ClientTest):
                for r in p]
         self.assertEqual(len(got), len(set(got)), "no person twice")
         self.assertEqual(sorted(got), ids)
+        with self.assertRaises(ac.InvalidArgument) as cm:  # a walker's error reaches the consumer
+            list(pool.scan_parallel("arrears.compute", 20241301, prefixes, page=200, walkers=3))
+        self.assertEqual(cm.exception.at, "as_of")
         one = prefixes[1]
         walked = [r["id"] for p in pool.scan("arrears.compute", as_of=AS_OF, page=7, prefix=one) for r in p]
         self.assertEqual(walked, [i for i in ids if i.startswith(one)])

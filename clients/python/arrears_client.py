@@ -211,7 +211,9 @@ class Call:
         `Timeout` when no answer came within `timeout` seconds (default: the
         client's timeout, counted from the send), `ConnectionLost`."""
         wait = self.deadline - time.monotonic() if timeout is None else timeout
-        if not self._event.wait(max(0.0, wait)):
+        if wait == float("inf"):
+            wait = None  # a client made with timeout=None waits as long as it takes
+        if not self._event.wait(None if wait is None else max(0.0, wait)):
             self._conn._forget(self.msgid, self)
             if not self._event.is_set():
                 raise Timeout("%s: no answer within %.3g s (msgid %d)" % (
@@ -468,7 +470,7 @@ class _Methods:
                     for res in self.scan(method, as_of, page=page, prefix=p, **dict(params)):
                         if not put(res):
                             return
-            except Error as e:
+            except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there
                 put(e)
             finally:
                 put(done)
@@ -588,10 +590,10 @@ class Client(_Methods):
         the answer. `timeout` (default: the client's) counts from the send."""
         if params is None:
             params = {}
-        timeout = self.timeout if timeout is None else timeout
+        deadline = _deadline(self.timeout if timeout is None else timeout)
         with self._lock:
             conn = self._connection()
-            return self._send_on(conn, method, params, time.monotonic() + timeout)
+            return self._send_on(conn, method, params, deadline)
 
     def call(self, method, params=None, timeout=None):
         """Sends one request and waits for its result map."""
@@ -599,15 +601,16 @@ class Client(_Methods):
 
     def call_many(self, requests, timeout=None, return_exceptions=False):
         """Sends every (method, params) back to back (pipelined), then waits
-        for all; the results in request order. Raises the first error (in
-        request order) unless `return_exceptions`, which puts each failed
-        call's exception in its place instead."""
+        for all; the results in request order. Every answer is due within
+        `timeout` of the first send. Raises the first error (in request
+        order) unless `return_exceptions`, which puts each failed call's
+        exception in its place instead."""
         calls = []
         with self._lock:
             conn = self._connection()
-            started = time.monotonic() + (self.timeout if timeout is None else timeout)
+            deadline = _deadline(self.timeout if timeout is None else timeout)
             for method, params in requests:
-                calls.append(self._send_on(conn, method, params, started))
+                calls.append(self._send_on(conn, method, params, deadline))
         return _collect(calls, return_exceptions)
 
     def auth(self, token):
@@ -633,6 +636,10 @@ class Client(_Methods):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _deadline(timeout):
+    return float("inf") if timeout is None else time.monotonic() + timeout
 
 
 def _collect(calls, return_exceptions):
