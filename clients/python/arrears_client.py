@@ -439,11 +439,12 @@ class _Methods:
         """Walks the persons whose id starts with each of `prefixes`, `walkers`
         prefixes at a time (on a Pool: over several connections), and yields
         pages as `Results` in the order they arrive. Prefixes should not
-        overlap (["1", "2", ..., "9"] and ["0".."9"] split every id; a city's ids
-        share their first digits, so split deeper: [f"110105{d}" ...]). Each
-        walker's last request computes up to `page` persons past its prefix
-        that are dropped: the server's scan has no upper bound. Closing the
-        generator early stops the walkers after the pages they are computing."""
+        overlap; ["0", ..., "9"] covers every id, but a city's ids share
+        their area code, so split it by birth decade, say:
+        [f"110105{y}" for y in range(193, 202)]. Each walker's last request
+        computes up to `page` persons past its prefix that are dropped (the
+        server's scan has no upper bound). Closing the generator early stops
+        the walkers after the pages they are computing."""
         todo = queue.Queue()
         for p in prefixes:
             todo.put(p)
