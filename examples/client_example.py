@@ -14,12 +14,10 @@ import os
 import sys
 
 try:
-    import arrears_client
+    from arrears_client import Client, ArrearsError, InvalidArgument, ConnectionLost
 except ImportError:  # run from a checkout: the module sits in clients/python/
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients", "python"))
-    import arrears_client
-
-from arrears_client import Client, ArrearsError, InvalidArgument, ConnectionLost
+    from arrears_client import Client, ArrearsError, InvalidArgument, ConnectionLost
 
 CITY = "990100"
 POLICY = {

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 import msgpack
 
@@ -253,7 +252,7 @@ class TestErrors(ClientTest):
         s = self.start()
         c = self.client(s)
         c.policy_put(policy("110000"))
-        a, b = ts.make_id("11010519800101001"), ts.make_id("11010519800101002")
+        a = ts.make_id("11010519800101001")
         unknown = ts.make_id("11010519800101003")
         put = c.person_put([person(a, [ts.slot(202401, "pension", "flexible", 600000)]),
                             {"id": "12345", "slots": []}])

@@ -37,7 +37,6 @@ What it does:
   result again); retrying reads is always safe.
 """
 
-import collections
 import itertools
 import queue
 import socket
