@@ -109,7 +109,7 @@ test: deps
 DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 7420
-LISTEN = $(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT)
+LISTEN = $(if $(findstring [,$(HOST)),$(HOST),$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST))):$(PORT)
 run: deps build/arrears build/arrearsd
 	@if [ ! -f $(DATA)/data.mdb ]; then \
 	  echo "generating a city of 10,000 persons into $(DATA)/ (arrears gen --seed 1 --city 110000)"; \
