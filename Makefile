@@ -9,7 +9,7 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
-PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev python3 python3-msgpack
+PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev python3 python3-msgpack
 
 # The request path every front end shares; the server links only this, its
 # loop and cli/flags.c. JSON (proto/json.c), the generator, import and the
@@ -23,10 +23,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_RPC_OBJ := $(RPC_SRC:%.c=build/asan/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
 RPC_LIBS := -lmsgpackc -llmdb -lsodium
-LIBS     := $(RPC_LIBS) -ljansson
+LIBS     := $(RPC_LIBS) -ljansson -lcsv
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run demo test unit sanitize e2e bench bench-load clean
+.PHONY: all deps run demo test unit sanitize e2e bench bench-load clean install uninstall
 .SECONDARY:
 
 all: build/arrears build/arrearsd
@@ -90,6 +90,7 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_examples.py --eval build/arrears
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
+	$(PYTHON) tests/test_cli.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_pyclient.py --arrearsd build/arrearsd --arrears build/arrears
@@ -104,16 +105,48 @@ test: deps
 	$(MAKE) --no-print-directory unit e2e sanitize fuzz-brief
 
 # The server on the README's defaults, with a small generated city loaded.
+# make run HOST=:: PORT=7421 DATA=/srv/arrears (HOST: an address or a name).
 DATA ?= data
+HOST ?= 127.0.0.1
+PORT ?= 7420
+LISTEN = $(if $(findstring [,$(HOST)),$(HOST),$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST))):$(PORT)
 run: deps build/arrears build/arrearsd
 	@if [ ! -f $(DATA)/data.mdb ]; then \
 	  echo "generating a city of 10,000 persons into $(DATA)/ (arrears gen --seed 1 --city 110000)"; \
 	  ./build/arrears gen --persons 10000 --seed 1 --city 110000 --data $(DATA); \
 	fi
-	@echo "serving $(DATA)/ on 127.0.0.1:7420; in another terminal try:"
-	@echo "  build/arrears call arrears.compute '{\"as_of\": 20251110, \"scan\": {\"after\": null, \"limit\": 3}}'"
-	@echo "  build/arrears show 110101195501010013 --as-of 20251110"
-	./build/arrearsd --listen 127.0.0.1:7420 --data $(DATA)
+	@echo "serving $(DATA)/ on $(LISTEN); in another terminal try:"
+	@echo "  build/arrears call --connect $(LISTEN) arrears.compute '{\"as_of\": 20251110, \"scan\": {\"after\": null, \"limit\": 3}}'"
+	@echo "  build/arrears show 110101195501010013 --as-of 20251110 --connect $(LISTEN)"
+	./build/arrearsd --listen $(LISTEN) --data $(DATA)
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: the two programs, their
+# man pages, the systemd unit and /etc/default/arrearsd (kept when present).
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= /etc/systemd/system
+SYSCONFDIR ?= /etc
+install: build/arrears build/arrearsd
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/default
+	install -m 755 build/arrears build/arrearsd $(DESTDIR)$(BINDIR)/
+	install -m 644 dist/arrears.1 $(DESTDIR)$(MANDIR)/man1/arrears.1
+	install -m 644 dist/arrearsd.8 $(DESTDIR)$(MANDIR)/man8/arrearsd.8
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/arrearsd.service.in > $(DESTDIR)$(UNITDIR)/arrearsd.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/arrearsd.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/arrearsd ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/default/arrearsd"; \
+	else install -m 644 dist/arrearsd.default $(DESTDIR)$(SYSCONFDIR)/default/arrearsd; fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload; echo "then: systemctl enable --now arrearsd"; fi
+
+# Leaves /etc/default/arrearsd (edited by the admin) and the store in /var/lib/arrears.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/arrears $(DESTDIR)$(BINDIR)/arrearsd $(DESTDIR)$(MANDIR)/man1/arrears.1 \
+	  $(DESTDIR)$(MANDIR)/man8/arrearsd.8 $(DESTDIR)$(UNITDIR)/arrearsd.service
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload; fi
 
 # The Python client's example (examples/client_example.py) against a server
 # on an ephemeral port and a fresh temporary store, stopped afterwards.

@@ -9,24 +9,37 @@
 #include "flags.h"
 #include "../gen/gen_cmd.h"
 #include "../import/import.h"
+#include "../proto/proto.h"
+
+static const char usage_eval[] =
+	"usage: arrears eval [--data DIR] [--map-max BYTES] < requests.msgpack > responses.msgpack\n"
+	"  reads msgpack-RPC requests back to back on stdin until EOF and writes one\n"
+	"  response per request on stdout, in order; with --data, against the store\n"
+	"  in DIR (created when missing), durable across runs.\n"
+	"  --data DIR        the LMDB store (default: none; inline persons only)\n"
+	"  --map-max BYTES   the store's address space (default 1 TiB)\n";
+static const char usage_import[] =
+	"usage: arrears import --data DIR FILE.csv [POLICY.json ...]\n"
+	"  stores the policies, then the CSV (SPEC 6.1; '-' reads stdin) into the store.\n"
+	"  The CSV: RFC 4180 (quoted fields, CRLF, a UTF-8 byte-order mark), a header\n"
+	"  naming id,month,city,type,category,base,paid,paid_date[,deemed] in any order.\n"
+	"  --data DIR        the LMDB store (created when missing); required\n"
+	"  exit status: 0; 1 on failure; 2 bad usage; 3 some persons left out for bad rows\n";
+static const char usage_gen[] =
+	"usage: arrears gen [--persons N] [--seed S] [--city C] [--second-city C2] (--out DIR | --data DIR)\n"
+	"  a seeded synthetic city: DIR/slots.csv and DIR/policy-C.json (--out), or a store (--data).\n"
+	"  defaults: --persons 1000 --seed 1 --city 110000; the second city 310000 (110000 if C is 310000)\n";
 
 static int usage(FILE *out)
 {
 	fprintf(out,
-		"usage:\n"
+		"usage: arrears COMMAND [FLAGS]   (arrears COMMAND --help for its flags)\n"
 		"  arrears eval [--data DIR] [--map-max BYTES] < requests.msgpack > responses.msgpack\n"
-		"      reads msgpack-RPC requests back to back on stdin until EOF and writes one\n"
-		"      response per request on stdout, in order; with --data, against the store\n"
-		"      in DIR (created when missing), durable across runs.\n"
 		"  arrears import --data DIR FILE.csv [POLICY.json ...]\n"
-		"      imports policies, then the CSV (SPEC 6.1; '-' reads stdin) into the store.\n"
-		"  arrears gen --persons N --seed S --city C [--second-city C2] (--out DIR | --data DIR)\n"
-		"      a seeded synthetic city: DIR/slots.csv and DIR/policy-C.json, or a store.\n"
+		"  arrears gen [--persons N] [--seed S] [--city C] [--second-city C2] (--out DIR | --data DIR)\n"
 		"  arrears call [--connect HOST:PORT] [--token-file F] METHOD '{json params}'\n"
-		"      one request to a running arrearsd; the result as pretty JSON.\n"
 		"  arrears show ID [--as-of YYYYMMDD] [--connect HOST:PORT] [--city C] [--no-color]\n"
-		"      a person's timeline as a grid (a row per year and type, a cell per month), then\n"
-		"      arrears, years, retirement, medical and housing.\n");
+		"  arrears --version\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -43,18 +56,22 @@ static int open_store(const char *dir, uint64_t map_max, struct store **store)
 
 static int cmd_eval(int argc, char **argv)
 {
+	const char *prog = "arrears eval";
 	const char *data = NULL;
 	uint64_t map_max = 0;
 	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+		const char *f = argv[i];
+		if (flag_is_help(f)) {
+			fputs(usage_eval, stdout);
+			return 0;
+		} else if (strcmp(f, "--data") != 0 && strcmp(f, "--map-max") != 0) {
+			return flag_unknown(prog, f);
+		} else if (i + 1 == argc) {
+			return flag_missing_value(prog, f);
+		} else if (strcmp(f, "--data") == 0) {
 			data = argv[++i];
-		} else if (strcmp(argv[i], "--map-max") == 0 && i + 1 < argc) {
-			if (!flag_u64("arrears eval", argv[i], argv[i + 1], 1, UINT64_MAX, &map_max)) {
-				return 2;
-			}
-			i++;
-		} else {
-			return usage(stderr);
+		} else if (!flag_u64(prog, f, argv[++i], 1, UINT64_MAX, &map_max)) {
+			return 2;
 		}
 	}
 	struct store *store = NULL;
@@ -68,16 +85,53 @@ static int cmd_eval(int argc, char **argv)
 
 static int cmd_import(int argc, char **argv)
 {
-	if (argc < 3 || strcmp(argv[0], "--data") != 0) {
-		return usage(stderr);
+	const char *prog = "arrears import";
+	const char *data = NULL;
+	const char **files = calloc((size_t)argc + 1, sizeof(*files));
+	int file_count = 0;
+	int status = files == NULL ? 1 : -1;
+	for (int i = 0; status < 0 && i < argc; i++) {
+		const char *a = argv[i];
+		if (flag_is_help(a)) {
+			fputs(usage_import, stdout);
+			status = 0;
+		} else if (strcmp(a, "--data") == 0) {
+			status = i + 1 == argc ? flag_missing_value(prog, a) : -1;
+			data = status < 0 ? argv[++i] : NULL;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			status = flag_unknown(prog, a);
+		} else {
+			files[file_count++] = a;
+		}
+	}
+	if (status < 0 && data == NULL) {
+		status = flag_required(prog, "--data DIR");
+	}
+	if (status < 0 && file_count == 0) {
+		fprintf(stderr, "%s: which CSV file? (FILE.csv, or - for stdin; %s --help)\n", prog, prog);
+		status = 2;
 	}
 	struct store *store;
-	if (open_store(argv[1], 0, &store) != 0) {
-		return 1;
+	if (status < 0 && open_store(data, 0, &store) != 0) {
+		status = 1;
 	}
-	int status = import_run(store, argv[1], argv[2], (const char *const *)argv + 3, argc - 3);
-	store_close(store);
+	if (status < 0) {
+		status = import_run(store, data, files[0], files + 1, file_count - 1);
+		store_close(store);
+	}
+	free(files);
 	return status;
+}
+
+static int cmd_gen(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		if (flag_is_help(argv[i])) {
+			fputs(usage_gen, stdout);
+			return 0;
+		}
+	}
+	return gen_command(argc, argv);
 }
 
 int main(int argc, char **argv)
@@ -96,11 +150,18 @@ int main(int argc, char **argv)
 		return client_show_command(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "gen") == 0) {
-		int status = gen_command(argc - 2, argv + 2);
-		return status == 2 ? usage(stderr) : status;
+		return cmd_gen(argc - 2, argv + 2);
 	}
-	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+	if (flag_is_help(cmd) || strcmp(cmd, "help") == 0) {
 		return usage(stdout);
 	}
+	if (strcmp(cmd, "--version") == 0) {
+		printf("arrears %s\n", PROTO_VERSION);
+		return 0;
+	}
+	if (cmd[0] == '\0') {
+		return usage(stderr);
+	}
+	fprintf(stderr, "arrears: unknown command '%s'\n", cmd);
 	return usage(stderr);
 }

@@ -23,6 +23,7 @@
 
 #include "../proto/proto.h"
 #include "client.h"
+#include "flags.h"
 
 #define CLIENT_RESPONSE_BYTES_MAX (64u << 20) /* one answer; larger: refused (at once when its header says so) */
 #define CLIENT_TIMEOUT_S 30                   /* per connect, send and receive: a server that stopped answering */
@@ -378,16 +379,17 @@ int client_call_command(int argc, char **argv)
 		}
 		if (option_shared(argc, argv, &i, &o)) {
 			if (i == argc) {
-				return call_usage(stderr);
+				return flag_missing_value("arrears call", argv[i - 1]);
 			}
 		} else if (positional_count < 2 && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
 			positional[positional_count++] = argv[i];
 		} else {
-			return call_usage(stderr);
+			return flag_unknown("arrears call", argv[i]);
 		}
 	}
 	if (positional_count == 0) {
-		return call_usage(stderr);
+		fprintf(stderr, "arrears call: which METHOD? (arrears call --help)\n");
+		return 2;
 	}
 	const char *params = positional[1] != NULL ? positional[1] : "{}";
 	char *from_stdin = NULL;
@@ -1155,26 +1157,36 @@ static bool show_args_parse(int argc, char **argv, struct show_args *a)
 			a->help = true;
 		} else if (strcmp(argv[i], "--no-color") == 0) {
 			a->no_color = true;
+		} else if ((strcmp(argv[i], "--as-of") == 0 || strcmp(argv[i], "--city") == 0) && value == NULL) {
+			flag_missing_value("arrears show", argv[i]);
+			return false;
 		} else if (strcmp(argv[i], "--as-of") == 0) {
-			if (value == NULL || !date_parse(value, &a->as_of)) {
+			if (!date_parse(value, &a->as_of)) {
+				fprintf(stderr, "arrears show: --as-of must be a date YYYYMMDD, got '%s'\n", value);
 				return false;
 			}
 			i++;
 		} else if (strcmp(argv[i], "--city") == 0) {
-			if (value == NULL || !city_parse(value, &a->city)) {
+			if (!city_parse(value, &a->city)) {
+				fprintf(stderr, "arrears show: --city must be a 6-digit city code, got '%s'\n", value);
 				return false;
 			}
 			a->city_given = true;
 			i++;
 		} else if (option_shared(argc, argv, &i, &a->o)) {
 			if (i == argc) {
+				flag_missing_value("arrears show", argv[i - 1]);
 				return false;
 			}
 		} else if (a->id == NULL && argv[i][0] != '-') {
 			a->id = argv[i];
 		} else {
+			flag_unknown("arrears show", argv[i]);
 			return false;
 		}
+	}
+	if (!a->help && a->id == NULL) {
+		fprintf(stderr, "arrears show: which ID? (arrears show --help)\n");
 	}
 	return a->help || a->id != NULL;
 }
@@ -1220,7 +1232,7 @@ int client_show_command(int argc, char **argv)
 {
 	struct show_args a;
 	if (!show_args_parse(argc, argv, &a)) {
-		return show_usage(stderr);
+		return 2;
 	}
 	if (a.help) {
 		return show_usage(stdout);

@@ -33,3 +33,30 @@ bool flag_city(const char *prog, const char *flag, const char *text, uint32_t *o
 	*out = (uint32_t)v;
 	return true;
 }
+
+int flag_unknown(const char *prog, const char *arg)
+{
+	if (arg[0] == '-' && arg[1] != '\0') {
+		fprintf(stderr, "%s: unknown flag '%s' (%s --help lists them)\n", prog, arg, prog);
+	} else {
+		fprintf(stderr, "%s: unexpected argument '%s' (%s --help)\n", prog, arg, prog);
+	}
+	return 2;
+}
+
+int flag_missing_value(const char *prog, const char *flag)
+{
+	fprintf(stderr, "%s: %s needs a value (%s --help)\n", prog, flag, prog);
+	return 2;
+}
+
+int flag_required(const char *prog, const char *flag)
+{
+	fprintf(stderr, "%s: %s is required (%s --help)\n", prog, flag, prog);
+	return 2;
+}
+
+bool flag_is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}

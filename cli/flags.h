@@ -13,4 +13,14 @@ bool flag_u64(const char *prog, const char *flag, const char *text, uint64_t lo,
 /* A 6-digit city code (SPEC §3.3) as its number. */
 bool flag_city(const char *prog, const char *flag, const char *text, uint32_t *out);
 
+/* Usage errors, each naming what was wrong on stderr; all return 2, the
+ * exit status of bad usage. flag_unknown: an argument that is no flag of
+ * PROG (or a positional one too many); flag_missing_value: FLAG was last,
+ * without its value; flag_required: FLAG was not given. */
+int flag_unknown(const char *prog, const char *arg);
+int flag_missing_value(const char *prog, const char *flag);
+int flag_required(const char *prog, const char *flag);
+/* --help or -h. */
+bool flag_is_help(const char *arg);
+
 #endif

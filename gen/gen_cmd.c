@@ -161,31 +161,43 @@ int gen_command(int argc, char **argv)
 	const char *out = NULL;
 	const char *data = NULL;
 	bool second = false;
-	for (int i = 0; i + 1 < argc; i += 2) {
+	static const char *const flags[] = { "--persons", "--seed", "--city", "--second-city", "--out", "--data" };
+	const char *prog = "arrears gen";
+	for (int i = 0; i < argc; i += 2) {
 		const char *f = argv[i];
+		bool known = false;
+		for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
+			known = known || strcmp(f, flags[k]) == 0;
+		}
+		if (!known) {
+			return flag_unknown(prog, f);
+		}
+		if (i + 1 == argc) {
+			return flag_missing_value(prog, f);
+		}
 		const char *v = argv[i + 1];
 		bool ok = true;
 		if (strcmp(f, "--persons") == 0) {
-			ok = flag_u64("arrears gen", f, v, 0, GEN_PERSONS_MAX, &config.person_count);
+			ok = flag_u64(prog, f, v, 0, GEN_PERSONS_MAX, &config.person_count);
 		} else if (strcmp(f, "--seed") == 0) {
-			ok = flag_u64("arrears gen", f, v, 0, UINT64_MAX, &config.seed);
+			ok = flag_u64(prog, f, v, 0, UINT64_MAX, &config.seed);
 		} else if (strcmp(f, "--city") == 0) {
-			ok = flag_city("arrears gen", f, v, &config.city);
+			ok = flag_city(prog, f, v, &config.city);
 		} else if (strcmp(f, "--second-city") == 0) {
-			ok = flag_city("arrears gen", f, v, &config.second_city);
+			ok = flag_city(prog, f, v, &config.second_city);
 			second = true;
-		} else if (strcmp(argv[i], "--out") == 0) {
-			out = argv[i + 1];
-		} else if (strcmp(argv[i], "--data") == 0) {
-			data = argv[i + 1];
+		} else if (strcmp(f, "--out") == 0) {
+			out = v;
 		} else {
-			return 2;
+			data = v;
 		}
 		if (!ok) {
 			return 2;
 		}
 	}
-	if (argc % 2 != 0 || (out == NULL) == (data == NULL)) {
+	if ((out == NULL) == (data == NULL)) {
+		fprintf(stderr, "%s: %s (%s --help)\n", prog,
+			out == NULL ? "--out DIR or --data DIR is required" : "--out and --data exclude each other", prog);
 		return 2;
 	}
 	if (!second) {

@@ -9,25 +9,58 @@
 #include "../fault/fault.h"
 #include "../cli/flags.h"
 #include "../rpc/log.h"
+#include "../proto/proto.h"
 #include "server.h"
 
 
-static int usage(void)
+static const char usage_text[] =
+	"usage: arrearsd [--listen HOST:PORT] [--data DIR] [--threads N] [--max-request BYTES]\n"
+	"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
+	"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n"
+	"  --listen HOST:PORT          address to serve on: IPv4, [IPv6] or a host name (default 127.0.0.1:7420;\n"
+	"                              port 0: any free port, logged)\n"
+	"  --data DIR                  the LMDB store (default data; created when missing)\n"
+	"  --threads N                 event loops and as many workers (default: one a core)\n"
+	"  --max-request BYTES         one message (default 16777216)\n"
+	"  --max-persons N             persons in one request (default 100000)\n"
+	"  --max-connections N         open connections (default 10000)\n"
+	"  --idle-timeout SECONDS      cut a connection idle that long (default 300; 0: never)\n"
+	"  --token-file FILE           require auth with the token in FILE's first line\n"
+	"  --map-max BYTES             the store's address space (default 1 TiB)\n"
+	"  --max-answer-memory BYTES   answers held for all clients together (default 268435456)\n"
+	"  --help, --version\n"
+	"Logs go to stderr, one key=value line per event. SIGTERM or SIGINT: finish what was received, exit 0.\n";
+
+static int usage(FILE *out)
 {
-	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
-			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
-			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n");
-	return 2;
+	fputs(usage_text, out);
+	return out == stdout ? 0 : 2;
 }
 
+/* HOST:PORT, [IPV6]:PORT; the host is resolved when the server binds. */
 static bool parse_listen(const char *s, struct server_config *cfg, char *host, size_t host_size)
 {
 	const char *colon = strrchr(s, ':');
-	if (colon == NULL || (size_t)(colon - s) >= host_size) {
+	if (colon == NULL) {
 		return false;
 	}
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
+	const char *h = s;
+	size_t h_size = (size_t)(colon - s);
+	if (s[0] == '[') { /* [::1]:7420 */
+		if (h_size < 2 || s[h_size - 1] != ']') {
+			return false;
+		}
+		h = s + 1;
+		h_size -= 2;
+	}
+	if (h_size == 0 || h_size >= host_size || memchr(h, '[', h_size) != NULL || memchr(h, ']', h_size) != NULL) {
+		return false;
+	}
+	if (s[0] != '[' && memchr(h, ':', h_size) != NULL) {
+		return false; /* an IPv6 address needs its brackets: ::1:7420 is ambiguous */
+	}
+	memcpy(host, h, h_size);
+	host[h_size] = '\0';
 	size_t digits = strlen(colon + 1);
 	unsigned long port = strtoul(colon + 1, NULL, 10);
 	cfg->host = host;
@@ -50,9 +83,23 @@ static bool read_token(const char *path, char *token, size_t size, size_t *token
 	return *token_size > 0;
 }
 
+/* The flags that take a value: only to tell a missing value from an unknown flag. */
+static bool flag_known(const char *f)
+{
+	static const char *const flags[] = { "--listen",	    "--data",	       "--threads",   "--max-request",
+					     "--max-persons",	    "--max-connections", "--idle-timeout", "--max-answer-memory",
+					     "--map-max",	    "--token-file" };
+	for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
+		if (strcmp(f, flags[k]) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 int main(int argc, char **argv)
 {
-	static char host[64] = "127.0.0.1";
+	static char host[256] = "127.0.0.1"; /* a DNS name is at most 253 bytes */
 	static char token[TOKEN_BYTES_MAX];
 	const char *data = "data";
 	struct store_options store_options = { 0 };
@@ -68,12 +115,18 @@ int main(int argc, char **argv)
 		const char *f = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		uint64_t n = 0;
-		if (v == NULL) {
-			return usage();
+		if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+			return usage(stdout);
+		} else if (strcmp(f, "--version") == 0) {
+			printf("arrearsd %s\n", PROTO_VERSION);
+			return 0;
+		} else if (v == NULL) {
+			return flag_known(f) ? flag_missing_value("arrearsd", f) : flag_unknown("arrearsd", f);
 		} else if (strcmp(f, "--listen") == 0) {
 			if (!parse_listen(v, &cfg, host, sizeof(host))) {
-				fprintf(stderr, "arrearsd: --listen must be IPV4:PORT, got '%s'\n", v);
-				return usage();
+				fprintf(stderr, "arrearsd: --listen must be HOST:PORT (127.0.0.1:7420, [::1]:7420, "
+						"localhost:7420), got '%s'\n", v);
+				return 2;
 			}
 		} else if (strcmp(f, "--data") == 0) {
 			data = v;
@@ -119,7 +172,7 @@ int main(int argc, char **argv)
 			}
 			cfg.token = token;
 		} else {
-			return usage();
+			return flag_unknown("arrearsd", f);
 		}
 		i++;
 	}

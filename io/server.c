@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -891,13 +892,18 @@ static void conn_start(struct loop *l, int fd)
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct sockaddr_in peer;
+	struct sockaddr_storage peer;
 	socklen_t peer_size = sizeof(peer);
-	char peer_text[INET_ADDRSTRLEN] = "?";
-	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0) {
-		inet_ntop(AF_INET, &peer.sin_addr, peer_text, sizeof(peer_text));
+	char peer_text[INET6_ADDRSTRLEN] = "?";
+	char peer_port[8] = "0";
+	if (getpeername(fd, (struct sockaddr *)&peer, &peer_size) == 0 &&
+	    getnameinfo((struct sockaddr *)&peer, peer_size, peer_text, sizeof(peer_text), peer_port,
+			sizeof(peer_port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(peer_text, sizeof(peer_text), "?");
 	}
-	log_event("event=open conn=%u.%u peer=%s:%u", l->id, c->slot, peer_text, ntohs(peer.sin_port));
+	bool v6 = strchr(peer_text, ':') != NULL;
+	log_event("event=open conn=%u.%u peer=%s%s%s:%s", l->id, c->slot, v6 ? "[" : "", peer_text, v6 ? "]" : "",
+		  peer_port);
 	atomic_fetch_add(&l->srv->stats.connections_open, 1);
 	atomic_fetch_add(&l->srv->stats.connections_total, 1);
 	arm_recv(l, c);
@@ -1487,13 +1493,11 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
-static int listen_socket(const struct server_config *config, uint16_t *port)
+/* Binds one address getaddrinfo gave; its numeric form and port to text/port. */
+static int listen_bind(const struct server_config *config, const struct addrinfo *ai, uint16_t *port, char *text,
+		       size_t text_size)
 {
-	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(config->port) };
-	if (inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) {
-		return -EINVAL;
-	}
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
 		int rc = -errno;
@@ -1508,7 +1512,7 @@ static int listen_socket(const struct server_config *config, uint16_t *port)
 	 * for the address a while instead of giving up. */
 	int64_t deadline = now_ns() + BIND_WAIT_S * 1000000000ll;
 	int rc;
-	for (bool logged = false; (rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr))) != 0 && errno == EADDRINUSE &&
+	for (bool logged = false; (rc = bind(fd, ai->ai_addr, ai->ai_addrlen)) != 0 && errno == EADDRINUSE &&
 				  now_ns() < deadline;
 	     logged = true) {
 		if (!logged) {
@@ -1521,10 +1525,42 @@ static int listen_socket(const struct server_config *config, uint16_t *port)
 		close(fd);
 		return rc;
 	}
+	struct sockaddr_storage addr;
 	socklen_t len = sizeof(addr);
-	getsockname(fd, (struct sockaddr *)&addr, &len);
-	*port = ntohs(addr.sin_port);
+	char service[8] = "0";
+	if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0 ||
+	    getnameinfo((struct sockaddr *)&addr, len, text, (socklen_t)text_size, service, sizeof(service),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(text, text_size, "?");
+	}
+	*port = (uint16_t)strtoul(service, NULL, 10);
 	return fd;
+}
+
+/* Resolves config->host (numeric IPv4 or IPv6, or a name: getaddrinfo) and
+ * listens on the first address that binds, in getaddrinfo's order. */
+static int listen_socket(const struct server_config *config, uint16_t *port, char *text, size_t text_size)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	char service[8];
+	snprintf(service, sizeof(service), "%u", config->port);
+	struct addrinfo *res;
+	int gai = getaddrinfo(config->host, service, &hints, &res);
+	if (gai != 0) {
+		log_event("event=resolve_failed host=%s reason=\"%s\"", config->host, gai_strerror(gai));
+		return -EADDRNOTAVAIL;
+	}
+	int rc = -EADDRNOTAVAIL;
+	for (const struct addrinfo *ai = res; ai != NULL && rc < 0; ai = ai->ai_next) {
+		rc = listen_bind(config, ai, port, text, text_size);
+		if (rc < 0 && ai->ai_next != NULL) {
+			log_event("event=bind_failed host=%s family=%s reason=\"%s\"", config->host,
+				  ai->ai_family == AF_INET6 ? "ipv6" : "ipv4", strerror(-rc));
+		}
+	}
+	freeaddrinfo(res);
+	return rc;
 }
 
 static int threads_start(struct server *srv)
@@ -1615,11 +1651,14 @@ int server_run(const struct server_config *config)
 		srv->loops[i] = (struct loop){ .srv = srv, .id = i, .wake_fd = -1 };
 	}
 	uint16_t port = 0;
-	int rc = srv->loops == NULL || srv->workers == NULL ? -ENOMEM : listen_socket(config, &port);
+	char addr[NI_MAXHOST];
+	int rc = srv->loops == NULL || srv->workers == NULL ? -ENOMEM
+							     : listen_socket(config, &port, addr, sizeof(addr));
 	if (rc >= 0) {
 		srv->listen_fd = rc;
-		log_event("event=listen addr=%s port=%u loops=%u workers=%u", config->host, port, config->loops,
-			  config->workers);
+		log_event("event=listen addr=%s port=%u loops=%u workers=%u%s%s", addr, port, config->loops,
+			  config->workers, strcmp(addr, config->host) != 0 ? " host=" : "",
+			  strcmp(addr, config->host) != 0 ? config->host : "");
 		rc = threads_start(srv);
 	}
 	if (rc == 0) {

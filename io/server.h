@@ -17,7 +17,7 @@
 
 
 struct server_config {
-	const char *host;         /* numeric IPv4 address */
+	const char *host;         /* numeric IPv4 or IPv6 address, or a host name (getaddrinfo) */
 	uint16_t port;            /* 0: any free port (logged) */
 	uint32_t loops;           /* event-loop threads */
 	uint32_t workers;         /* threads for writes and bulk requests */

@@ -212,6 +212,11 @@ def csv_rows():
         "bad_date": f"{PERSON_ID},202302,110000,pension,flexible,1,1,20230229,0",
         "bad_columns": f"{PERSON_ID},202302,110000",
         "bad_id": "11010519491231002x,202301,110000,pension,flexible,650000,130000,20230120,1",
+        "quoted": f'"{PERSON_ID}","202301","110000","pension","flexible","650000","130000","20230120","0"',
+        "quoted_escape": f'{PERSON_ID},202301,110000,"pen""sion",flexible,650000,0,0,0',
+        "quoted_newline": f'{PERSON_ID},202301,110000,pension,flexible,650000,0,0,"0\r\n1"',
+        "bad_quoting": f'{PERSON_ID},202301,110000,pen"sion,flexible,650000,0,0,0',
+        "crlf": f"{PERSON_ID},202301,110000,pension,flexible,650000,0,0,0\r",
     }
 
 
