@@ -1,5 +1,8 @@
 /* build/arrearsd: the server. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +12,7 @@
 #include "../fault/fault.h"
 #include "../cli/flags.h"
 #include "../rpc/log.h"
+#include "metrics.h"
 #include "server.h"
 
 
@@ -16,7 +20,8 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
 			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
-			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n");
+			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n"
+			"                [--metrics-listen HOST:PORT]\n");
 	return 2;
 }
 
@@ -54,6 +59,9 @@ int main(int argc, char **argv)
 {
 	static char host[64] = "127.0.0.1";
 	static char token[TOKEN_BYTES_MAX];
+	static char metrics_host[64];
+	static struct stats stats; /* the server's counters, also read by the metrics endpoint */
+	struct server_config metrics_at = { .host = NULL }; /* --metrics-listen: only host and port */
 	const char *data = "data";
 	struct store_options store_options = { 0 };
 	/* An event loop and a worker per core by default. */
@@ -73,6 +81,13 @@ int main(int argc, char **argv)
 		} else if (strcmp(f, "--listen") == 0) {
 			if (!parse_listen(v, &cfg, host, sizeof(host))) {
 				fprintf(stderr, "arrearsd: --listen must be IPV4:PORT, got '%s'\n", v);
+				return usage();
+			}
+		} else if (strcmp(f, "--metrics-listen") == 0) {
+			struct in_addr ip;
+			if (!parse_listen(v, &metrics_at, metrics_host, sizeof(metrics_host)) ||
+			    inet_pton(AF_INET, metrics_host, &ip) != 1) {
+				fprintf(stderr, "arrearsd: --metrics-listen must be IPV4:PORT, got '%s'\n", v);
 				return usage();
 			}
 		} else if (strcmp(f, "--data") == 0) {
@@ -139,15 +154,40 @@ int main(int argc, char **argv)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
+	/* Blocked before the metrics thread starts, so that it inherits the
+	 * mask: server_run waits for these in this thread. */
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	stats.started_ns = stats_now_ns();
+	cfg.stats = &stats;
+	/* Listening first: /healthz answers 503 while the store opens. */
+	struct metrics *metrics = NULL;
+	if (metrics_at.host != NULL) {
+		int mrc = metrics_start(metrics_host, metrics_at.port, &stats, &metrics);
+		if (mrc != 0) {
+			log_event("event=start_failed reason=metrics addr=%s port=%u errno=%d", metrics_host, metrics_at.port,
+				  -mrc);
+			return 1;
+		}
+	}
 	char err[256];
 	if (store_open(data, &store_options, &cfg.store, err, sizeof(err)) != STORE_OK) {
 		log_event("event=start_failed reason=store detail=\"%s\"", err);
+		metrics_stop(metrics);
 		return 1;
+	}
+	if (metrics != NULL) {
+		metrics_set_store(metrics, cfg.store);
 	}
 	log_event("event=start data=%s max_request=%zu max_persons=%u max_connections=%u idle_timeout_s=%u auth=%s",
 		  data, cfg.request_bytes_max, cfg.persons_max, cfg.connections_max, cfg.idle_timeout_s,
 		  cfg.token != NULL ? "token" : "none");
 	int rc = server_run(&cfg);
+	metrics_stop(metrics); /* before the store it reads closes */
 	store_close(cfg.store);
 	if (fault_on) {
 		char summary[256];
