@@ -122,6 +122,8 @@ class Server:
         return Scrape(samples, families)
 
     def stop(self):
+        if getattr(self, "rc", None) is not None:
+            return self.rc
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -130,6 +132,7 @@ class Server:
             self.proc.kill()
             rc = self.proc.wait()
         self.log_file.close()
+        self.rc = rc
         return rc
 
 
@@ -179,9 +182,10 @@ class MetricsTest(unittest.TestCase):
         self.servers = []
 
     def tearDown(self):
-        for s in self.servers:
-            s.stop()
+        codes = [(s.stop(), s.log()) for s in self.servers]
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for rc, log in codes:  # also what the sanitizers say at exit
+            self.assertEqual(rc, 0, "arrearsd exit status; log:\n" + log[-3000:])
 
     def start(self, extra=()):
         s = Server(self.tmp, extra)
