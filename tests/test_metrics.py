@@ -304,10 +304,16 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(total > 0, method in ("ping", "arrears.compute", "payment.apply", "unknown"), method)
 
     def test_bytes_are_the_exchange(self):
+        """A send is counted when its completion reaches the loop, which may be
+        after the client has read the bytes: the counters are awaited."""
         s = self.start()
         c = s.connect()
-        call(c, 0, "ping", {})  # the connection is counted before the scrape
-        before = s.scrape()
+        first = req(0, "ping", {})
+        c.sendall(first)
+        pong = msgpack.packb(read_one(c), use_bin_type=True)  # msgpack's shortest form, as the server's
+        before = self.wait_for(s, lambda m: (m.get("arrears_received_bytes_total"),
+                                             m.get("arrears_sent_bytes_total")) == (len(first), len(pong)),
+                               "the first exchange's bytes")
         sent = b"".join(req(i, "ping", {}) for i in range(1, 6))
         c.sendall(sent)
         got = b""
@@ -318,6 +324,9 @@ class MetricsTest(unittest.TestCase):
             got += data
             u.feed(data)
             answers += sum(1 for _ in u)
+        after = self.wait_for(s, lambda m: m.get("arrears_sent_bytes_total") >= len(pong) + len(got),
+                              "the answers' bytes")
+        time.sleep(0.05)
         after = s.scrape()
         c.close()
         self.assertEqual(after.get("arrears_received_bytes_total") - before.get("arrears_received_bytes_total"),
