@@ -9,7 +9,7 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
-PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev python3 python3-msgpack
+PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev libmicrohttpd-dev python3 python3-msgpack python3-prometheus-client
 
 # The request path every front end shares; the server links only this, its
 # loop and cli/flags.c. JSON (proto/json.c), the generator, import and the
@@ -52,8 +52,8 @@ build/asan/obj/%.o: %.c $(HEADERS)
 build/arrears: $(LIB_OBJ) build/obj/cli/arrears_main.o
 	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
-build/arrearsd: $(RPC_OBJ) build/obj/cli/flags.o build/obj/io/server.o build/obj/io/arrearsd_main.o
-	$(CC) $(OPT) -o $@ $^ $(RPC_LIBS) -luring -lpthread
+build/arrearsd: $(RPC_OBJ) build/obj/cli/flags.o build/obj/io/server.o build/obj/io/metrics.o build/obj/io/arrearsd_main.o
+	$(CC) $(OPT) -o $@ $^ $(RPC_LIBS) -luring -lmicrohttpd -lpthread
 
 build/test_%: build/obj/tests/test_%.o $(LIB_OBJ)
 	$(CC) $(OPT) -o $@ $^ $(LIBS) -lcmocka
@@ -61,8 +61,8 @@ build/test_%: build/obj/tests/test_%.o $(LIB_OBJ)
 build/asan/arrears: $(SAN_OBJ) build/asan/obj/cli/arrears_main.o
 	$(CC) $(SAN) -o $@ $^ $(LIBS)
 
-build/asan/arrearsd: $(SAN_RPC_OBJ) build/asan/obj/cli/flags.o build/asan/obj/io/server.o build/asan/obj/io/arrearsd_main.o
-	$(CC) $(SAN) -o $@ $^ $(RPC_LIBS) -luring -lpthread
+build/asan/arrearsd: $(SAN_RPC_OBJ) build/asan/obj/cli/flags.o build/asan/obj/io/server.o build/asan/obj/io/metrics.o build/asan/obj/io/arrearsd_main.o
+	$(CC) $(SAN) -o $@ $^ $(RPC_LIBS) -luring -lmicrohttpd -lpthread
 
 build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(LIBS) -lcmocka
@@ -84,6 +84,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_store.py --arrears build/asan/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/test_hostile.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
+	$(PYTHON) tests/test_metrics.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/faults.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears --scenarios 50
 
 e2e: build/arrears build/arrearsd
@@ -95,6 +96,7 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_pyclient.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_hostile.py --arrearsd build/arrearsd --arrears build/arrears --memory-bounds
+	$(PYTHON) tests/test_metrics.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_disk.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/soak.py --arrearsd build/arrearsd --arrears build/arrears --rounds 20
 	$(PYTHON) tests/faults.py --arrearsd build/arrearsd --arrears build/arrears --scenarios 200

@@ -1,5 +1,8 @@
 /* build/arrearsd: the server. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +13,7 @@
 #include "../cli/flags.h"
 #include "../rpc/log.h"
 #include "../proto/proto.h"
+#include "metrics.h"
 #include "server.h"
 
 
@@ -17,6 +21,7 @@ static const char usage_text[] =
 	"usage: arrearsd [--listen HOST:PORT] [--data DIR] [--threads N] [--max-request BYTES]\n"
 	"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
 	"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n"
+	"                [--metrics-listen HOST:PORT]\n"
 	"  --listen HOST:PORT          address to serve on: IPv4, [IPv6] or a host name (default 127.0.0.1:7420;\n"
 	"                              port 0: any free port, logged)\n"
 	"  --data DIR                  the LMDB store (default data; created when missing)\n"
@@ -28,6 +33,7 @@ static const char usage_text[] =
 	"  --token-file FILE           require auth with the token in FILE's first line\n"
 	"  --map-max BYTES             the store's address space (default 1 TiB)\n"
 	"  --max-answer-memory BYTES   answers held for all clients together (default 268435456)\n"
+	"  --metrics-listen HOST:PORT  serve GET /metrics (Prometheus) and /healthz over HTTP on this IPv4 address\n"
 	"  --help, --version\n"
 	"Logs go to stderr, one key=value line per event. SIGTERM or SIGINT: finish what was received, exit 0.\n";
 
@@ -88,7 +94,7 @@ static bool flag_known(const char *f)
 {
 	static const char *const flags[] = { "--listen",	    "--data",	       "--threads",   "--max-request",
 					     "--max-persons",	    "--max-connections", "--idle-timeout", "--max-answer-memory",
-					     "--map-max",	    "--token-file" };
+					     "--map-max",	    "--token-file", "--metrics-listen" };
 	for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
 		if (strcmp(f, flags[k]) == 0) {
 			return true;
@@ -101,6 +107,9 @@ int main(int argc, char **argv)
 {
 	static char host[256] = "127.0.0.1"; /* a DNS name is at most 253 bytes */
 	static char token[TOKEN_BYTES_MAX];
+	static char metrics_host[64];
+	static struct stats stats; /* the server's counters, also read by the metrics endpoint */
+	struct server_config metrics_at = { .host = NULL }; /* --metrics-listen: only host and port */
 	const char *data = "data";
 	struct store_options store_options = { 0 };
 	/* An event loop and a worker per core by default. */
@@ -126,6 +135,13 @@ int main(int argc, char **argv)
 			if (!parse_listen(v, &cfg, host, sizeof(host))) {
 				fprintf(stderr, "arrearsd: --listen must be HOST:PORT (127.0.0.1:7420, [::1]:7420, "
 						"localhost:7420), got '%s'\n", v);
+				return 2;
+			}
+		} else if (strcmp(f, "--metrics-listen") == 0) {
+			struct in_addr ip;
+			if (!parse_listen(v, &metrics_at, metrics_host, sizeof(metrics_host)) ||
+			    inet_pton(AF_INET, metrics_host, &ip) != 1) {
+				fprintf(stderr, "arrearsd: --metrics-listen must be IPV4:PORT, got '%s'\n", v);
 				return 2;
 			}
 		} else if (strcmp(f, "--data") == 0) {
@@ -192,15 +208,40 @@ int main(int argc, char **argv)
 		nofile.rlim_cur = nofile.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &nofile);
 	}
+	/* Blocked before the metrics thread starts, so that it inherits the
+	 * mask: server_run waits for these in this thread. */
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	stats.started_ns = stats_now_ns();
+	cfg.stats = &stats;
+	/* Listening first: /healthz answers 503 while the store opens. */
+	struct metrics *metrics = NULL;
+	if (metrics_at.host != NULL) {
+		int mrc = metrics_start(metrics_host, metrics_at.port, &stats, &metrics);
+		if (mrc != 0) {
+			log_event("event=start_failed reason=metrics addr=%s port=%u errno=%d", metrics_host, metrics_at.port,
+				  -mrc);
+			return 1;
+		}
+	}
 	char err[256];
 	if (store_open(data, &store_options, &cfg.store, err, sizeof(err)) != STORE_OK) {
 		log_event("event=start_failed reason=store detail=\"%s\"", err);
+		metrics_stop(metrics);
 		return 1;
+	}
+	if (metrics != NULL) {
+		metrics_set_store(metrics, cfg.store);
 	}
 	log_event("event=start data=%s max_request=%zu max_persons=%u max_connections=%u idle_timeout_s=%u auth=%s",
 		  data, cfg.request_bytes_max, cfg.persons_max, cfg.connections_max, cfg.idle_timeout_s,
 		  cfg.token != NULL ? "token" : "none");
 	int rc = server_run(&cfg);
+	metrics_stop(metrics); /* before the store it reads closes */
 	store_close(cfg.store);
 	if (fault_on) {
 		char summary[256];

@@ -169,13 +169,12 @@ struct loop {
 struct server {
 	const struct server_config *config;
 	struct dispatch_shared shared;
-	struct stats stats;
+	struct stats *stats; /* config->stats */
 	int listen_fd;
 	atomic_bool stop;
 	struct loop *loops;
 	atomic_uint accepted; /* connections accepted: the next goes to loop accepted % loops */
 	atomic_bool failed;   /* a loop broke: the server stops */
-	atomic_size_t answer_bytes; /* answers held for all clients together */
 	atomic_size_t input_bytes;  /* big input buffers (INPUT_BYTES_MAX) */
 	pthread_mutex_t parse_lock;
 	pthread_cond_t parse_cond;
@@ -391,15 +390,15 @@ static void out_account(struct loop *l, struct conn *c, size_t added, size_t rem
 	ASSERT(removed <= c->out_bytes + added);
 	c->out_bytes = c->out_bytes + added - removed;
 	if (added > removed) {
-		atomic_fetch_add(&l->srv->answer_bytes, added - removed);
+		atomic_fetch_add(&l->srv->stats->answer_bytes, added - removed);
 	} else {
-		atomic_fetch_sub(&l->srv->answer_bytes, removed - added);
+		atomic_fetch_sub(&l->srv->stats->answer_bytes, removed - added);
 	}
 }
 
 static bool answer_budget_spent(const struct loop *l)
 {
-	return atomic_load(&l->srv->answer_bytes) >= l->srv->config->answer_bytes_max;
+	return atomic_load(&l->srv->stats->answer_bytes) >= l->srv->config->answer_bytes_max;
 }
 
 /* A big request is admitted whole: before its input may pass
@@ -456,7 +455,7 @@ static void conn_release(struct loop *l, struct conn *c)
 			    .next_send = next_send, .next_turn = next_turn, .next_free = l->free_head };
 	l->free_head = slot;
 	l->open--;
-	atomic_fetch_sub(&l->srv->stats.connections_open, 1);
+	atomic_fetch_sub(&l->srv->stats->connections_open, 1);
 }
 
 /* Drops unsent answers, but for the one the kernel is sending from. */
@@ -625,7 +624,7 @@ static void conn_queue(struct loop *l, struct conn *c, const uint8_t *data, size
 
 static void stats_answer(struct loop *l, const struct dispatch_outcome *o, int64_t started_ns)
 {
-	stats_request(&l->srv->stats, o->method, o->error, (uint64_t)(now_ns() - started_ns));
+	stats_request(l->srv->stats, o->method, o->code, (uint64_t)(now_ns() - started_ns));
 }
 
 /* Queues a job for the workers; false when their queue is full. */
@@ -642,6 +641,7 @@ static bool job_push(struct server *srv, struct job *j)
 		}
 		srv->jobs_tail = j;
 		srv->jobs_queued++;
+		atomic_store_explicit(&srv->stats->worker_queue_depth, srv->jobs_queued, memory_order_relaxed);
 		pthread_cond_signal(&srv->jobs_cond);
 	}
 	pthread_mutex_unlock(&srv->jobs_lock);
@@ -745,6 +745,7 @@ static void conn_process(struct loop *l, struct conn *c)
 				  !large ? "msgpack_rpc" : frame_bytes_max(l, c) < l->srv->config->request_bytes_max
 							   ? "preauth_request_bytes_max"
 							   : "request_bytes_max");
+			stats_request(l->srv->stats, STATS_METHODS_MAX - 1, large ? PROTO_TOO_LARGE : PROTO_MALFORMED, 0);
 			answer_error(l, c, large ? PROTO_TOO_LARGE : PROTO_MALFORMED,
 				     large ? "message over the server's size limit (send auth first when a token is set)"
 					   : "not msgpack-RPC");
@@ -773,7 +774,9 @@ static void conn_process(struct loop *l, struct conn *c)
 			if (submitted == JOB_QUEUE_FULL) {
 				dispatch_reject(l->d, out.msgid, PROTO_OVERLOADED, "too many requests queued; retry later",
 						&response, &response_size);
+				out.code = PROTO_OVERLOADED;
 			} else {
+				out.code = PROTO_INTERNAL;
 				dispatch_reject(l->d, out.msgid, PROTO_INTERNAL, "out of memory: nothing was run", &response,
 						&response_size);
 			}
@@ -876,7 +879,7 @@ static void conn_refuse(struct loop *l, int fd)
 	ssize_t sent = send(fd, response, size, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)sent;
 	close(fd);
-	atomic_fetch_add(&l->srv->stats.connections_refused, 1);
+	atomic_fetch_add(&l->srv->stats->connections_refused, 1);
 }
 
 static void conn_start(struct loop *l, int fd)
@@ -904,8 +907,8 @@ static void conn_start(struct loop *l, int fd)
 	bool v6 = strchr(peer_text, ':') != NULL;
 	log_event("event=open conn=%u.%u peer=%s%s%s:%s", l->id, c->slot, v6 ? "[" : "", peer_text, v6 ? "]" : "",
 		  peer_port);
-	atomic_fetch_add(&l->srv->stats.connections_open, 1);
-	atomic_fetch_add(&l->srv->stats.connections_total, 1);
+	atomic_fetch_add(&l->srv->stats->connections_open, 1);
+	atomic_fetch_add(&l->srv->stats->connections_total, 1);
 	arm_recv(l, c);
 }
 /* Gives a connection to another loop; false when that loop is gone (it
@@ -962,7 +965,7 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	int fd = cqe->res;
 	struct server *srv = l->srv;
 	if (l->stopping || atomic_load(&srv->stop) ||
-	    atomic_load(&srv->stats.connections_open) >= srv->config->connections_max) {
+	    atomic_load(&srv->stats->connections_open) >= srv->config->connections_max) {
 		conn_refuse(l, fd);
 		return;
 	}
@@ -1011,6 +1014,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		l->recv_multishot_seen = true;
 	}
 	if (cqe->res > 0 && has_buffer) {
+		atomic_fetch_add_explicit(&l->srv->stats->received_bytes, (uint64_t)cqe->res, memory_order_relaxed);
 		c->last_active_ns = l->woke_ns;
 		/* Closing, the peer's bytes are read only to be dropped. */
 		bool kept = c->state != CONN_OPEN || conn_append(c, l->bufs + (size_t)bid * BUF_BYTES, (size_t)cqe->res);
@@ -1054,6 +1058,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	struct chunk *h = c->out_head;
 	size_t sent = cqe->res > 0 ? (size_t)cqe->res : 0; /* short sends happen: keep the offset */
+	atomic_fetch_add_explicit(&l->srv->stats->sent_bytes, sent, memory_order_relaxed);
 	ASSERT(sent <= h->size - h->offset);
 	if (sent > 0) {
 		c->last_active_ns = l->woke_ns;
@@ -1274,6 +1279,7 @@ static void *worker_main(void *arg)
 			srv->jobs_tail = NULL;
 		}
 		srv->jobs_queued--;
+		atomic_store_explicit(&srv->stats->worker_queue_depth, srv->jobs_queued, memory_order_relaxed);
 		pthread_mutex_unlock(&srv->jobs_lock);
 
 		/* A job whose connection was cut is not run: its answer has nowhere
@@ -1283,7 +1289,7 @@ static void *worker_main(void *arg)
 			parse_acquire(srv, parse);
 			const uint8_t *response;
 			/* Over the answer budget, one small part per connection at most. */
-			size_t part = atomic_load(&srv->answer_bytes) >= srv->config->answer_bytes_max ? PART_BYTES_TIGHT
+			size_t part = atomic_load(&srv->stats->answer_bytes) >= srv->config->answer_bytes_max ? PART_BYTES_TIGHT
 												: PART_BYTES;
 			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, part, &j->resume, &response,
 					    &j->response_size, &j->outcome);
@@ -1640,7 +1646,9 @@ int server_run(const struct server_config *config)
 	}
 	srv->config = config;
 	srv->shared = (struct dispatch_shared){ .token = config->token, .token_size = config->token_size,
-						.persons_max = config->persons_max, .stats = &srv->stats };
+						.persons_max = config->persons_max, .stats = config->stats };
+	ASSERT(config->stats != NULL);
+	srv->stats = config->stats;
 	pthread_mutex_init(&srv->jobs_lock, NULL);
 	pthread_cond_init(&srv->jobs_cond, NULL);
 	pthread_mutex_init(&srv->parse_lock, NULL);
@@ -1664,7 +1672,9 @@ int server_run(const struct server_config *config)
 	if (rc == 0) {
 		int sig = 0;
 		sigdelset(&signals, SIGPIPE);
+		atomic_store(&srv->stats->serving, true);
 		sigwait(&signals, &sig);
+		atomic_store(&srv->stats->serving, false);
 		log_event("event=shutdown signal=%s%s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
 			  atomic_load(&srv->failed) ? " reason=loop_error" : "");
 	} else {
@@ -1680,7 +1690,7 @@ int server_run(const struct server_config *config)
 			ASSERT(srv->loops[i].open == 0 && srv->loops[i].jobs_out == 0 && srv->loops[i].done == NULL);
 		}
 		ASSERT(srv->jobs_queued == 0 && srv->jobs_head == NULL && srv->parse_bytes == 0);
-		ASSERT(atomic_load(&srv->answer_bytes) == 0 && atomic_load(&srv->input_bytes) == 0);
+		ASSERT(atomic_load(&srv->stats->answer_bytes) == 0 && atomic_load(&srv->input_bytes) == 0);
 	}
 	for (uint32_t i = 0; srv->loops != NULL && i < config->loops; i++) {
 		loop_free(&srv->loops[i]);

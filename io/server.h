@@ -29,6 +29,7 @@ struct server_config {
 	const char *token;        /* NULL: no auth */
 	size_t token_size;
 	struct store *store;
+	struct stats *stats;      /* counters, shared with the metrics endpoint (io/metrics.h) */
 };
 
 /* Serves until SIGTERM or SIGINT, then stops accepting, finishes the

@@ -253,6 +253,10 @@ const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size);
 
 /* Whether the response written is an error. */
 bool proto_writer_is_error(const struct proto_writer *w);
+/* The error code of the response written (PROTO_OK for a result). */
+int proto_writer_error_code(const struct proto_writer *w);
+/* Per-person (and per-item) errors written since the last reset. */
+uint32_t proto_writer_person_errors(const struct proto_writer *w);
 /* Hands the written bytes to the caller (free() them); the writer starts
  * empty. NULL when writing ran out of memory. */
 uint8_t *proto_writer_take(struct proto_writer *w, size_t *size);
@@ -286,6 +290,9 @@ struct proto_stats_method {
 	uint64_t p999_us;
 };
 struct proto_stats {
+	uint64_t uptime_s;
+	uint64_t errors_by_code[PROTO_INTERNAL + 1]; /* summed over methods; [0] unused */
+	uint64_t person_errors;
 	uint64_t connections_open;
 	uint64_t connections_total;
 	uint64_t connections_refused;
@@ -296,7 +303,8 @@ struct proto_stats {
 	uint64_t bytes_used;
 	uint64_t map_bytes;
 };
-/* server.stats: {connections, requests, errors, latency_us, store}. */
+/* server.stats: {version, uptime_s, errors_by_code, person_errors,
+ * connections, requests, errors, latency_us, store}. */
 void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *stats);
 
 /* An audit record: {time_ms, method, idem, persons}. */

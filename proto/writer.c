@@ -14,6 +14,7 @@ struct proto_writer {
 	size_t size;
 	size_t capacity;
 	size_t body_offset; /* where the response after its msgid starts */
+	uint32_t person_errors; /* entries written by proto_write_person_error or an item's error */
 	bool failed;
 };
 
@@ -61,6 +62,7 @@ void proto_writer_free(struct proto_writer *w)
 void proto_writer_reset(struct proto_writer *w)
 {
 	w->size = 0;
+	w->person_errors = 0;
 	w->failed = false;
 }
 
@@ -140,6 +142,27 @@ bool proto_writer_is_error(const struct proto_writer *w)
 {
 	/* [1, msgid, error, result]: the byte after the msgid is nil unless an error follows. */
 	return w->size > w->body_offset && w->data[w->body_offset] != 0xc0;
+}
+
+int proto_writer_error_code(const struct proto_writer *w)
+{
+	/* error_map writes {"code": n, ...} first, n 1..9 a positive fixint
+	 * (also in a replayed body, written by this writer before). */
+	static const uint8_t code_key[5] = { 0xa4, 'c', 'o', 'd', 'e' };
+	const uint8_t *e = w->data + w->body_offset;
+	if (!proto_writer_is_error(w)) {
+		return PROTO_OK;
+	}
+	if (w->size - w->body_offset >= 7 && (e[0] & 0xf0) == 0x80 && memcmp(e + 1, code_key, 5) == 0 &&
+	    e[6] >= PROTO_MALFORMED && e[6] <= PROTO_INTERNAL) {
+		return e[6];
+	}
+	return PROTO_INTERNAL;
+}
+
+uint32_t proto_writer_person_errors(const struct proto_writer *w)
+{
+	return w->person_errors;
 }
 
 uint8_t *proto_writer_take(struct proto_writer *w, size_t *size)
@@ -312,6 +335,7 @@ void proto_write_results_next(struct proto_writer *w, const char *next_id, size_
 
 void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_size, const struct proto_error *err)
 {
+	w->person_errors++;
 	msgpack_pack_map(&w->pk, 2);
 	str(w, "id");
 	/* An id that is not UTF-8 is not echoed: a strict client would fail on the whole answer. */
@@ -539,6 +563,7 @@ void proto_write_item_result(struct proto_writer *w, const struct proto_error *e
 		key_bool(w, "ok", true);
 		return;
 	}
+	w->person_errors++;
 	str(w, "error");
 	error_map(w, err);
 }
@@ -588,7 +613,16 @@ void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *meth
 
 void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *st)
 {
-	result_header(w, msgid, 5);
+	result_header(w, msgid, 9);
+	str(w, "version");
+	str(w, PROTO_VERSION);
+	key_int(w, "uptime_s", (int64_t)st->uptime_s);
+	str(w, "errors_by_code");
+	msgpack_pack_map(&w->pk, PROTO_INTERNAL);
+	for (int code = PROTO_MALFORMED; code <= PROTO_INTERNAL; code++) {
+		key_int(w, proto_error_name(code), (int64_t)st->errors_by_code[code]);
+	}
+	key_int(w, "person_errors", (int64_t)st->person_errors);
 	str(w, "connections");
 	msgpack_pack_map(&w->pk, 3);
 	key_int(w, "open", (int64_t)st->connections_open);

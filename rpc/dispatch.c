@@ -1036,6 +1036,12 @@ static const struct {
 };
 #define METHOD_COUNT (sizeof(methods) / sizeof(methods[0]))
 _Static_assert(METHOD_COUNT < STATS_METHODS_MAX, "a stats row per method and one for unknown");
+_Static_assert(PROTO_INTERNAL < STATS_CODES, "a stats column per error code");
+
+const char *dispatch_method_name(uint32_t row)
+{
+	return row < METHOD_COUNT ? methods[row].name : NULL;
+}
 
 static void handle_stats(struct dispatch *d, const struct proto_envelope *env)
 {
@@ -1053,6 +1059,11 @@ static void handle_stats(struct dispatch *d, const struct proto_envelope *env)
 		}
 	}
 	if (s != NULL) {
+		st.uptime_s = (uint64_t)(stats_now_ns() - s->started_ns) / 1000000000u;
+		for (int code = PROTO_MALFORMED; code <= PROTO_INTERNAL; code++) {
+			st.errors_by_code[code] = stats_errors_of_code(s, code);
+		}
+		st.person_errors = atomic_load(&s->person_errors);
 		st.connections_open = atomic_load(&s->connections_open);
 		st.connections_total = atomic_load(&s->connections_total);
 		st.connections_refused = atomic_load(&s->connections_refused);
@@ -1119,6 +1130,7 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 	bool broken = false; /* a later part that cannot go on (it must not turn into an error message) */
 	if (proto_message_parse(d->message, frame, frame_size, &env, &err) != PROTO_OK) {
 		proto_write_error(d->writer, env.msgid, &err);
+		out->code = (uint8_t)err.code;
 		out->close = true;
 		broken = !with_header;
 	} else {
@@ -1145,6 +1157,11 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		}
 		/* A later part of an answer has no header: an answer in parts never is an error. */
 		out->error = with_header && proto_writer_is_error(d->writer);
+		out->code = out->error ? (uint8_t)proto_writer_error_code(d->writer) : 0;
+		uint32_t person_errors = proto_writer_person_errors(d->writer);
+		if (person_errors > 0 && d->shared->stats != NULL) {
+			atomic_fetch_add_explicit(&d->shared->stats->person_errors, person_errors, memory_order_relaxed);
+		}
 		if (env.kind == PROTO_KIND_NOTIFICATION) {
 			proto_writer_reset(d->writer);
 		}
@@ -1157,6 +1174,8 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		proto_writer_reset(d->writer);
 		write_error(d, env.msgid, PROTO_INTERNAL, "out of memory writing the response", NULL);
 		*response = proto_writer_data(d->writer, response_size);
+		out->error = true;
+		out->code = PROTO_INTERNAL;
 		d->partial = false;
 	}
 	if (failed && *response == NULL) {
@@ -1167,6 +1186,7 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		d->partial = false;
 	}
 	out->error |= out->close;
+	out->code = out->error && out->code == 0 ? PROTO_INTERNAL : out->code; /* closed unanswered */
 	out->partial = d->partial;
 }
 

@@ -37,6 +37,7 @@ struct dispatch_outcome {
 	bool deferred;   /* not run (DISPATCH_INLINE): run it again with DISPATCH_ALL elsewhere */
 	bool partial;    /* dispatch_frame_part: more parts of this answer follow */
 	bool error;      /* the response is an error */
+	uint8_t code;    /* its error code (enum proto_code), 0 for a result */
 	uint32_t method; /* stats row of the method */
 	uint32_t msgid;  /* of the request, 0 when unreadable */
 };
@@ -81,6 +82,9 @@ void dispatch_resume_free(struct dispatch_resume *resume);
 void dispatch_trim(struct dispatch *d);
 /* The last response's bytes, handed over (free() them); NULL when none. */
 uint8_t *dispatch_take_response(struct dispatch *d, size_t *size);
+
+/* The name of stats row `row` (a method of the table), NULL past the table. */
+const char *dispatch_method_name(uint32_t row);
 
 /* An error response without running anything: for bytes that never formed
  * a frame (malformed, too_large; msgid 0) or a request the server sheds

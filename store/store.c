@@ -522,6 +522,9 @@ int store_stats(struct store *s, struct store_stats *out)
 	if (mdb_stat(txn, s->dbi[DB_AUDIT], &st) == 0) {
 		out->audit_records = st.ms_entries;
 	}
+	if (mdb_stat(txn, s->dbi[DB_IDEM], &st) == 0) {
+		out->idem_records = st.ms_entries;
+	}
 	mdb_txn_abort(txn);
 	mdb_env_info(s->env, &info);
 	mdb_env_stat(s->env, &st);

@@ -99,6 +99,7 @@ int store_audit_append(struct store_txn *txn, const uint8_t *record, size_t reco
 struct store_stats {
 	uint64_t persons;
 	uint64_t audit_records;
+	uint64_t idem_records;
 	uint64_t bytes_used; /* pages in use × page size */
 	uint64_t map_bytes;
 };
