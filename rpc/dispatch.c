@@ -589,15 +589,16 @@ static int write_records(struct dispatch *d, struct store_txn *txn, const struct
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	proto_writer_reset(d->aux);
-	proto_write_audit(d->aux, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, env->method, env->method_size,
+	proto_write_audit(d->aux, time_ms, env->method, env->method_size,
 			  idem, (const char(*)[CORE_ID_SIZE + 1])d->touched, d->touched_count);
 	size_t size;
 	const uint8_t *record = proto_writer_data(d->aux, &size);
 	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
 	if (rc == STORE_OK && idem->ptr != NULL) {
 		const uint8_t *body = proto_writer_body(d->writer, &size);
-		rc = body == NULL ? STORE_IO : store_idem_put(txn, idem->ptr, idem->size, digest, body, size);
+		rc = body == NULL ? STORE_IO : store_idem_put(txn, idem->ptr, idem->size, digest, time_ms, body, size);
 	}
 	return rc;
 }
