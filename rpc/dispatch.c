@@ -771,6 +771,69 @@ static void handle_person_get(struct dispatch *d, const struct proto_envelope *e
 	}
 }
 
+/* audit.read collects a page's records in its read transaction, then writes them. */
+struct audit_page {
+	struct { uint64_t seq; const uint8_t *record; size_t size; } *entries;
+	uint32_t count;
+	uint32_t limit;
+	size_t bytes;
+};
+
+static int audit_page_add(void *ctx, uint64_t seq, const uint8_t *record, size_t size)
+{
+	struct audit_page *page = ctx;
+	if (page->count == page->limit || page->bytes >= PROTO_AUDIT_PAGE_BYTES) {
+		return -1; /* full: stop */
+	}
+	page->entries[page->count].seq = seq;
+	page->entries[page->count].record = record;
+	page->entries[page->count].size = size;
+	page->count++;
+	page->bytes += size;
+	return 0;
+}
+
+/* audit.read {after, limit}: records with seq > after, ascending; next is
+ * the last seq returned when the page is full (limit records, or
+ * PROTO_AUDIT_PAGE_BYTES), else nil, as scan's next (SPEC §5.1). */
+static void handle_audit_read(struct dispatch *d, const struct proto_envelope *env)
+{
+	uint64_t after;
+	struct audit_page page = { 0 };
+	struct proto_error err;
+	if (proto_audit_read_decode(env->params, &after, &page.limit, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (!store_required(d, env)) {
+		return;
+	}
+	page.entries = calloc(page.limit, sizeof(*page.entries));
+	struct store_txn *txn;
+	int rc = page.entries == NULL ? STORE_IO : store_read_begin(d->store, &txn);
+	if (rc == STORE_OK) {
+		rc = store_audit_each(txn, after, audit_page_add, &page);
+		bool full = rc == -1;
+		rc = full ? STORE_OK : rc;
+		proto_write_audit_page_begin(d->writer, env->msgid, page.count);
+		for (uint32_t i = 0; rc == STORE_OK && i < page.count; i++) {
+			if (!proto_write_audit_entry(d->writer, page.entries[i].seq, page.entries[i].record,
+						     page.entries[i].size)) {
+				rc = STORE_IO;
+			}
+		}
+		full |= page.count == page.limit;
+		proto_write_audit_page_end(d->writer, full && page.count > 0,
+					   page.count > 0 ? page.entries[page.count - 1].seq : 0);
+		store_txn_end(txn);
+	}
+	free(page.entries);
+	if (rc != STORE_OK) {
+		proto_writer_reset(d->writer);
+		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault reading the audit log", NULL);
+	}
+}
+
 static int person_delete_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
 			      const struct write_request *w)
 {
@@ -1024,6 +1087,7 @@ static const struct {
 	{ "server.stats", handle_stats, RUN_INLINE, NULL },
 	{ "policy.put", handle_policy_put, RUN_DEFERRED, NULL },
 	{ "policy.get", handle_policy_get, RUN_INLINE, NULL },
+	{ "audit.read", handle_audit_read, RUN_DEFERRED, NULL }, /* a page may be megabytes: off the loop */
 	{ "person.put", NULL, RUN_DEFERRED, &write_put },
 	{ "person.get", handle_person_get, RUN_INLINE, NULL },
 	{ "person.delete", NULL, RUN_DEFERRED, &write_delete },
