@@ -1284,3 +1284,19 @@ void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *m
 		*response_size = 0; /* out of memory: the caller closes instead */
 	}
 }
+
+int dispatch_audit_batch(struct store_txn *txn, const char *method, uint64_t person_count)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct proto_writer *w = proto_writer_new();
+	if (w == NULL) {
+		return STORE_IO;
+	}
+	proto_write_audit_batch(w, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, method, person_count);
+	size_t size;
+	const uint8_t *record = proto_writer_data(w, &size);
+	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
+	proto_writer_free(w);
+	return rc;
+}
