@@ -7,6 +7,7 @@
 #include "client.h"
 #include "eval.h"
 #include "flags.h"
+#include "ops.h"
 #include "../gen/gen_cmd.h"
 #include "../import/import.h"
 
@@ -26,7 +27,13 @@ static int usage(FILE *out)
 		"      one request to a running arrearsd; the result as pretty JSON.\n"
 		"  arrears show ID [--as-of YYYYMMDD] [--connect HOST:PORT] [--city C] [--no-color]\n"
 		"      a person's timeline as a grid (a row per year and type, a cell per month), then\n"
-		"      arrears, years, retirement, medical and housing.\n");
+		"      arrears, years, retirement, medical and housing.\n"
+		"  arrears audit --data DIR [--after SEQ] [--limit N]\n"
+		"      the audit log's records after SEQ (default 0: all), one JSON object a line.\n"
+		"  arrears backup --data DIR OUT\n"
+		"      a consistent compacted copy of DIR (live or not) into OUT/data.mdb; never overwrites.\n"
+		"  arrears verify --data DIR\n"
+		"      walks every record; prints each problem (ids masked), exits 1 when there is one.\n");
 	return out == stdout ? 0 : 2;
 }
 
@@ -97,6 +104,12 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "gen") == 0) {
 		int status = gen_command(argc - 2, argv + 2);
+		return status == 2 ? usage(stderr) : status;
+	}
+	if (strcmp(cmd, "audit") == 0 || strcmp(cmd, "backup") == 0 || strcmp(cmd, "verify") == 0) {
+		int status = cmd[0] == 'a'   ? ops_audit_command(argc - 2, argv + 2)
+			     : cmd[0] == 'b' ? ops_backup_command(argc - 2, argv + 2)
+					     : ops_verify_command(argc - 2, argv + 2);
 		return status == 2 ? usage(stderr) : status;
 	}
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
