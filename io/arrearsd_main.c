@@ -9,6 +9,7 @@
 #include "../fault/fault.h"
 #include "../cli/flags.h"
 #include "../rpc/log.h"
+#include "../rpc/retention.h"
 #include "server.h"
 
 
@@ -16,7 +17,8 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: arrearsd [--listen 127.0.0.1:7420] [--data DIR] [--threads N] [--max-request BYTES]\n"
 			"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
-			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n");
+			"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n"
+			"                [--idem-retention-days 30]\n");
 	return 2;
 }
 
@@ -56,6 +58,7 @@ int main(int argc, char **argv)
 	static char token[TOKEN_BYTES_MAX];
 	const char *data = "data";
 	struct store_options store_options = { 0 };
+	uint32_t retention_days = RETENTION_DAYS_DEFAULT; /* 0: idempotency records are kept forever */
 	/* An event loop and a worker per core by default. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	uint32_t threads = cores < 1 ? 1 : cores > SERVER_THREADS_MAX ? SERVER_THREADS_MAX : (uint32_t)cores;
@@ -112,6 +115,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			store_options.map_bytes_max = n; /* the store's address space, as eval's */
+		} else if (strcmp(f, "--idem-retention-days") == 0) {
+			if (!flag_u64("arrearsd", f, v, 0, RETENTION_DAYS_MAX, &n)) {
+				return 2;
+			}
+			retention_days = (uint32_t)n;
 		} else if (strcmp(f, "--token-file") == 0) {
 			if (!read_token(v, token, sizeof(token), &cfg.token_size)) {
 				fprintf(stderr, "arrearsd: %s: no token in its first line\n", v);
@@ -147,7 +155,10 @@ int main(int argc, char **argv)
 	log_event("event=start data=%s max_request=%zu max_persons=%u max_connections=%u idle_timeout_s=%u auth=%s",
 		  data, cfg.request_bytes_max, cfg.persons_max, cfg.connections_max, cfg.idle_timeout_s,
 		  cfg.token != NULL ? "token" : "none");
+	log_event("event=idem_retention days=%u", retention_days);
+	struct retention *retention = retention_start(cfg.store, retention_days);
 	int rc = server_run(&cfg);
+	retention_stop(retention);
 	store_close(cfg.store);
 	if (fault_on) {
 		char summary[256];
