@@ -1283,6 +1283,7 @@ class TestOperations(ServerTest):
         self.assertEqual(set(first["requests"]),
                          {"ping", "auth", "server.stats", "policy.put", "policy.get", "person.put", "person.get",
                           "person.delete", "payment.apply", "withhold.run", "arrears.compute", "years.compute",
+                          "audit.read",
                           "retirement.check", "housing.check", "medical.status"})
         self.assertEqual(sum(first["requests"].values()), 0)
         for _ in range(5):
