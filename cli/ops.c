@@ -1,8 +1,10 @@
 /* Operations on a store directory: audit, backup, verify. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "flags.h"
 #include "ops.h"
@@ -13,9 +15,18 @@
 
 #define VERIFY_REPORTS_MAX 1000u /* problems printed; past it only counted */
 
+/* An existing store only: opening creates one, and verifying an empty
+ * store made from a mistyped path would say "ok". */
 static int open_store(const char *prog, const char *dir, struct store **store)
 {
 	char err[256];
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(path, &st) != 0) {
+		fprintf(stderr, "%s: no store in %s (%s: %s)\n", prog, dir, path, strerror(errno));
+		return 1;
+	}
 	if (store_open(dir, NULL, store, err, sizeof(err)) != STORE_OK) {
 		fprintf(stderr, "%s: cannot open the store: %s\n", prog, err);
 		return 1;

@@ -36,12 +36,13 @@ int64_t retention_now_ms(void)
 	return ms;
 }
 
-int retention_walk(struct store *store, int64_t now_ms, int64_t retention_ms, struct store_idem_purge *st)
+int retention_walk(struct store *store, int64_t now_ms, int64_t retention_ms, const bool *stop,
+		   struct store_idem_purge *st)
 {
 	memset(st, 0, sizeof(*st));
 	int64_t cutoff_ms = now_ms - retention_ms;
 	int rc = STORE_OK;
-	while (rc == STORE_OK && !st->done) {
+	while (rc == STORE_OK && !st->done && (stop == NULL || !__atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
 		uint64_t changed = st->deleted + st->stamped;
 		rc = store_idem_purge_step(store, now_ms, cutoff_ms, RETENTION_LOOK_MAX, RETENTION_CHANGE_MAX, st);
 		if (rc == STORE_OK && !st->done && st->deleted + st->stamped > changed) {
@@ -61,10 +62,11 @@ static void *retention_main(void *arg)
 		struct store_idem_purge st;
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		int rc = retention_walk(r->store, retention_now_ms(), r->retention_ms, &st);
+		int rc = retention_walk(r->store, retention_now_ms(), r->retention_ms, &r->stop, &st);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
+		bool stopped = __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && !st.done;
 		log_event("event=idem_purge status=%s looked=%llu deleted=%llu stamped=%llu steps=%u ms=%lld",
-			  rc == STORE_OK ? "ok" : rc == STORE_FULL ? "storage_full" : "storage_fault",
+			  rc != STORE_OK ? (rc == STORE_FULL ? "storage_full" : "storage_fault") : stopped ? "stopped" : "ok",
 			  (unsigned long long)st.looked, (unsigned long long)st.deleted, (unsigned long long)st.stamped,
 			  st.steps, (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
 		pthread_mutex_lock(&r->lock);
@@ -118,7 +120,7 @@ void retention_stop(struct retention *r)
 		return;
 	}
 	pthread_mutex_lock(&r->lock);
-	r->stop = true;
+	__atomic_store_n(&r->stop, true, __ATOMIC_RELEASE); /* read by the walk without the lock */
 	pthread_cond_signal(&r->wake);
 	pthread_mutex_unlock(&r->lock);
 	pthread_join(r->thread, NULL);

@@ -6,6 +6,7 @@
 #ifndef ARREARS_RETENTION_H
 #define ARREARS_RETENTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../store/store.h"
@@ -24,8 +25,11 @@ int64_t retention_now_ms(void);
 
 /* One whole walk at now_ms: deletes records stamped before
  * now_ms - retention_ms, in steps of RETENTION_LOOK_MAX / _CHANGE_MAX.
- * totals gets the walk's counts. STORE_OK or the failing step's code. */
-int retention_walk(struct store *store, int64_t now_ms, int64_t retention_ms, struct store_idem_purge *totals);
+ * totals gets the walk's counts. Between steps it gives up when *stop
+ * (NULL: never) is set, so that shutdown does not wait for a long walk.
+ * STORE_OK or the failing step's code. */
+int retention_walk(struct store *store, int64_t now_ms, int64_t retention_ms, const bool *stop,
+		   struct store_idem_purge *totals);
 
 struct retention;
 /* Starts the purge thread (days > 0), which blocks every signal. NULL when

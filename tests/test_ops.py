@@ -296,6 +296,10 @@ class TestBackupVerify(ServerTest):
         data = self.path("store")
         ts.gen_store(data, 10, 2)
         self.assertEqual(arrears("verify", "--data", data, check=False).returncode, 0)
+        missing = arrears("verify", "--data", self.path("no-such-store"), check=False)
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn(b"no store", missing.stderr)
+        self.assertFalse(os.path.exists(self.path("no-such-store")))
         bad = make_id("11010119700101123")
         db = Lmdb(data)
         db.change("persons", bad.encode(), b"\x01\xff\x05\x99\x99")  # 5 slots, runs that do not decode

@@ -80,7 +80,7 @@ static void test_records_stamped_before_the_cutoff_go_and_those_at_it_stay(void 
 	put_stamped(s, "b-at-cutoff", T0 - retention_ms);
 	put_stamped(s, "c-new", T0 - 1000);
 	struct store_idem_purge st;
-	assert_int_equal(retention_walk(s, T0, retention_ms, &st), STORE_OK);
+	assert_int_equal(retention_walk(s, T0, retention_ms, NULL, &st), STORE_OK);
 	assert_true(st.done);
 	assert_int_equal(st.looked, 3);
 	assert_int_equal(st.deleted, 1);
@@ -95,7 +95,7 @@ static void test_records_stamped_before_the_cutoff_go_and_those_at_it_stay(void 
 	assert_int_equal(idem.answer_size, sizeof(answer));
 	assert_memory_equal(copy, answer, sizeof(answer));
 	/* A millisecond later the record at the cutoff is past it. */
-	assert_int_equal(retention_walk(s, T0 + 1, retention_ms, &st), STORE_OK);
+	assert_int_equal(retention_walk(s, T0 + 1, retention_ms, NULL, &st), STORE_OK);
 	assert_int_equal(st.deleted, 1);
 	assert_int_equal(get(s, "b-at-cutoff", &idem, copy), STORE_NOT_FOUND);
 	store_close(s);
@@ -195,7 +195,7 @@ static void test_legacy_records_are_stamped_with_the_purges_now_then_expire(void
 	assert_int_equal(idem.answer_size, sizeof(answer));
 	int64_t retention_ms = 30 * DAY_MS;
 	struct store_idem_purge st;
-	assert_int_equal(retention_walk(s, T0, retention_ms, &st), STORE_OK);
+	assert_int_equal(retention_walk(s, T0, retention_ms, NULL, &st), STORE_OK);
 	assert_int_equal(st.stamped, 2);
 	assert_int_equal(st.deleted, 0);
 	/* The digest and the answer are kept: a replay still answers as before. */
@@ -209,9 +209,9 @@ static void test_legacy_records_are_stamped_with_the_purges_now_then_expire(void
 	uint8_t zero[STORE_IDEM_DIGEST_BYTES] = { 0 };
 	assert_memory_equal(idem.digest, zero, sizeof(zero)); /* matches nothing: conflict, as before */
 	/* A second walk the same day changes nothing; one past the retention deletes both. */
-	assert_int_equal(retention_walk(s, T0 + DAY_MS, retention_ms, &st), STORE_OK);
+	assert_int_equal(retention_walk(s, T0 + DAY_MS, retention_ms, NULL, &st), STORE_OK);
 	assert_int_equal(st.stamped + st.deleted, 0);
-	assert_int_equal(retention_walk(s, T0 + retention_ms + 1, retention_ms, &st), STORE_OK);
+	assert_int_equal(retention_walk(s, T0 + retention_ms + 1, retention_ms, NULL, &st), STORE_OK);
 	assert_int_equal(st.deleted, 2);
 	assert_int_equal(get(s, "legacy", &idem, copy), STORE_NOT_FOUND);
 	store_close(s);
