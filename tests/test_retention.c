@@ -159,8 +159,9 @@ static void test_a_step_looks_at_most_look_max_and_the_walk_resumes_after_it(voi
 }
 
 /* Writes idempotency values of the layouts before the time stamp straight
- * into LMDB, as an older arrearsd left them. */
-static void put_raw(const char *key, const uint8_t *value, size_t size)
+ * into LMDB, as an older arrearsd left them: count keys "<key>-NNNNNN"
+ * (count 0: key itself). */
+static void put_raw_many(const char *key, const uint8_t *value, size_t size, uint32_t count)
 {
 	MDB_env *env;
 	MDB_txn *txn;
@@ -170,11 +171,49 @@ static void put_raw(const char *key, const uint8_t *value, size_t size)
 	assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
 	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
 	assert_int_equal(mdb_dbi_open(txn, "idem", 0, &dbi), 0);
-	MDB_val k = { strlen(key), (void *)key };
-	MDB_val v = { size, (void *)value };
-	assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	for (uint32_t i = 0; i < (count == 0 ? 1 : count); i++) {
+		char name[64];
+		int n = count == 0 ? snprintf(name, sizeof(name), "%s", key) : snprintf(name, sizeof(name), "%s-%06u", key, i);
+		MDB_val k = { (size_t)n, name };
+		MDB_val v = { size, (void *)value };
+		assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+	}
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
+}
+
+static void put_raw(const char *key, const uint8_t *value, size_t size)
+{
+	put_raw_many(key, value, size, 0);
+}
+
+/* Stamping rewrites each record larger: the walk must keep its place over
+ * many pages and steps, stamping every record exactly once. */
+static void test_many_legacy_records_are_stamped_once_in_bounded_steps(void **state)
+{
+	(void)state;
+	store_close(open_store(dir));
+	uint8_t legacy[STORE_IDEM_DIGEST_BYTES + 200];
+	memset(legacy, 0x33, sizeof(legacy));
+	legacy[STORE_IDEM_DIGEST_BYTES] = 0xc0; /* an answer begins with its error field, nil */
+	put_raw_many("old", legacy, sizeof(legacy), 1500);
+	struct store *s = open_store(dir);
+	struct store_idem_purge st = { 0 };
+	while (!st.done) {
+		uint64_t before = st.stamped;
+		assert_int_equal(store_idem_purge_step(s, T0, T0 - 30 * DAY_MS, 8192, 512, &st), STORE_OK);
+		assert_true(st.stamped - before <= 512);
+	}
+	assert_int_equal(st.stamped, 1500);
+	assert_int_equal(st.looked, 1500);
+	assert_int_equal(st.steps, 3); /* 512 + 512 + 476, the last meets the end */
+	struct store_idem idem;
+	uint8_t copy[256];
+	assert_int_equal(get(s, "old-001499", &idem, copy), STORE_OK);
+	assert_int_equal(idem.time_ms, T0);
+	assert_int_equal(idem.answer_size, 200);
+	assert_memory_equal(copy, legacy + STORE_IDEM_DIGEST_BYTES, 200);
+	store_close(s);
 }
 
 static void test_legacy_records_are_stamped_with_the_purges_now_then_expire(void **state)
@@ -331,6 +370,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_a_step_looks_at_most_look_max_and_the_walk_resumes_after_it, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_legacy_records_are_stamped_with_the_purges_now_then_expire, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_many_legacy_records_are_stamped_once_in_bounded_steps, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_audit_walk_starts_after_the_sequence_and_stops_when_asked, setup,
 						teardown),
