@@ -379,6 +379,44 @@ class TestRetention(ServerTest):
         self.assertEqual(self.purge_line(s), ("ok", 1, 1, 0))
         self.stop(s)
 
+    def test_a_large_purge_runs_in_small_steps_while_writes_go_on(self):
+        data = self.path("store")
+        ts.gen_store(data, 10, 1)
+        n = 60000
+        db = Lmdb(data)
+        txn, dbi = ctypes.c_void_p(), ctypes.c_uint()
+        assert db.lib.mdb_txn_begin(db.env, None, 0, ctypes.byref(txn)) == 0
+        assert db.lib.mdb_dbi_open(txn, b"idem", 0, ctypes.byref(dbi)) == 0
+        # the new layout: digest, 0xc1, time_ms (1 ms after the epoch: long expired), answer
+        value = b"\x11" * 32 + b"\xc1" + (1).to_bytes(8, "big") + b"\xc0\x81\xa2ok\xc3"
+        vbuf = ctypes.create_string_buffer(value, len(value))
+        for i in range(n):
+            key = b"expired-%06d" % i
+            kbuf = ctypes.create_string_buffer(key, len(key))
+            k = Lmdb.Val(len(key), ctypes.cast(kbuf, ctypes.c_void_p))
+            v = Lmdb.Val(len(value), ctypes.cast(vbuf, ctypes.c_void_p))
+            assert db.lib.mdb_put(txn, dbi, ctypes.byref(k), ctypes.byref(v), 0) == 0
+        assert db.lib.mdb_txn_commit(txn) == 0
+        db.close()
+        s = self.start(data)
+        c = self.connect(s)
+        worst, writes = 0.0, 0
+        while "event=idem_purge" not in s.log():
+            t0 = time.monotonic()
+            c.ok("person.put", {"persons": [person(writes)[1]], "idem": "live-%d" % writes})
+            worst = max(worst, time.monotonic() - t0)
+            writes += 1
+        m = re.search(r"event=idem_purge status=ok looked=(\d+) deleted=(\d+) stamped=0 steps=(\d+)", s.log())
+        self.assertIsNotNone(m, s.log())
+        looked, deleted, steps = map(int, m.groups())
+        self.assertEqual(deleted, n)  # the live keys are fresh: looked at, kept
+        self.assertGreaterEqual(looked, n)
+        self.assertGreaterEqual(steps, n // 512)  # at most 512 deletions a transaction
+        print("\n    %d writes during the purge of %d records in %d steps, slowest %.1f ms" %
+              (writes, n, steps, worst * 1000), end=" ")
+        self.assertLess(worst, 2.0)
+        self.stop(s)
+
     def test_retention_flag_is_checked(self):
         p = subprocess.run([ts.ARREARSD, "--idem-retention-days", "abc"], stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, timeout=TIMEOUT_S)
