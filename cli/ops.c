@@ -266,7 +266,17 @@ static int verify_idem(void *ctx, const uint8_t *key, size_t key_size, const uin
 	return 0;
 }
 
-/* Each table's rule; a table the store has and this list lacks is reported. */
+static int verify_count(void *ctx, const uint8_t *key, size_t key_size, const uint8_t *value, size_t value_size)
+{
+	(void)key;
+	(void)key_size;
+	(void)value;
+	(void)value_size;
+	((struct verify *)ctx)->records++;
+	return 0;
+}
+
+/* Each table's rule; a table the store has and this list lacks is read and counted. */
 static const struct {
 	const char *table;
 	int (*check)(void *ctx, const uint8_t *key, size_t key_size, const uint8_t *value, size_t value_size);
@@ -297,12 +307,12 @@ int ops_verify_command(int argc, char **argv)
 		}
 		v.table = name;
 		uint64_t before = v.records;
-		if (k == sizeof(verify_tables) / sizeof(verify_tables[0])) {
-			problem(&v, "(table)", "verify has no rule for this table");
-			continue;
-		}
-		rc = store_table_each(txn, name, verify_tables[k].check, &v);
-		fprintf(stderr, "arrears verify: %s: %llu records\n", name, (unsigned long long)(v.records - before));
+		/* A table added after verify learned its rules is still walked
+		 * (every page read), and said to be unchecked. */
+		bool ruled = k < sizeof(verify_tables) / sizeof(verify_tables[0]);
+		rc = store_table_each(txn, name, ruled ? verify_tables[k].check : verify_count, &v);
+		fprintf(stderr, "arrears verify: %s: %llu records%s\n", name, (unsigned long long)(v.records - before),
+			ruled ? "" : " (read; verify has no rule for this table yet)");
 	}
 	store_txn_end(txn);
 	store_close(store);
