@@ -85,6 +85,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_server.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/test_hostile.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/test_metrics.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
+	$(PYTHON) tests/test_ops.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/faults.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears --scenarios 50
 
 e2e: build/arrears build/arrearsd
@@ -98,6 +99,7 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_hostile.py --arrearsd build/arrearsd --arrears build/arrears --memory-bounds
 	$(PYTHON) tests/test_metrics.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_disk.py --arrearsd build/arrearsd --arrears build/arrears
+	$(PYTHON) tests/test_ops.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/soak.py --arrearsd build/arrearsd --arrears build/arrears --rounds 20
 	$(PYTHON) tests/faults.py --arrearsd build/arrearsd --arrears build/arrears --scenarios 200
 	@echo "== the server again on the fallbacks for kernels before 6.1 (plain ring, single receives)"

@@ -7,6 +7,7 @@
 #include "client.h"
 #include "eval.h"
 #include "flags.h"
+#include "ops.h"
 #include "../gen/gen_cmd.h"
 #include "../import/import.h"
 #include "../proto/proto.h"
@@ -39,6 +40,9 @@ static int usage(FILE *out)
 		"  arrears gen [--persons N] [--seed S] [--city C] [--second-city C2] (--out DIR | --data DIR)\n"
 		"  arrears call [--connect HOST:PORT] [--token-file F] METHOD '{json params}'\n"
 		"  arrears show ID [--as-of YYYYMMDD] [--connect HOST:PORT] [--city C] [--no-color]\n"
+		"  arrears audit --data DIR [--after SEQ] [--limit N]\n"
+		"  arrears backup --data DIR OUT\n"
+		"  arrears verify --data DIR\n"
 		"  arrears --version\n");
 	return out == stdout ? 0 : 2;
 }
@@ -151,6 +155,12 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "gen") == 0) {
 		return cmd_gen(argc - 2, argv + 2);
+	}
+	if (strcmp(cmd, "audit") == 0 || strcmp(cmd, "backup") == 0 || strcmp(cmd, "verify") == 0) {
+		int status = cmd[0] == 'a'   ? ops_audit_command(argc - 2, argv + 2)
+			     : cmd[0] == 'b' ? ops_backup_command(argc - 2, argv + 2)
+					     : ops_verify_command(argc - 2, argv + 2);
+		return status == 2 ? usage(stderr) : status;
 	}
 	if (flag_is_help(cmd) || strcmp(cmd, "help") == 0) {
 		return usage(stdout);

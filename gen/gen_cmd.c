@@ -17,6 +17,7 @@ struct store_sink {
 	struct store *store;
 	struct store_txn *txn;
 	uint32_t batch_slots;
+	uint32_t batch_persons; /* for the batch's audit record */
 	uint64_t persons;
 	uint64_t slots;
 	int rc;
@@ -38,7 +39,15 @@ static int sink_person(void *ctx, const struct gen_person *p)
 	s->persons++;
 	s->slots += p->slot_count;
 	s->batch_slots += p->slot_count;
+	s->batch_persons++;
 	if (s->batch_slots >= GEN_BATCH_SLOTS) {
+		s->rc = dispatch_audit_batch(s->txn, "gen", s->batch_persons);
+		s->batch_persons = 0;
+		if (s->rc != STORE_OK) {
+			store_txn_end(s->txn);
+			s->txn = NULL;
+			return 1;
+		}
 		s->rc = store_write_commit(s->txn);
 		s->txn = NULL;
 		s->batch_slots = 0;
@@ -90,6 +99,9 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 	struct store_sink sink = { .store = store };
 	if (rc == 0) {
 		int stopped = gen_run(config, sink_person, &sink);
+		if (sink.txn != NULL && sink.rc == STORE_OK) {
+			sink.rc = dispatch_audit_batch(sink.txn, "gen", sink.batch_persons);
+		}
 		if (sink.txn != NULL && sink.rc == STORE_OK) {
 			sink.rc = store_write_commit(sink.txn);
 		} else if (sink.txn != NULL) {

@@ -771,6 +771,7 @@ static int write_persons(struct import *im, const struct import_row *rows, size_
 		size_t i = batch_start;
 		size_t batch_slots = 0;
 		uint32_t batch_persons = 0;
+		uint64_t written_before = im->persons; /* rejected persons are not written */
 		int rc = STORE_OK;
 		while (rc == STORE_OK && i < count && batch_slots < BATCH_SLOTS && batch_persons < BATCH_PERSONS) {
 			size_t end = i + 1;
@@ -781,6 +782,10 @@ static int write_persons(struct import *im, const struct import_row *rows, size_
 			batch_slots += end - i;
 			batch_persons++;
 			i = end;
+		}
+		if (rc == STORE_OK) {
+			rc = im->persons == written_before ? STORE_OK
+							     : dispatch_audit_batch(txn, "import", im->persons - written_before);
 		}
 		/* Commit only whole batches: any failure abandons the batch. */
 		if (rc == STORE_OK) {

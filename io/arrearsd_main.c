@@ -14,6 +14,7 @@
 #include "../rpc/log.h"
 #include "../proto/proto.h"
 #include "metrics.h"
+#include "../rpc/retention.h"
 #include "server.h"
 
 
@@ -21,7 +22,7 @@ static const char usage_text[] =
 	"usage: arrearsd [--listen HOST:PORT] [--data DIR] [--threads N] [--max-request BYTES]\n"
 	"                [--max-persons N] [--max-connections N] [--idle-timeout SECONDS]\n"
 	"                [--token-file FILE] [--map-max BYTES] [--max-answer-memory BYTES]\n"
-	"                [--metrics-listen HOST:PORT]\n"
+	"                [--metrics-listen HOST:PORT] [--idem-retention-days DAYS]\n"
 	"  --listen HOST:PORT          address to serve on: IPv4, [IPv6] or a host name (default 127.0.0.1:7420;\n"
 	"                              port 0: any free port, logged)\n"
 	"  --data DIR                  the LMDB store (default data; created when missing)\n"
@@ -34,6 +35,7 @@ static const char usage_text[] =
 	"  --map-max BYTES             the store's address space (default 1 TiB)\n"
 	"  --max-answer-memory BYTES   answers held for all clients together (default 268435456)\n"
 	"  --metrics-listen HOST:PORT  serve GET /metrics (Prometheus) and /healthz over HTTP on this IPv4 address\n"
+	"  --idem-retention-days DAYS  forget idempotency records older than that (default 30; 0: never)\n"
 	"  --help, --version\n"
 	"Logs go to stderr, one key=value line per event. SIGTERM or SIGINT: finish what was received, exit 0.\n";
 
@@ -94,7 +96,7 @@ static bool flag_known(const char *f)
 {
 	static const char *const flags[] = { "--listen",	    "--data",	       "--threads",   "--max-request",
 					     "--max-persons",	    "--max-connections", "--idle-timeout", "--max-answer-memory",
-					     "--map-max",	    "--token-file", "--metrics-listen" };
+					     "--map-max",	    "--token-file", "--metrics-listen", "--idem-retention-days" };
 	for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
 		if (strcmp(f, flags[k]) == 0) {
 			return true;
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
 	struct server_config metrics_at = { .host = NULL }; /* --metrics-listen: only host and port */
 	const char *data = "data";
 	struct store_options store_options = { 0 };
+	uint32_t retention_days = RETENTION_DAYS_DEFAULT; /* 0: idempotency records are kept forever */
 	/* An event loop and a worker per core by default. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	uint32_t threads = cores < 1 ? 1 : cores > SERVER_THREADS_MAX ? SERVER_THREADS_MAX : (uint32_t)cores;
@@ -181,6 +184,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			store_options.map_bytes_max = n; /* the store's address space, as eval's */
+		} else if (strcmp(f, "--idem-retention-days") == 0) {
+			if (!flag_u64("arrearsd", f, v, 0, RETENTION_DAYS_MAX, &n)) {
+				return 2;
+			}
+			retention_days = (uint32_t)n;
 		} else if (strcmp(f, "--token-file") == 0) {
 			if (!read_token(v, token, sizeof(token), &cfg.token_size)) {
 				fprintf(stderr, "arrearsd: %s: no token in its first line\n", v);
@@ -240,8 +248,11 @@ int main(int argc, char **argv)
 	log_event("event=start data=%s max_request=%zu max_persons=%u max_connections=%u idle_timeout_s=%u auth=%s",
 		  data, cfg.request_bytes_max, cfg.persons_max, cfg.connections_max, cfg.idle_timeout_s,
 		  cfg.token != NULL ? "token" : "none");
+	log_event("event=idem_retention days=%u", retention_days);
+	struct retention *retention = retention_start(cfg.store, retention_days);
 	int rc = server_run(&cfg);
 	metrics_stop(metrics); /* before the store it reads closes */
+	retention_stop(retention);
 	store_close(cfg.store);
 	if (fault_on) {
 		char summary[256];

@@ -324,4 +324,21 @@ void proto_write_retirement(struct proto_writer *w, const char *id, const struct
 void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, const struct core_housing *h);
 void proto_write_medical(struct proto_writer *w, const char *id, const struct core_medical *m);
 
+/* ---- the audit log (SPEC §5.1 audit.read, §6) ---- */
+
+#define PROTO_AUDIT_LIMIT_MAX 10000u /* records in one audit.read page */
+#define PROTO_AUDIT_PAGE_BYTES (8u << 20) /* a page stops after the record that passes this: a
+                                           * record may list 100,000 ids (~2 MB) */
+/* audit.read: "after" nil/absent (0) or a sequence number, "limit" 1..10000. */
+int proto_audit_read_decode(const struct proto_params *params, uint64_t *after, uint32_t *limit,
+			    struct proto_error *err);
+/* { "records": [count entries], "next": seq or nil }: begin, count entries, end. */
+void proto_write_audit_page_begin(struct proto_writer *w, uint32_t msgid, uint32_t count);
+/* A stored record (a map written by proto_write_audit*) with "seq" first.
+ * False when the record is not a msgpack map (the store is corrupt). */
+bool proto_write_audit_entry(struct proto_writer *w, uint64_t seq, const uint8_t *record, size_t record_size);
+void proto_write_audit_page_end(struct proto_writer *w, bool with_next, uint64_t next);
+/* A bulk batch's record (import, gen): {time_ms, method, idem: nil, persons: count}. */
+void proto_write_audit_batch(struct proto_writer *w, int64_t time_ms, const char *method, uint64_t person_count);
+
 #endif

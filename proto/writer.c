@@ -654,3 +654,54 @@ void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct prot
 	key_int(w, "bytes_used", (int64_t)st->bytes_used);
 	key_int(w, "map_bytes", (int64_t)st->map_bytes);
 }
+
+void proto_write_audit_page_begin(struct proto_writer *w, uint32_t msgid, uint32_t count)
+{
+	result_header(w, msgid, 2);
+	str(w, "records");
+	msgpack_pack_array(&w->pk, count);
+}
+
+bool proto_write_audit_entry(struct proto_writer *w, uint64_t seq, const uint8_t *r, size_t size)
+{
+	uint32_t keys;
+	size_t header;
+	if (size >= 1 && (r[0] & 0xf0) == 0x80) {
+		keys = r[0] & 0x0f;
+		header = 1;
+	} else if (size >= 3 && r[0] == 0xde) {
+		keys = (uint32_t)r[1] << 8 | r[2];
+		header = 3;
+	} else if (size >= 5 && r[0] == 0xdf) {
+		keys = (uint32_t)r[1] << 24 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 8 | r[4];
+		header = 5;
+	} else {
+		return false;
+	}
+	if (keys == UINT32_MAX) {
+		return false;
+	}
+	msgpack_pack_map(&w->pk, keys + 1);
+	str(w, "seq");
+	msgpack_pack_uint64(&w->pk, seq);
+	writer_append(w, (const char *)r + header, size - header);
+	return true;
+}
+
+void proto_write_audit_page_end(struct proto_writer *w, bool with_next, uint64_t next)
+{
+	str(w, "next");
+	with_next ? msgpack_pack_uint64(&w->pk, next) : msgpack_pack_nil(&w->pk);
+}
+
+void proto_write_audit_batch(struct proto_writer *w, int64_t time_ms, const char *method, uint64_t person_count)
+{
+	msgpack_pack_map(&w->pk, 4);
+	key_int(w, "time_ms", time_ms);
+	str(w, "method");
+	str(w, method);
+	str(w, "idem");
+	msgpack_pack_nil(&w->pk);
+	str(w, "persons");
+	msgpack_pack_uint64(&w->pk, person_count);
+}

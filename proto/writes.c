@@ -303,3 +303,20 @@ int proto_token_decode(const struct proto_params *params, struct proto_string *t
 	token->size = o->via.str.size;
 	return PROTO_OK;
 }
+
+int proto_audit_read_decode(const struct proto_params *params_, uint64_t *after, uint32_t *limit,
+			    struct proto_error *err)
+{
+	const msgpack_object *params = (const msgpack_object *)params_;
+	const msgpack_object *a = proto_map_get(params, "after");
+	int64_t v = 0;
+	if (a != NULL && !proto_read_int(a, 0, INT64_MAX, &v)) {
+		return invalid(err, "after must be nil or a sequence number (an integer >= 0)", "after");
+	}
+	*after = (uint64_t)v;
+	if (!proto_read_int(proto_map_get(params, "limit"), 1, PROTO_AUDIT_LIMIT_MAX, &v)) {
+		return invalid(err, "limit must be an integer 1..10000", "limit");
+	}
+	*limit = (uint32_t)v;
+	return PROTO_OK;
+}

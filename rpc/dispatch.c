@@ -589,15 +589,16 @@ static int write_records(struct dispatch *d, struct store_txn *txn, const struct
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	proto_writer_reset(d->aux);
-	proto_write_audit(d->aux, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, env->method, env->method_size,
+	proto_write_audit(d->aux, time_ms, env->method, env->method_size,
 			  idem, (const char(*)[CORE_ID_SIZE + 1])d->touched, d->touched_count);
 	size_t size;
 	const uint8_t *record = proto_writer_data(d->aux, &size);
 	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
 	if (rc == STORE_OK && idem->ptr != NULL) {
 		const uint8_t *body = proto_writer_body(d->writer, &size);
-		rc = body == NULL ? STORE_IO : store_idem_put(txn, idem->ptr, idem->size, digest, body, size);
+		rc = body == NULL ? STORE_IO : store_idem_put(txn, idem->ptr, idem->size, digest, time_ms, body, size);
 	}
 	return rc;
 }
@@ -767,6 +768,69 @@ static void handle_person_get(struct dispatch *d, const struct proto_envelope *e
 		proto_writer_reset(d->writer);
 		write_error(d, env->msgid, rc == STORE_NOT_FOUND ? PROTO_NOT_FOUND : PROTO_INTERNAL,
 			    rc == STORE_NOT_FOUND ? "no such person" : "storage fault reading the person", "id");
+	}
+}
+
+/* audit.read collects a page's records in its read transaction, then writes them. */
+struct audit_page {
+	struct { uint64_t seq; const uint8_t *record; size_t size; } *entries;
+	uint32_t count;
+	uint32_t limit;
+	size_t bytes;
+};
+
+static int audit_page_add(void *ctx, uint64_t seq, const uint8_t *record, size_t size)
+{
+	struct audit_page *page = ctx;
+	if (page->count == page->limit || page->bytes >= PROTO_AUDIT_PAGE_BYTES) {
+		return -1; /* full: stop */
+	}
+	page->entries[page->count].seq = seq;
+	page->entries[page->count].record = record;
+	page->entries[page->count].size = size;
+	page->count++;
+	page->bytes += size;
+	return 0;
+}
+
+/* audit.read {after, limit}: records with seq > after, ascending; next is
+ * the last seq returned when the page is full (limit records, or
+ * PROTO_AUDIT_PAGE_BYTES), else nil, as scan's next (SPEC §5.1). */
+static void handle_audit_read(struct dispatch *d, const struct proto_envelope *env)
+{
+	uint64_t after;
+	struct audit_page page = { 0 };
+	struct proto_error err;
+	if (proto_audit_read_decode(env->params, &after, &page.limit, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	if (!store_required(d, env)) {
+		return;
+	}
+	page.entries = calloc(page.limit, sizeof(*page.entries));
+	struct store_txn *txn;
+	int rc = page.entries == NULL ? STORE_IO : store_read_begin(d->store, &txn);
+	if (rc == STORE_OK) {
+		rc = store_audit_each(txn, after, audit_page_add, &page);
+		bool full = rc == -1;
+		rc = full ? STORE_OK : rc;
+		proto_write_audit_page_begin(d->writer, env->msgid, page.count);
+		for (uint32_t i = 0; rc == STORE_OK && i < page.count; i++) {
+			if (!proto_write_audit_entry(d->writer, page.entries[i].seq, page.entries[i].record,
+						     page.entries[i].size)) {
+				rc = STORE_IO;
+			}
+		}
+		full |= page.count == page.limit;
+		proto_write_audit_page_end(d->writer, full && page.count > 0,
+					   page.count > 0 ? page.entries[page.count - 1].seq : 0);
+		store_txn_end(txn);
+	}
+	free(page.entries);
+	if (rc != STORE_OK) {
+		proto_writer_reset(d->writer);
+		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault reading the audit log", NULL);
 	}
 }
 
@@ -1023,6 +1087,7 @@ static const struct {
 	{ "server.stats", handle_stats, RUN_INLINE, NULL },
 	{ "policy.put", handle_policy_put, RUN_DEFERRED, NULL },
 	{ "policy.get", handle_policy_get, RUN_INLINE, NULL },
+	{ "audit.read", handle_audit_read, RUN_DEFERRED, NULL }, /* a page may be megabytes: off the loop */
 	{ "person.put", NULL, RUN_DEFERRED, &write_put },
 	{ "person.get", handle_person_get, RUN_INLINE, NULL },
 	{ "person.delete", NULL, RUN_DEFERRED, &write_delete },
@@ -1238,4 +1303,20 @@ void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *m
 	if (*response == NULL) {
 		*response_size = 0; /* out of memory: the caller closes instead */
 	}
+}
+
+int dispatch_audit_batch(struct store_txn *txn, const char *method, uint64_t person_count)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct proto_writer *w = proto_writer_new();
+	if (w == NULL) {
+		return STORE_IO;
+	}
+	proto_write_audit_batch(w, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, method, person_count);
+	size_t size;
+	const uint8_t *record = proto_writer_data(w, &size);
+	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
+	proto_writer_free(w);
+	return rc;
 }

@@ -94,4 +94,9 @@ const char *dispatch_method_name(uint32_t row);
 void dispatch_reject(struct dispatch *d, uint32_t msgid, int code, const char *message, const uint8_t **response,
 		     size_t *response_size);
 
+/* The audit record of a bulk batch (import, gen) written in txn, the
+ * batch's own transaction: {time_ms, method, idem: nil, persons: count}.
+ * STORE_OK, or what store_audit_append returns (STORE_IO out of memory). */
+int dispatch_audit_batch(struct store_txn *txn, const char *method, uint64_t person_count);
+
 #endif

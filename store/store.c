@@ -442,6 +442,41 @@ int store_policy_each(struct store_txn *t, int (*fn)(void *ctx, uint32_t city, c
 	return result;
 }
 
+/* Idempotency values: digest, IDEM_MARKER, time_ms (big-endian), answer.
+ * The layout before the stamp was digest, answer; an answer starts with
+ * its error field (nil or a map), never with 0xc1, which msgpack never
+ * uses: the marker tells the layouts apart. */
+#define IDEM_MARKER 0xc1u
+#define IDEM_HEADER_BYTES (STORE_IDEM_DIGEST_BYTES + 1u + 8u)
+
+static bool idem_stamped(const MDB_val *val)
+{
+	return val->mv_size >= IDEM_HEADER_BYTES && ((const uint8_t *)val->mv_data)[STORE_IDEM_DIGEST_BYTES] == IDEM_MARKER;
+}
+
+static int64_t idem_time(const MDB_val *val)
+{
+	const uint8_t *p = (const uint8_t *)val->mv_data + STORE_IDEM_DIGEST_BYTES + 1;
+	uint64_t t = 0;
+	for (int i = 0; i < 8; i++) {
+		t = t << 8 | p[i];
+	}
+	return (int64_t)t;
+}
+
+static void idem_fill(uint8_t *v, const uint8_t *digest, int64_t time_ms, const uint8_t *answer, size_t answer_size)
+{
+	ASSERT(time_ms >= 0);
+	memcpy(v, digest, STORE_IDEM_DIGEST_BYTES);
+	v[STORE_IDEM_DIGEST_BYTES] = IDEM_MARKER;
+	for (int i = 0; i < 8; i++) {
+		v[STORE_IDEM_DIGEST_BYTES + 1 + i] = (uint8_t)((uint64_t)time_ms >> (56 - 8 * i));
+	}
+	if (answer_size > 0) {
+		memcpy(v + IDEM_HEADER_BYTES, answer, answer_size);
+	}
+}
+
 int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, struct store_idem *out)
 {
 	MDB_val key = { key_size, (void *)key_bytes };
@@ -450,6 +485,7 @@ int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, 
 	if (rc != 0) {
 		return map_error(rc);
 	}
+	out->time_ms = -1;
 	if (val.mv_size < sizeof(out->digest)) {
 		/* A record from before the 32-byte digest, too short to hold one:
 		 * it matches nothing (the key answers conflict). */
@@ -459,22 +495,129 @@ int store_idem_get(struct store_txn *t, const char *key_bytes, size_t key_size, 
 		return STORE_OK;
 	}
 	memcpy(out->digest, val.mv_data, sizeof(out->digest));
-	out->answer = (const uint8_t *)val.mv_data + sizeof(out->digest);
-	out->answer_size = val.mv_size - sizeof(out->digest);
+	size_t header = sizeof(out->digest);
+	if (idem_stamped(&val)) {
+		out->time_ms = idem_time(&val);
+		header = IDEM_HEADER_BYTES;
+	}
+	out->answer = (const uint8_t *)val.mv_data + header;
+	out->answer_size = val.mv_size - header;
 	return STORE_OK;
 }
 
 int store_idem_put(struct store_txn *t, const char *key_bytes, size_t key_size,
-		   const uint8_t digest[STORE_IDEM_DIGEST_BYTES], const uint8_t *answer, size_t answer_size)
+		   const uint8_t digest[STORE_IDEM_DIGEST_BYTES], int64_t time_ms, const uint8_t *answer,
+		   size_t answer_size)
 {
 	MDB_val key = { key_size, (void *)key_bytes };
-	MDB_val val = { STORE_IDEM_DIGEST_BYTES + answer_size, NULL };
+	MDB_val val = { IDEM_HEADER_BYTES + answer_size, NULL };
 	int rc = mdb_put(t->txn, t->store->dbi[DB_IDEM], &key, &val, MDB_RESERVE);
 	if (rc == 0) {
-		memcpy(val.mv_data, digest, STORE_IDEM_DIGEST_BYTES);
-		memcpy((uint8_t *)val.mv_data + STORE_IDEM_DIGEST_BYTES, answer, answer_size);
+		idem_fill(val.mv_data, digest, time_ms, answer, answer_size);
 	}
 	return put_result(t, rc);
+}
+
+/* Stamps the old-layout record under the cursor with now_ms: the answer
+ * is kept, so a replay within the retention still answers as before. A
+ * value shorter than a digest (before BLAKE2b) keeps a zero digest that
+ * matches nothing, as store_idem_get reads it. */
+static int idem_stamp(MDB_cursor *cursor, const MDB_val *key, const MDB_val *val, int64_t now_ms)
+{
+	uint8_t zero[STORE_IDEM_DIGEST_BYTES] = { 0 };
+	bool has_digest = val->mv_size >= STORE_IDEM_DIGEST_BYTES;
+	size_t answer_size = has_digest ? val->mv_size - STORE_IDEM_DIGEST_BYTES : 0;
+	uint8_t *copy = malloc(IDEM_HEADER_BYTES + answer_size + key->mv_size);
+	if (copy == NULL) {
+		return ENOMEM;
+	}
+	/* The value and key borrow pages the put may move: copy them first. */
+	const uint8_t *v = val->mv_data;
+	idem_fill(copy, has_digest ? v : zero, now_ms, has_digest ? v + STORE_IDEM_DIGEST_BYTES : NULL, answer_size);
+	memcpy(copy + IDEM_HEADER_BYTES + answer_size, key->mv_data, key->mv_size);
+	MDB_val k = { key->mv_size, copy + IDEM_HEADER_BYTES + answer_size };
+	MDB_val nv = { IDEM_HEADER_BYTES + answer_size, copy };
+	int rc = mdb_cursor_put(cursor, &k, &nv, MDB_CURRENT);
+	free(copy);
+	return rc;
+}
+
+/* Positions the cursor on the first record the walk has not looked at. */
+static int purge_seek(MDB_cursor *cursor, const struct store_idem_purge *st, MDB_val *key, MDB_val *val)
+{
+	if (!st->started) {
+		return mdb_cursor_get(cursor, key, val, MDB_FIRST);
+	}
+	*key = (MDB_val){ st->resume_size, (void *)st->resume };
+	int rc = mdb_cursor_get(cursor, key, val, MDB_SET_RANGE);
+	if (rc == 0 && key->mv_size == st->resume_size && memcmp(key->mv_data, st->resume, st->resume_size) == 0) {
+		rc = mdb_cursor_get(cursor, key, val, MDB_NEXT);
+	}
+	return rc;
+}
+
+int store_idem_purge_step(struct store *s, int64_t now_ms, int64_t cutoff_ms, uint32_t look_max, uint32_t change_max,
+			  struct store_idem_purge *st)
+{
+	ASSERT(look_max > 0 && change_max > 0 && now_ms >= 0);
+	if (st->done) {
+		return STORE_OK;
+	}
+	struct store_txn *t;
+	int rc = txn_begin(s, true, &t);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	MDB_cursor *cursor;
+	MDB_val key;
+	MDB_val val;
+	uint32_t looked = 0, changed = 0, deleted = 0, stamped = 0;
+	rc = mdb_cursor_open(t->txn, s->dbi[DB_IDEM], &cursor);
+	if (rc == 0) {
+		rc = purge_seek(cursor, st, &key, &val);
+	}
+	while (rc == 0 && looked < look_max && changed < change_max) {
+		ASSERT(key.mv_size <= sizeof(st->resume));
+		memcpy(st->resume, key.mv_data, key.mv_size);
+		st->resume_size = key.mv_size;
+		st->started = true;
+		looked++;
+		if (!idem_stamped(&val)) {
+			rc = idem_stamp(cursor, &key, &val, now_ms);
+			stamped += rc == 0;
+			changed++;
+		} else if (idem_time(&val) < cutoff_ms) {
+			rc = mdb_cursor_del(cursor, 0);
+			deleted += rc == 0;
+			changed++;
+		}
+		if (rc == 0 && looked < look_max && changed < change_max) {
+			/* After a delete the cursor already stands on the next record:
+			 * LMDB's MDB_NEXT then returns that one. */
+			rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT);
+		}
+	}
+	bool end = rc == MDB_NOTFOUND;
+	if (rc == 0 || end) {
+		mdb_cursor_close(cursor);
+		cursor = NULL;
+		rc = store_write_commit(t);
+	} else {
+		if (cursor != NULL) {
+			mdb_cursor_close(cursor);
+		}
+		put_result(t, rc);
+		store_txn_end(t);
+		rc = map_error(rc);
+	}
+	if (rc == STORE_OK) {
+		st->done = end;
+		st->looked += looked;
+		st->deleted += deleted;
+		st->stamped += stamped;
+		st->steps++;
+	}
+	return rc;
 }
 
 int store_audit_append(struct store_txn *t, const uint8_t *record, size_t record_size)
@@ -531,5 +674,118 @@ int store_stats(struct store *s, struct store_stats *out)
 	pthread_rwlock_unlock(&s->resize_lock);
 	out->bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
 	out->map_bytes = info.me_mapsize;
+	return STORE_OK;
+}
+
+int store_audit_each(struct store_txn *t, uint64_t after,
+		     int (*fn)(void *ctx, uint64_t seq, const uint8_t *record, size_t record_size), void *ctx)
+{
+	MDB_cursor *cursor;
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_AUDIT], &cursor);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	uint8_t from[8];
+	for (int i = 0; i < 8; i++) {
+		from[i] = (uint8_t)(after >> (56 - 8 * i));
+	}
+	MDB_val key = { sizeof(from), from };
+	MDB_val val;
+	int result = STORE_OK;
+	rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+	for (; rc == 0 && result == STORE_OK; rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != 8) {
+			result = STORE_IO;
+			break;
+		}
+		uint64_t seq = 0;
+		for (int i = 0; i < 8; i++) {
+			seq = seq << 8 | ((const uint8_t *)key.mv_data)[i];
+		}
+		if (seq > after) {
+			result = fn(ctx, seq, val.mv_data, val.mv_size);
+		}
+	}
+	mdb_cursor_close(cursor);
+	if (result == STORE_OK && rc != 0 && rc != MDB_NOTFOUND) {
+		result = map_error(rc);
+	}
+	return result;
+}
+
+const char *store_table_name(uint32_t index)
+{
+	return index < DB_COUNT ? db_names[index] : NULL;
+}
+
+int store_table_each(struct store_txn *t, const char *name,
+		     int (*fn)(void *ctx, const uint8_t *key, size_t key_size, const uint8_t *value, size_t value_size),
+		     void *ctx)
+{
+	uint32_t db = 0;
+	while (db < DB_COUNT && strcmp(db_names[db], name) != 0) {
+		db++;
+	}
+	if (db == DB_COUNT) {
+		return STORE_NOT_FOUND;
+	}
+	MDB_cursor *cursor;
+	MDB_val key;
+	MDB_val val;
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cursor);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	int result = STORE_OK;
+	for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0 && result == STORE_OK;
+	     rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+		result = fn(ctx, key.mv_data, key.mv_size, val.mv_data, val.mv_size);
+	}
+	mdb_cursor_close(cursor);
+	if (result == STORE_OK && rc != MDB_NOTFOUND) {
+		result = map_error(rc);
+	}
+	return result;
+}
+
+int store_backup(struct store *s, const char *out_dir, char *errbuf, size_t errbuf_size)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s/data.mdb", out_dir) >= (int)sizeof(path)) {
+		snprintf(errbuf, errbuf_size, "%s: path too long", out_dir);
+		return STORE_IO;
+	}
+	if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+		snprintf(errbuf, errbuf_size, "%s: %s", out_dir, strerror(errno));
+		return STORE_IO;
+	}
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		snprintf(errbuf, errbuf_size, "%s: %s", path,
+			 errno == EEXIST ? "exists: a backup never overwrites a store" : strerror(errno));
+		return STORE_IO;
+	}
+	/* The copy runs in one read transaction: the map must not move under it. */
+	pthread_rwlock_rdlock(&s->resize_lock);
+	int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+	pthread_rwlock_unlock(&s->resize_lock);
+	if (rc == 0 && fsync(fd) != 0) {
+		rc = errno;
+	}
+	if (close(fd) != 0 && rc == 0) {
+		rc = errno;
+	}
+	int dir = rc == 0 ? open(out_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dir >= 0) {
+		if (fsync(dir) != 0) {
+			rc = errno;
+		}
+		close(dir);
+	}
+	if (rc != 0) {
+		snprintf(errbuf, errbuf_size, "%s: %s", path, rc > 0 ? strerror(rc) : mdb_strerror(rc));
+		unlink(path);
+		return rc == ENOSPC || rc == EDQUOT ? STORE_FULL : STORE_IO;
+	}
 	return STORE_OK;
 }

@@ -80,21 +80,66 @@ int store_policy_count(struct store_txn *txn, uint32_t city, uint64_t *count, bo
 int store_policy_each(struct store_txn *txn, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
 		      void *ctx);
 
-/* Idempotency: a key's digest of the request and the answer given. Records
- * written before the digest became 32 bytes of BLAKE2b never match a new
- * digest: an old key reused answers conflict, never a wrong replay. */
+/* Idempotency: a key's digest of the request, the time it was stored
+ * (milliseconds since the epoch) and the answer given. Records written
+ * before the digest became 32 bytes of BLAKE2b never match a new digest: an
+ * old key reused answers conflict, never a wrong replay. Records written
+ * before the time stamp (digest + answer) read with time_ms -1; the first
+ * purge that sees one stamps it with its own "now" (store_idem_purge_batch). */
 #define STORE_IDEM_DIGEST_BYTES 32u
+#define STORE_IDEM_KEY_BYTES_MAX 511u /* LMDB's key size limit */
 struct store_idem {
 	uint8_t digest[STORE_IDEM_DIGEST_BYTES];
+	int64_t time_ms; /* -1: a record of the layout before the time stamp */
 	const uint8_t *answer; /* borrows the transaction */
 	size_t answer_size;
 };
 int store_idem_get(struct store_txn *txn, const char *key, size_t key_size, struct store_idem *out);
 int store_idem_put(struct store_txn *txn, const char *key, size_t key_size, const uint8_t digest[STORE_IDEM_DIGEST_BYTES],
-		   const uint8_t *answer, size_t answer_size);
+		   int64_t time_ms, const uint8_t *answer, size_t answer_size);
+
+/* Retention: one bounded step of a walk over the idempotency records, in
+ * its own short write transaction. Looks at most look_max records from
+ * where the walk stopped, deletes those stamped before cutoff_ms and stamps
+ * records of the old layout with now_ms; at most change_max deletions and
+ * stamps together. Call again until state->done. STORE_OK, STORE_FULL or
+ * STORE_IO (nothing of this step written; the walk may be retried). */
+struct store_idem_purge {
+	uint8_t resume[STORE_IDEM_KEY_BYTES_MAX]; /* the last key looked at */
+	size_t resume_size;
+	bool started;
+	bool done;
+	uint64_t looked;  /* totals over the walk */
+	uint64_t deleted;
+	uint64_t stamped;
+	uint32_t steps;
+};
+int store_idem_purge_step(struct store *store, int64_t now_ms, int64_t cutoff_ms, uint32_t look_max, uint32_t change_max,
+			  struct store_idem_purge *state);
 
 /* Appends one record to the audit log (key: a sequence number). */
 int store_audit_append(struct store_txn *txn, const uint8_t *record, size_t record_size);
+
+/* Calls fn for each audit record with a sequence number above after,
+ * ascending, until fn returns non-zero (that value is returned) or the log
+ * ends (STORE_OK). record borrows the transaction. */
+int store_audit_each(struct store_txn *txn, uint64_t after,
+		     int (*fn)(void *ctx, uint64_t seq, const uint8_t *record, size_t record_size), void *ctx);
+
+/* The named databases, for tools that walk a whole store (arrears verify):
+ * store_table_name(i) for i = 0.. until NULL. */
+const char *store_table_name(uint32_t index);
+/* Calls fn for every record of the named database, by key ascending, until
+ * fn returns non-zero (returned). STORE_NOT_FOUND for an unknown name. */
+int store_table_each(struct store_txn *txn, const char *name,
+		     int (*fn)(void *ctx, const uint8_t *key, size_t key_size, const uint8_t *value, size_t value_size),
+		     void *ctx);
+
+/* A consistent, compacted copy of the whole environment (one read snapshot;
+ * writers go on meanwhile) into out_dir/data.mdb, created (with out_dir)
+ * and fsynced. Refuses (STORE_IO, reason in errbuf) when out_dir/data.mdb
+ * exists. STORE_FULL when the disk filled (the partial file is removed). */
+int store_backup(struct store *store, const char *out_dir, char *errbuf, size_t errbuf_size);
 
 struct store_stats {
 	uint64_t persons;

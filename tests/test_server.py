@@ -955,7 +955,8 @@ class TestErrors(ServerTest):
         self.assertEqual(c.ok("ping", {})["pong"], True)
         compute = {"as_of": AS_OF, "ids": ids[:2]}
         for method, params in (("arrears.compute", compute), ("server.stats", {}), ("policy.get", {"city": "110000"}),
-                               ("person.put", {"persons": []}), ("no.such.method", {})):
+                               ("person.put", {"persons": []}), ("audit.read", {"after": None, "limit": 10}),
+                               ("no.such.method", {})):
             r = c.call(method, params)
             self.assertEqual((err_part(r[2])["code"], r[2]["name"], r[3]), (8, "unauthorized", None), method)
         r = c.call("auth", {"token": "s3cret-tokeN"})
@@ -1282,6 +1283,7 @@ class TestOperations(ServerTest):
         self.assertEqual(set(first["requests"]),
                          {"ping", "auth", "server.stats", "policy.put", "policy.get", "person.put", "person.get",
                           "person.delete", "payment.apply", "withhold.run", "arrears.compute", "years.compute",
+                          "audit.read",
                           "retirement.check", "housing.check", "medical.status"})
         self.assertEqual(sum(first["requests"].values()), 0)
         for _ in range(5):
