@@ -512,8 +512,9 @@ class TestWrites(StoreTest):
     def test_writes_idempotency_durability(self):
         data = self.path("store")
         e = self.open_eval(data)
-        self.assertEqual(e.ok("policy.put", {"policy": POLICY_110}), {"ok": True})
-        self.assertEqual(e.ok("policy.put", {"policy": POLICY_310}), {"ok": True})
+        # SPEC 3.4: each city's first document is its revision 1
+        self.assertEqual(e.ok("policy.put", {"policy": POLICY_110}), {"ok": True, "revision": 1, "warnings": []})
+        self.assertEqual(e.ok("policy.put", {"policy": POLICY_310}), {"ok": True, "revision": 1, "warnings": []})
         pol110 = e.ok("policy.get", {"city": "110000"})
 
         # ---- person.put: results [{id, ok}], a bad person {id, error}, the others stored
@@ -724,7 +725,7 @@ class TestWrites(StoreTest):
                                                             "accounts": [{"id": A, "balance": 1}]})),
                          error_of(3, "month"))
         self.assertEqual(e.ok("withhold.run", {"idem": "wh-bad", "month": 202401, "date": 20240131,
-                                               "accounts": []}), {"results": []})
+                                               "accounts": []}), {"results": [], "policies": {}})
 
         # ---- person.put with idem: a replay does not overwrite later changes
         e_slots = [slot(202401, "110000", "pension", "employee", 500000)]
@@ -1129,7 +1130,8 @@ class TestSpecIdempotency(SpecTest):
                                                                           "amount": 70000}],
                                                       "interrupted": [{"type": "medical", "city": "110000",
                                                                        "owed": 59800}],
-                                                      "balance": 30000}]}])
+                                                      "balance": 30000}],
+                                         "policies": {"110000": 1}}])  # SPEC 3.4: the revision it read
         a_exp[0].update(paid=120000)
         self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": a_exp}})
         before = state()
