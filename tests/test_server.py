@@ -1243,6 +1243,41 @@ class TestBulk(ServerTest):
         sys.stderr.write("\n    large response: %.1f MB in one answer\n" % (size / 1e6))
         self.stop(s)
 
+    def test_parts_keep_their_revisions(self):
+        """SPEC 3.4: an answer made in parts reads one set of policy revisions.
+        A new revision of 110000 is stored after the first part went out; the
+        whole answer still equals the oracle pinned to revision 1."""
+        src, _ids = big_store()
+        data = self.path("revisions")
+        shutil.copytree(src, data)
+        s = self.start(data)
+        c = self.connect(s)
+        # no detail: after the correction every slot owes, and the items would run to gigabytes
+        msg = req(7, "arrears.compute", {"as_of": AS_OF, "scan": {"after": None, "limit": BIG_PERSONS}})
+        c.send(msg)
+        c._fill(TIMEOUT_S)  # the first part is out; the rest waits for this client
+        self.assertTrue(c.received > 0 and not c.pending, "wanted a first part, not the whole answer")
+        w = self.connect(s)
+        pol = w.ok("policy.get", {"city": "110000"})
+        self.assertEqual(pol["revision"], 1)
+        doc = pol["policy"]
+        for per in doc["periods"]:
+            for t in per["rates"]:
+                per["rates"][t]["employer"] = min(per["rates"][t]["employer"] + 10000, 1000000)
+                per["rates"][t]["flexible"] = min(per["rates"][t]["flexible"] + 10000, 1000000)
+        doc["source"] = "a correction stored mid-answer"
+        self.assertEqual(w.ok("policy.put", {"policy": doc})["revision"], 2)
+        got = c.next(TIMEOUT_S)
+        self.assertGreater(c.received, 2 * 1024 * 1024, "wanted an answer in several parts")
+        self.stop(s)
+        pinned = req(7, "arrears.compute", dict(msg[3][0], policy_revisions={"110000": 1}))
+        want = eval_run([pinned], data)[0]
+        self.assertEqual(got[3]["policies"].get("110000"), 1)
+        self.assertSame(got, want, "the answer in parts, against the oracle pinned to revision 1")
+        latest = eval_run([msg], data)[0]
+        self.assertEqual(latest[3]["policies"].get("110000"), 2)
+        self.assertNotEqual(latest[3]["results"], want[3]["results"], "the correction changes the answer")
+
     def test_error_close_keeps_the_answers_ahead_of_it(self):
         """A malformed frame behind a request with a large answer, then bytes
         the server never reads: the server closes without a reset (which
