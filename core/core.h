@@ -64,6 +64,7 @@ enum core_rc {
 #define CORE_WINDOW_MAX 600u           /* housing window_months upper bound */
 #define CORE_PERIODS_MAX CORE_MONTH_COUNT /* strictly ascending months allow no more */
 #define CORE_NAME_MAX 255u             /* policy name bytes */
+#define CORE_SOURCE_MAX 1024u          /* policy source bytes: the notice it transcribes (SPEC 3.4) */
 #define CORE_ID_SIZE 18u               /* resident ID characters */
 
 /* One insurance type, one month, one city (SPEC 3.2). 32 bytes. */
@@ -176,6 +177,8 @@ struct core_policy {
 	uint32_t city;
 	uint32_t name_size;
 	char name[CORE_NAME_MAX + 1];
+	uint32_t source_size;
+	char source[CORE_SOURCE_MAX + 1];
 	uint8_t deadline_day;          /* 1..31 */
 	uint8_t deadline_month_offset; /* 0..2 */
 	uint32_t period_count;         /* 1..CORE_PERIODS_MAX, strictly ascending */

@@ -24,6 +24,11 @@
 /* ---- the request path (io/dispatch.c) ---- */
 #define DISPATCH_CITIES_MAX 4096u  /* city policies held by each thread; beyond: too_large */
 #define DISPATCH_INLINE_WEIGHT 32u /* persons a request may carry and still run on an event loop */
+/* Policy revisions (SPEC 3.4). */
+#define POLICY_PINS_MAX 64u          /* cities in one request's policy_revisions; beyond: too_large */
+#define POLICY_REVISIONS_MAX 4096u   /* revisions of one city: a history answer stays a few MiB; beyond: too_large */
+#define POLICY_MEMORY_REVISIONS_MAX 1024u /* revisions eval without --data keeps (all cities); beyond: too_large */
+#define POLICY_WARNINGS_MAX 16u      /* policy.put warnings listed; more are counted in one last line */
 
 /* ---- the server (io/server.c) ---- */
 #define SERVER_THREADS_MAX 64u                  /* event loops (--threads), and as many workers */

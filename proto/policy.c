@@ -185,6 +185,15 @@ static int decode_head(const msgpack_object *doc, struct core_policy *p, struct 
 		memcpy(p->name, name->via.str.ptr, name->via.str.size);
 		p->name_size = name->via.str.size;
 	}
+	const msgpack_object *source = proto_map_get(doc, "source");
+	if (source != NULL) {
+		if (source->type != MSGPACK_OBJECT_STR || source->via.str.size > CORE_SOURCE_MAX ||
+		    !proto_utf8_valid(source->via.str.ptr, source->via.str.size)) {
+			return invalid(err, "source");
+		}
+		memcpy(p->source, source->via.str.ptr, source->via.str.size);
+		p->source_size = source->via.str.size;
+	}
 	const msgpack_object *deadline = proto_map_get(doc, "deadline");
 	if (deadline == NULL || deadline->type != MSGPACK_OBJECT_MAP) {
 		return invalid(err, "deadline");

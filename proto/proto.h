@@ -100,6 +100,33 @@ int proto_message_parse(struct proto_message *message, const uint8_t *frame, siz
  * prepared for the core. NULL with err set on bad input or no memory. */
 struct core_policy *proto_policy_decode(const struct proto_params *params, struct proto_error *err);
 
+/* ---- policy revisions (SPEC 3.4) ---- */
+
+/* Keys of a policy.put document that the decoder ignores (a misspelt
+ * `rates.pension.flexibel` would silently be a rate of 0), as texts such as
+ * "policy.periods[0].rates.pension.flexibel: unknown key, ignored". At most
+ * POLICY_WARNINGS_MAX; a last line counts the rest. */
+#define PROTO_WARNING_BYTES 160u
+struct proto_warnings {
+	uint32_t count;
+	uint32_t unlisted;
+	char text[POLICY_WARNINGS_MAX + 1][PROTO_WARNING_BYTES];
+};
+void proto_policy_warnings(const struct proto_params *params, struct proto_warnings *out);
+
+/* A request's policy_revisions { city: n } (absent: count 0), checked in
+ * map order: a map of at most POLICY_PINS_MAX entries, each key a city,
+ * each value a positive integer, no city twice. Existence is the caller's
+ * check. */
+struct proto_pins {
+	uint32_t count;
+	uint32_t city[POLICY_PINS_MAX];
+	uint64_t revision[POLICY_PINS_MAX]; /* >= 1; past UINT32_MAX never exists */
+};
+int proto_pins_decode(const struct proto_params *params, struct proto_pins *out, struct proto_error *err);
+/* policy.get's optional revision: 0 when absent (the latest). */
+int proto_revision_decode(const struct proto_params *params, uint64_t *revision, struct proto_error *err);
+
 /* A 6-digit city string param named key. */
 int proto_city_decode(const struct proto_params *params, const char *key, uint32_t *city,
 		      struct proto_error *err);
@@ -312,6 +339,25 @@ void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *meth
 		       const struct proto_string *idem, const char (*ids)[CORE_ID_SIZE + 1], uint32_t id_count);
 
 /* { "results": [ count entries ], "next"?: ... } */
+/* policy.put: { ok, revision, warnings }. */
+void proto_write_policy_put(struct proto_writer *w, uint32_t msgid, uint32_t revision,
+			    const struct proto_warnings *warnings);
+/* policy.get: { policy, revision, stored_at }. */
+void proto_write_policy_revision(struct proto_writer *w, uint32_t msgid, const struct core_policy *p,
+				 uint32_t revision, int64_t stored_at_ms);
+/* policy.history: { revisions: [ {revision, stored_at, name, source} ] }. */
+void proto_write_history_begin(struct proto_writer *w, uint32_t msgid, uint32_t count);
+void proto_write_history_entry(struct proto_writer *w, uint32_t revision, int64_t stored_at_ms,
+			       const struct core_policy *p);
+/* A compute or withhold answer: { results, next?, policies }; the caller
+ * writes next (when with_next), then proto_write_policies last. */
+void proto_write_compute_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next);
+/* "policies": { city: revision } of the entries marked used. */
+void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const uint32_t *revisions,
+			  const bool *used, uint32_t count);
+/* The audit record of a policy.put: the generic fields, then city and revision. */
+void proto_write_audit_policy(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
+			      uint32_t city, uint32_t revision);
 void proto_write_results_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next);
 void proto_write_results_next(struct proto_writer *w, const char *next_id, size_t next_id_size);
 void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_size,

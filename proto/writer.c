@@ -265,10 +265,12 @@ void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct cor
 
 void proto_write_policy_doc(struct proto_writer *w, const struct core_policy *p)
 {
-	msgpack_pack_map(&w->pk, 9);
+	msgpack_pack_map(&w->pk, 10);
 	key_city(w, "city", p->city);
 	str(w, "name");
 	str_n(w, p->name, p->name_size);
+	str(w, "source");
+	str_n(w, p->source, p->source_size);
 	str(w, "deadline");
 	msgpack_pack_map(&w->pk, 2);
 	key_int(w, "day", p->deadline_day);
@@ -704,4 +706,89 @@ void proto_write_audit_batch(struct proto_writer *w, int64_t time_ms, const char
 	msgpack_pack_nil(&w->pk);
 	str(w, "persons");
 	msgpack_pack_uint64(&w->pk, person_count);
+}
+
+/* ---- policy revisions (SPEC 3.4) ---- */
+
+void proto_write_policy_put(struct proto_writer *w, uint32_t msgid, uint32_t revision,
+			    const struct proto_warnings *warnings)
+{
+	result_header(w, msgid, 3);
+	key_bool(w, "ok", true);
+	key_int(w, "revision", revision);
+	str(w, "warnings");
+	msgpack_pack_array(&w->pk, warnings->count);
+	for (uint32_t i = 0; i < warnings->count; i++) {
+		str(w, warnings->text[i]);
+	}
+}
+
+void proto_write_policy_revision(struct proto_writer *w, uint32_t msgid, const struct core_policy *p,
+				 uint32_t revision, int64_t stored_at_ms)
+{
+	result_header(w, msgid, 3);
+	str(w, "policy");
+	proto_write_policy_doc(w, p);
+	key_int(w, "revision", revision);
+	key_int(w, "stored_at", stored_at_ms);
+}
+
+void proto_write_history_begin(struct proto_writer *w, uint32_t msgid, uint32_t count)
+{
+	result_header(w, msgid, 1);
+	str(w, "revisions");
+	msgpack_pack_array(&w->pk, count);
+}
+
+void proto_write_history_entry(struct proto_writer *w, uint32_t revision, int64_t stored_at_ms,
+			       const struct core_policy *p)
+{
+	msgpack_pack_map(&w->pk, 4);
+	key_int(w, "revision", revision);
+	key_int(w, "stored_at", stored_at_ms);
+	str(w, "name");
+	str_n(w, p->name, p->name_size);
+	str(w, "source");
+	str_n(w, p->source, p->source_size);
+}
+
+void proto_write_compute_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next)
+{
+	result_header(w, msgid, with_next ? 3 : 2);
+	str(w, "results");
+	msgpack_pack_array(&w->pk, count);
+}
+
+void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const uint32_t *revisions,
+			  const bool *used, uint32_t count)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		n += used[i];
+	}
+	str(w, "policies");
+	msgpack_pack_map(&w->pk, n);
+	for (uint32_t i = 0; i < count; i++) {
+		if (used[i]) {
+			char city[8];
+			snprintf(city, sizeof(city), "%06u", cities[i] % 1000000u);
+			str(w, city);
+			msgpack_pack_int64(&w->pk, revisions[i]);
+		}
+	}
+}
+
+void proto_write_audit_policy(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
+			      uint32_t city, uint32_t revision)
+{
+	msgpack_pack_map(&w->pk, 6);
+	key_int(w, "time_ms", time_ms);
+	str(w, "method");
+	str_n(w, method, method_size);
+	str(w, "idem");
+	msgpack_pack_nil(&w->pk);
+	str(w, "persons");
+	msgpack_pack_array(&w->pk, 0);
+	key_city(w, "city", city);
+	key_int(w, "revision", revision);
 }

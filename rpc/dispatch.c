@@ -19,7 +19,25 @@ struct dispatch {
 	uint64_t policy_generation;    /* of the policies held */
 	struct dispatch_session *session;
 	struct core_policy **policies; /* sorted by city, owned */
+	uint32_t *policy_revisions;    /* the revision of policies[i] */
 	uint32_t policy_count;
+	/* The policies one request reads (view_open): the latest, or the
+	 * revisions its policy_revisions names; sorted by city. */
+	const struct core_policy **view;
+	uint32_t *view_cities;
+	uint32_t *view_revisions;
+	bool *view_used; /* read by the request: its `policies` answer */
+	uint32_t view_count;
+	struct core_policy **owned; /* revisions decoded for the view, freed by view_close */
+	uint32_t owned_count;
+	/* eval without a store: every revision, in memory (POLICY_MEMORY_REVISIONS_MAX) */
+	struct mem_revision *mem;
+	uint32_t mem_count;
+	/* policy.put */
+	struct proto_warnings warnings;
+	uint32_t put_revision;   /* the revision a committed put stored */
+	uint32_t audit_city;     /* a policy.put's audit record names its city and revision */
+	uint32_t audit_revision; /* 0: another write */
 	struct proto_message *message;
 	struct proto_writer *writer; /* the response */
 	struct proto_writer *aux;    /* audit records and policy documents */
@@ -43,6 +61,19 @@ struct dispatch {
 	bool partial; /* the part written is not the last */
 };
 
+struct mem_revision {
+	uint32_t city;
+	uint32_t revision;
+	int64_t stored_at_ms;
+	uint8_t *doc; /* owned */
+	size_t doc_size;
+};
+
+struct policy_loader {
+	struct dispatch *d;
+	struct store_txn *txn;
+};
+
 static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size);
 
 /* Replaces the policies held with the stored ones. */
@@ -59,7 +90,8 @@ static bool policies_reload(struct dispatch *d)
 	if (store_read_begin(d->store, &txn) != STORE_OK) {
 		return false;
 	}
-	bool ok = store_policy_each(txn, policy_load, d) == STORE_OK;
+	struct policy_loader loader = { d, txn };
+	bool ok = store_policy_each(txn, policy_load, &loader) == STORE_OK;
 	store_txn_end(txn);
 	d->policy_generation = ok ? generation : UINT64_MAX;
 	return ok;
@@ -82,7 +114,16 @@ struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *share
 	d->writer = proto_writer_new();
 	d->aux = proto_writer_new();
 	d->policies = calloc(DISPATCH_CITIES_MAX, sizeof(*d->policies));
-	bool ok = d->message != NULL && d->writer != NULL && d->aux != NULL && d->policies != NULL;
+	d->policy_revisions = calloc(DISPATCH_CITIES_MAX, sizeof(*d->policy_revisions));
+	d->view = calloc(DISPATCH_CITIES_MAX, sizeof(*d->view));
+	d->view_cities = calloc(DISPATCH_CITIES_MAX, sizeof(*d->view_cities));
+	d->view_revisions = calloc(DISPATCH_CITIES_MAX, sizeof(*d->view_revisions));
+	d->view_used = calloc(DISPATCH_CITIES_MAX, sizeof(*d->view_used));
+	d->owned = calloc(DISPATCH_CITIES_MAX, sizeof(*d->owned));
+	d->mem = store == NULL ? calloc(POLICY_MEMORY_REVISIONS_MAX, sizeof(*d->mem)) : NULL;
+	bool ok = d->message != NULL && d->writer != NULL && d->aux != NULL && d->policies != NULL &&
+		  d->policy_revisions != NULL && d->view != NULL && d->view_cities != NULL &&
+		  d->view_revisions != NULL && d->view_used != NULL && d->owned != NULL && (store != NULL || d->mem != NULL);
 	if (ok && store != NULL) {
 		ok = policies_reload(d);
 	}
@@ -102,6 +143,16 @@ void dispatch_free(struct dispatch *d)
 		free(d->policies[i]);
 	}
 	free(d->policies);
+	free(d->policy_revisions);
+	free(d->view);
+	free(d->view_cities);
+	free(d->view_revisions);
+	free(d->view_used);
+	free(d->owned);
+	for (uint32_t i = 0; i < d->mem_count; i++) {
+		free(d->mem[i].doc);
+	}
+	free(d->mem);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
 	proto_writer_free(d->aux);
@@ -121,8 +172,9 @@ static struct core_policy_set policy_set(const struct dispatch *d)
 	return (struct core_policy_set){ (const struct core_policy *const *)d->policies, d->policy_count };
 }
 
-/* Puts p in the sorted table (replacing the city's old one); false when full. */
-static bool policy_install(struct dispatch *d, struct core_policy *p)
+/* Puts p, the city's revision `revision`, in the sorted table (replacing
+ * the city's old one); false when full. */
+static bool policy_install(struct dispatch *d, struct core_policy *p, uint32_t revision)
 {
 	uint32_t i = 0;
 	while (i < d->policy_count && d->policies[i]->city < p->city) {
@@ -134,18 +186,26 @@ static bool policy_install(struct dispatch *d, struct core_policy *p)
 		return false;
 	} else {
 		memmove(&d->policies[i + 1], &d->policies[i], sizeof(*d->policies) * (d->policy_count - i));
+		memmove(&d->policy_revisions[i + 1], &d->policy_revisions[i],
+			sizeof(*d->policy_revisions) * (d->policy_count - i));
 		d->policy_count++;
 	}
 	d->policies[i] = p;
+	d->policy_revisions[i] = revision;
 	return true;
 }
 
 static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size)
 {
-	struct dispatch *d = ctx;
+	struct policy_loader *loader = ctx;
 	struct proto_error err;
+	struct store_revision last;
+	/* Every latest policy has its revision (store_open migrates old stores). */
+	if (store_revision_get(loader->txn, city, 0, &last) != STORE_OK) {
+		return STORE_IO;
+	}
 	struct core_policy *p = proto_policy_from_doc(doc, size, &err);
-	if (p == NULL || p->city != city || !policy_install(d, p)) {
+	if (p == NULL || p->city != city || !policy_install(loader->d, p, last.revision)) {
 		free(p);
 		return STORE_IO;
 	}
@@ -186,7 +246,131 @@ static void handle_ping(struct dispatch *d, const struct proto_envelope *env)
 	proto_write_pong(d->writer, env->msgid);
 }
 
+/* ---- policy revisions (SPEC 3.4) ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* The last revision of city held in memory (eval without a store), or NULL. */
+static const struct mem_revision *mem_find(const struct dispatch *d, uint32_t city, uint64_t revision)
+{
+	for (uint32_t i = d->mem_count; i-- > 0;) {
+		if (d->mem[i].city == city && (revision == 0 || d->mem[i].revision == revision)) {
+			return &d->mem[i];
+		}
+	}
+	return NULL;
+}
+
+/* A revision's document (0: the city's last): from the store through txn
+ * (which the document borrows), or from memory. STORE_OK, STORE_NOT_FOUND
+ * or STORE_IO. */
+static int revision_find(struct dispatch *d, struct store_txn *txn, uint32_t city, uint64_t revision,
+			 struct store_revision *out)
+{
+	if (revision > UINT32_MAX) {
+		return STORE_NOT_FOUND;
+	}
+	if (d->store != NULL) {
+		return txn == NULL ? STORE_IO : store_revision_get(txn, city, (uint32_t)revision, out);
+	}
+	const struct mem_revision *m = mem_find(d, city, revision);
+	if (m == NULL) {
+		return STORE_NOT_FOUND;
+	}
+	*out = (struct store_revision){ m->city, m->revision, m->stored_at_ms, m->doc, m->doc_size };
+	return STORE_OK;
+}
+
+/* A read for the revisions, NULL without a store (or on a fault: finds then answer STORE_IO). */
+static struct store_txn *revisions_read(struct dispatch *d)
+{
+	struct store_txn *txn = NULL;
+	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
+		txn = NULL;
+	}
+	return txn;
+}
+
 static void handle_policy_get(struct dispatch *d, const struct proto_envelope *env)
+{
+	struct proto_error err;
+	uint32_t city;
+	uint64_t revision;
+	if (proto_city_decode(env->params, "city", &city, &err) != PROTO_OK ||
+	    proto_revision_decode(env->params, &revision, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
+		return;
+	}
+	struct store_txn *txn = revisions_read(d);
+	struct store_revision r;
+	int rc = revision_find(d, txn, city, 0, &r);
+	if (rc == STORE_OK && revision != 0) {
+		rc = revision_find(d, txn, city, revision, &r);
+		if (rc == STORE_NOT_FOUND) {
+			proto_error_set(&err, PROTO_NOT_FOUND, "no such revision of this city's policy", "revision");
+		}
+	} else if (rc == STORE_NOT_FOUND) {
+		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", city);
+	}
+	struct core_policy *p = rc == STORE_OK ? proto_policy_from_doc(r.doc, r.doc_size, &err) : NULL;
+	if (rc == STORE_IO || (rc == STORE_OK && p == NULL)) {
+		proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the policy", NULL);
+	}
+	if (p != NULL) {
+		proto_write_policy_revision(d->writer, env->msgid, p, r.revision, r.stored_at_ms);
+	} else {
+		proto_write_error(d->writer, env->msgid, &err);
+	}
+	free(p);
+	store_txn_end(txn);
+}
+
+struct history {
+	struct dispatch *d;
+	uint32_t count;
+	bool write; /* false: count only */
+};
+
+static int history_entry(void *ctx, const struct store_revision *r)
+{
+	struct history *h = ctx;
+	h->count++;
+	if (!h->write) {
+		return STORE_OK;
+	}
+	struct proto_error err;
+	struct core_policy *p = proto_policy_from_doc(r->doc, r->doc_size, &err);
+	if (p == NULL) {
+		return STORE_IO;
+	}
+	proto_write_history_entry(h->d->writer, r->revision, r->stored_at_ms, p);
+	free(p);
+	return STORE_OK;
+}
+
+/* Every revision of city, ascending, through fn. */
+static int history_each(struct dispatch *d, struct store_txn *txn, uint32_t city, struct history *h)
+{
+	if (d->store != NULL) {
+		return txn == NULL ? STORE_IO : store_revision_each(txn, city, history_entry, h);
+	}
+	int rc = STORE_OK;
+	for (uint32_t i = 0; i < d->mem_count && rc == STORE_OK; i++) {
+		const struct mem_revision *m = &d->mem[i];
+		if (m->city == city) {
+			struct store_revision r = { m->city, m->revision, m->stored_at_ms, m->doc, m->doc_size };
+			rc = history_entry(h, &r);
+		}
+	}
+	return rc;
+}
+
+static void handle_policy_history(struct dispatch *d, const struct proto_envelope *env)
 {
 	struct proto_error err;
 	uint32_t city;
@@ -194,16 +378,193 @@ static void handle_policy_get(struct dispatch *d, const struct proto_envelope *e
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
-	struct core_policy_set set = policy_set(d);
-	const struct core_policy *p = core_policy_find(&set, city);
-	if (p == NULL) {
+	struct store_txn *txn = revisions_read(d);
+	struct history h = { d, 0, false };
+	int rc = history_each(d, txn, city, &h);
+	if (rc == STORE_OK && h.count == 0) {
 		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", city);
 		proto_write_error(d->writer, env->msgid, &err);
-		return;
+	} else if (rc == STORE_OK) {
+		proto_write_history_begin(d->writer, env->msgid, h.count);
+		h = (struct history){ d, 0, true };
+		rc = history_each(d, txn, city, &h);
 	}
-	proto_write_policy(d->writer, env->msgid, p);
+	if (rc != STORE_OK) {
+		proto_writer_reset(d->writer);
+		write_error(d, env->msgid, PROTO_INTERNAL, "storage fault reading the policy history", NULL);
+	}
+	store_txn_end(txn);
 }
 
+/* The view's index of city, or UINT32_MAX. */
+static uint32_t view_index(const struct dispatch *d, uint32_t city)
+{
+	uint32_t lo = 0;
+	uint32_t hi = d->view_count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (d->view_cities[mid] < city) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	return lo < d->view_count && d->view_cities[lo] == city ? lo : UINT32_MAX;
+}
+
+static uint32_t latest_index(const struct dispatch *d, uint32_t city)
+{
+	uint32_t i = 0;
+	while (i < d->policy_count && d->policies[i]->city < city) {
+		i++;
+	}
+	return i < d->policy_count && d->policies[i]->city == city ? i : UINT32_MAX;
+}
+
+/* Points view[i] at the policy of its city and revision: the latest one
+ * held, or the revision decoded. STORE_OK, STORE_NOT_FOUND, STORE_IO. */
+static int view_resolve(struct dispatch *d, struct store_txn *txn, uint32_t i)
+{
+	uint32_t latest = latest_index(d, d->view_cities[i]);
+	if (latest != UINT32_MAX && d->policy_revisions[latest] == d->view_revisions[i]) {
+		d->view[i] = d->policies[latest];
+		return STORE_OK;
+	}
+	struct store_revision r;
+	int rc = revision_find(d, txn, d->view_cities[i], d->view_revisions[i], &r);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	struct proto_error err;
+	struct core_policy *p = proto_policy_from_doc(r.doc, r.doc_size, &err);
+	if (p == NULL) {
+		return STORE_IO;
+	}
+	d->owned[d->owned_count++] = p;
+	d->view[i] = p;
+	return STORE_OK;
+}
+
+/* Keeps the view of a first part in the resume for the parts that follow. */
+static bool view_keep(struct dispatch *d)
+{
+	struct dispatch_resume *r = d->resume;
+	uint32_t n = d->view_count;
+	free(r->view_cities);
+	r->view_cities = malloc((sizeof(uint32_t) * 2 + sizeof(bool)) * (n > 0 ? n : 1));
+	if (r->view_cities == NULL) {
+		return false;
+	}
+	r->view_revisions = r->view_cities + n;
+	r->view_used = (bool *)(r->view_revisions + n);
+	r->view_count = n;
+	memcpy(r->view_cities, d->view_cities, sizeof(uint32_t) * n);
+	memcpy(r->view_revisions, d->view_revisions, sizeof(uint32_t) * n);
+	return true;
+}
+
+/* Ends a request's view: frees the revisions decoded for it, and keeps what
+ * it read for the next part. */
+static void view_close(struct dispatch *d)
+{
+	for (uint32_t i = 0; i < d->owned_count; i++) {
+		free(d->owned[i]);
+	}
+	d->owned_count = 0;
+	struct dispatch_resume *r = d->resume;
+	if (r != NULL && r->view_cities != NULL && r->view_count == d->view_count) {
+		memcpy(r->view_used, d->view_used, sizeof(*d->view_used) * d->view_count);
+	}
+}
+
+static struct core_policy_set view_set(const struct dispatch *d)
+{
+	return (struct core_policy_set){ d->view, d->view_count };
+}
+
+static void view_mark(struct dispatch *d, uint32_t city)
+{
+	uint32_t i = view_index(d, city);
+	if (i != UINT32_MAX) {
+		d->view_used[i] = true;
+	}
+}
+
+/* Marks every slot city of a person as read (SPEC 3.4: also when the
+ * person's result is an error). */
+static void view_mark_timeline(struct dispatch *d, const struct core_timeline *tl)
+{
+	uint32_t last = UINT32_MAX;
+	if (tl->run_list != NULL) {
+		for (uint32_t i = 0; i < tl->run_count; i++) {
+			if (tl->run_list[i].first.city != last) {
+				last = tl->run_list[i].first.city;
+				view_mark(d, last);
+			}
+		}
+		return;
+	}
+	for (uint32_t i = 0; i < tl->slot_count; i++) {
+		if (tl->slots[i].city != last) {
+			last = tl->slots[i].city;
+			view_mark(d, last);
+		}
+	}
+}
+
+/* The policies a request reads: the latest of every city, with the
+ * revisions pins names instead (not_found at policy_revisions.<city> for
+ * one that does not exist); a later part of an answer reads the very
+ * revisions its first part did. PROTO_OK, or err set. */
+static int view_open(struct dispatch *d, struct store_txn *txn, const struct proto_pins *pins,
+		     struct proto_error *err)
+{
+	struct dispatch_resume *r = d->resume;
+	d->owned_count = 0;
+	struct store_txn *own = txn == NULL ? revisions_read(d) : NULL;
+	txn = txn != NULL ? txn : own;
+	int rc = STORE_OK;
+	if (r != NULL && r->next > 0 && r->view_cities != NULL) {
+		d->view_count = r->view_count;
+		memcpy(d->view_cities, r->view_cities, sizeof(*d->view_cities) * r->view_count);
+		memcpy(d->view_revisions, r->view_revisions, sizeof(*d->view_revisions) * r->view_count);
+		memcpy(d->view_used, r->view_used, sizeof(*d->view_used) * r->view_count);
+		for (uint32_t i = 0; i < d->view_count && rc == STORE_OK; i++) {
+			rc = view_resolve(d, txn, i);
+		}
+		if (rc != STORE_OK) {
+			proto_error_set(err, PROTO_INTERNAL, "storage fault reading a policy revision", NULL);
+		}
+	} else {
+		d->view_count = d->policy_count;
+		for (uint32_t i = 0; i < d->policy_count; i++) {
+			d->view[i] = d->policies[i];
+			d->view_cities[i] = d->policies[i]->city;
+			d->view_revisions[i] = d->policy_revisions[i];
+			d->view_used[i] = false;
+		}
+		for (uint32_t j = 0; j < pins->count && rc == STORE_OK; j++) {
+			uint32_t i = view_index(d, pins->city[j]);
+			rc = i == UINT32_MAX || pins->revision[j] > UINT32_MAX ? STORE_NOT_FOUND : STORE_OK;
+			if (rc == STORE_OK) {
+				d->view_revisions[i] = (uint32_t)pins->revision[j];
+				rc = view_resolve(d, txn, i);
+			}
+			if (rc == STORE_NOT_FOUND) {
+				proto_error_set(err, PROTO_NOT_FOUND, "no such revision of this city's policy",
+						"policy_revisions.%06u", pins->city[j]);
+			} else if (rc != STORE_OK) {
+				proto_error_set(err, PROTO_INTERNAL, "storage fault reading a policy revision", NULL);
+			}
+		}
+		if (rc == STORE_OK && r != NULL && !view_keep(d)) {
+			rc = STORE_IO;
+			proto_error_set(err, PROTO_INTERNAL, "out of memory", NULL);
+		}
+	}
+	store_txn_end(own);
+	return rc == STORE_OK ? PROTO_OK : err->code;
+}
 /* ---- computing ---- */
 
 /* The city of slot `index` (runs share their city). */
@@ -225,7 +586,7 @@ static uint32_t slot_city(const struct core_timeline *tl, uint32_t index)
 static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
 			const struct core_timeline *stored, const char *path, uint32_t index)
 {
-	struct core_policy_set set = policy_set(d);
+	struct core_policy_set set = view_set(d);
 	struct proto_error err;
 	uint32_t bad = 0;
 	/* Every rule walks the person at least twice (R1, then the method): decode once. */
@@ -242,6 +603,9 @@ static void compute_one(struct dispatch *d, const struct proto_compute *req, con
 		rc = count < 0 ? CORE_ERR_CORRUPT : CORE_OK;
 		decoded = (struct core_timeline){ .slot_count = stored->slot_count, .run_list = d->runs,
 						  .run_count = (uint32_t)(count < 0 ? 0 : count) };
+	}
+	if (rc == CORE_OK) {
+		view_mark_timeline(d, tl);
 	}
 	rc = rc == CORE_OK ? core_person_resolve(&set, tl, &bad) : rc;
 	if (rc == CORE_ERR_NO_POLICY || rc == CORE_ERR_NO_PERIOD) {
@@ -340,7 +704,7 @@ static uint32_t part_begin(struct dispatch *d, uint32_t msgid, uint32_t count, b
 {
 	uint32_t first = d->resume != NULL ? d->resume->next : 0;
 	if (first == 0) {
-		proto_write_results_begin(d->writer, msgid, count, with_next);
+		proto_write_compute_begin(d->writer, msgid, count, with_next);
 	}
 	return first;
 }
@@ -454,7 +818,7 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 		return;
 	}
 	bool full = count > 0 && count == req->scan_limit;
-	proto_write_results_begin(d->writer, msgid, count, true);
+	proto_write_compute_begin(d->writer, msgid, count, true);
 	for (uint32_t i = 0; i < count; i++) {
 		if (r != NULL && part_full(d, i, count)) {
 			if (scan_page_keep(d, i, count, full)) {
@@ -472,36 +836,60 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 static void handle_compute(struct dispatch *d, const struct proto_envelope *env, uint8_t method)
 {
 	struct proto_compute req;
+	struct proto_pins pins;
 	struct proto_error err;
 	if (proto_compute_decode(env->params, method, &req, &err) != PROTO_OK) {
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
+	bool later = d->resume != NULL && d->resume->next > 0; /* a later part of an answer */
 	struct core_policy_set set = policy_set(d);
 	if (method == PROTO_HOUSING && core_policy_find(&set, req.city) == NULL) {
 		proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", req.city);
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
-	if (req.selector == PROTO_SELECT_PERSONS) {
-		compute_inline(d, &req, env->msgid);
+	/* policy_revisions after the other parameters (SPEC 3.4). */
+	if (proto_pins_decode(env->params, &pins, &err) != PROTO_OK) {
+		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
 	/* Without a store every stored id is unknown and a scan page is empty. */
 	struct store_txn *txn = NULL;
-	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
+	if (d->store != NULL && (req.selector != PROTO_SELECT_PERSONS || pins.count > 0 ||
+				 (d->resume != NULL && d->resume->next > 0)) &&
+	    store_read_begin(d->store, &txn) != STORE_OK) {
 		txn = NULL;
-		if (d->resume == NULL || d->resume->next == 0) {
+		if (!later) {
 			write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
 			return;
 		}
 		/* A later part cannot turn into an error: each person's is. */
 	}
-	if (req.selector == PROTO_SELECT_IDS) {
+	if (view_open(d, txn, &pins, &err) != PROTO_OK) {
+		view_close(d);
+		store_txn_end(txn);
+		if (!later) {
+			proto_write_error(d->writer, env->msgid, &err);
+		} else {
+			d->partial = false; /* a later part: the answer cannot go on (frame_run closes) */
+		}
+		return;
+	}
+	if (method == PROTO_HOUSING) {
+		view_mark(d, req.city);
+	}
+	if (req.selector == PROTO_SELECT_PERSONS) {
+		compute_inline(d, &req, env->msgid);
+	} else if (req.selector == PROTO_SELECT_IDS) {
 		compute_ids(d, txn, &req, env->msgid);
 	} else {
 		compute_scan(d, txn, &req, env->msgid);
 	}
+	if (!d->partial && (later || !proto_writer_is_error(d->writer))) {
+		proto_write_policies(d->writer, d->view_cities, d->view_revisions, d->view_used, d->view_count);
+	}
+	view_close(d);
 	store_txn_end(txn);
 }
 
@@ -531,6 +919,7 @@ static void handle_medical(struct dispatch *d, const struct proto_envelope *env)
 enum write_outcome {
 	WRITE_DONE = -1,     /* commit, record the answer under the idem key */
 	WRITE_REJECTED = -2, /* the answer is an error: abandon the transaction */
+	WRITE_UNCHANGED = -2, /* the answer is written and nothing changes: abandon it too */
 	/* 0 and up: a store_rc a put met */
 };
 
@@ -540,6 +929,7 @@ struct write_request {
 	struct proto_string id;         /* person.delete */
 	struct proto_list items;        /* payment.apply */
 	struct proto_withhold withhold; /* withhold.run */
+	struct proto_pins pins;         /* withhold.run's policy_revisions */
 	const struct core_policy *policy; /* policy.put */
 };
 
@@ -591,8 +981,14 @@ static int write_records(struct dispatch *d, struct store_txn *txn, const struct
 	clock_gettime(CLOCK_REALTIME, &now);
 	int64_t time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 	proto_writer_reset(d->aux);
-	proto_write_audit(d->aux, time_ms, env->method, env->method_size,
-			  idem, (const char(*)[CORE_ID_SIZE + 1])d->touched, d->touched_count);
+	if (d->audit_revision != 0) {
+		proto_write_audit_policy(d->aux, time_ms, env->method,
+					 env->method_size, d->audit_city, d->audit_revision);
+	} else {
+		proto_write_audit(d->aux, time_ms, env->method,
+				  env->method_size, idem, (const char(*)[CORE_ID_SIZE + 1])d->touched,
+				  d->touched_count);
+	}
 	size_t size;
 	const uint8_t *record = proto_writer_data(d->aux, &size);
 	int rc = record == NULL ? STORE_IO : store_audit_append(txn, record, size);
@@ -617,6 +1013,7 @@ static bool run_write(struct dispatch *d, const struct proto_envelope *env, cons
 	struct store_txn *txn;
 	proto_writer_reset(d->writer);
 	d->touched_count = 0;
+	d->audit_revision = 0;
 	int rc = store_write_begin(d->store, &txn);
 	if (rc == STORE_OK) {
 		if (idem->ptr != NULL && idem_answered(d, txn, env, idem, digest)) {
@@ -659,6 +1056,29 @@ static bool store_required(struct dispatch *d, const struct proto_envelope *env)
 	return true;
 }
 
+/* True when doc (canonical bytes) equals the stored revision r once both
+ * are written the same way (a revision stored before `source` existed has
+ * fewer fields, not another meaning). */
+static bool policy_same(const struct store_revision *r, const uint8_t *doc, size_t size)
+{
+	if (r->doc_size == size && memcmp(r->doc, doc, size) == 0) {
+		return true;
+	}
+	struct proto_error err;
+	struct core_policy *q = proto_policy_from_doc(r->doc, r->doc_size, &err);
+	struct proto_writer *w = q != NULL ? proto_writer_new() : NULL;
+	bool same = false;
+	if (w != NULL) {
+		proto_write_policy_doc(w, q);
+		size_t q_size;
+		const uint8_t *q_doc = proto_writer_data(w, &q_size);
+		same = q_doc != NULL && q_size == size && memcmp(q_doc, doc, size) == 0;
+	}
+	proto_writer_free(w);
+	free(q);
+	return same;
+}
+
 static int policy_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
 			   const struct write_request *req)
 {
@@ -678,12 +1098,65 @@ static int policy_put_body(struct dispatch *d, struct store_txn *txn, const stru
 	proto_write_policy_doc(d->aux, p);
 	size_t size;
 	const uint8_t *doc = proto_writer_data(d->aux, &size);
-	rc = doc == NULL ? STORE_IO : store_policy_put(txn, p->city, doc, size);
+	if (doc == NULL) {
+		return STORE_IO;
+	}
+	struct store_revision last;
+	rc = store_revision_get(txn, p->city, 0, &last);
+	if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
+		return rc;
+	}
+	if (rc == STORE_OK && policy_same(&last, doc, size)) {
+		/* Equal to the latest: nothing is stored, no audit record. */
+		proto_write_policy_put(d->writer, env->msgid, last.revision, &d->warnings);
+		return WRITE_UNCHANGED;
+	}
+	uint32_t revision = rc == STORE_OK ? last.revision + 1 : 1;
+	if (revision > POLICY_REVISIONS_MAX) {
+		write_error(d, env->msgid, PROTO_TOO_LARGE, "this city has 4096 policy revisions, the most kept",
+			    "policy.city");
+		return WRITE_REJECTED;
+	}
+	rc = store_revision_put(txn, p->city, revision, now_ms(), doc, size);
+	rc = rc == STORE_OK ? store_policy_put(txn, p->city, doc, size) : rc;
 	if (rc != STORE_OK) {
 		return rc;
 	}
-	proto_write_ok(d->writer, env->msgid);
+	d->put_revision = revision;
+	d->audit_city = p->city;
+	d->audit_revision = revision;
+	proto_write_policy_put(d->writer, env->msgid, revision, &d->warnings);
 	return WRITE_DONE;
+}
+
+/* policy.put without a store: the revisions live in memory. */
+static void policy_put_memory(struct dispatch *d, const struct proto_envelope *env, struct core_policy *p)
+{
+	proto_writer_reset(d->aux);
+	proto_write_policy_doc(d->aux, p);
+	size_t size;
+	const uint8_t *doc = proto_writer_data(d->aux, &size);
+	const struct mem_revision *last = mem_find(d, p->city, 0);
+	uint8_t *copy = doc == NULL ? NULL : malloc(size);
+	if (last != NULL && last->doc_size == size && memcmp(last->doc, doc, size) == 0) {
+		proto_write_policy_put(d->writer, env->msgid, last->revision, &d->warnings);
+	} else if (d->mem_count == POLICY_MEMORY_REVISIONS_MAX) {
+		write_error(d, env->msgid, PROTO_TOO_LARGE,
+			    "eval without --data keeps at most 1024 policy revisions", "policy.city");
+	} else if (copy == NULL) {
+		write_error(d, env->msgid, PROTO_INTERNAL, "out of memory", NULL);
+	} else {
+		memcpy(copy, doc, size);
+		uint32_t revision = last != NULL ? last->revision + 1 : 1;
+		d->mem[d->mem_count++] = (struct mem_revision){ p->city, revision, now_ms(), copy, size };
+		copy = NULL;
+		bool installed = policy_install(d, p, revision); /* the room was checked */
+		ASSERT(installed);
+		p = NULL;
+		proto_write_policy_put(d->writer, env->msgid, revision, &d->warnings);
+	}
+	free(copy);
+	free(p);
 }
 
 static void handle_policy_put(struct dispatch *d, const struct proto_envelope *env)
@@ -694,25 +1167,26 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 		proto_write_error(d->writer, env->msgid, &err);
 		return;
 	}
+	proto_policy_warnings(env->params, &d->warnings);
 	struct core_policy_set set = policy_set(d);
 	if (core_policy_find(&set, p->city) == NULL && d->policy_count == DISPATCH_CITIES_MAX) {
 		free(p);
 		write_error(d, env->msgid, PROTO_TOO_LARGE, "too many city policies", "policy.city");
 		return;
 	}
-	struct proto_string no_idem = { NULL, 0 };
-	struct write_request req = { .policy = p };
-	if (d->store != NULL && !run_write(d, env, &no_idem, policy_put_body, &req)) {
-		free(p);
+	if (d->store == NULL) {
+		policy_put_memory(d, env, p);
 		return;
 	}
-	bool installed = policy_install(d, p); /* the room was checked above */
-	ASSERT(installed);
-	if (d->store == NULL) {
-		proto_write_ok(d->writer, env->msgid);
-	} else {
-		__atomic_fetch_add(&d->shared->policy_generation, 1, __ATOMIC_RELEASE); /* other threads reload */
+	struct proto_string no_idem = { NULL, 0 };
+	struct write_request req = { .policy = p };
+	if (!run_write(d, env, &no_idem, policy_put_body, &req)) {
+		free(p); /* an error, or a document equal to the latest */
+		return;
 	}
+	bool installed = policy_install(d, p, d->put_revision); /* the room was checked above */
+	ASSERT(installed);
+	__atomic_fetch_add(&d->shared->policy_generation, 1, __ATOMIC_RELEASE); /* other threads reload */
 }
 
 static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
@@ -934,9 +1408,10 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 	if (rc != STORE_OK || stored_slots(d, &p) != STORE_OK) {
 		return STORE_IO;
 	}
-	struct core_policy_set set = policy_set(d);
+	struct core_policy_set set = view_set(d);
 	uint32_t n = p.timeline.slot_count;
 	struct core_timeline plain = { .slots = d->slots, .slot_count = n };
+	view_mark_timeline(d, &plain);
 	uint32_t bad;
 	rc = core_person_resolve(&set, &plain, &bad);
 	if (rc != CORE_OK) {
@@ -985,13 +1460,26 @@ static int payment_body(struct dispatch *d, struct store_txn *txn, const struct 
 static int withhold_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
 			 const struct write_request *w)
 {
-	proto_write_results_begin(d->writer, env->msgid, w->withhold.accounts.count, false);
+	struct proto_error err;
+	d->resume = NULL; /* a write is answered whole */
+	if (view_open(d, txn, &w->pins, &err) != PROTO_OK) {
+		view_close(d);
+		if (err.code == PROTO_INTERNAL) {
+			return STORE_IO;
+		}
+		proto_write_error(d->writer, env->msgid, &err);
+		return WRITE_REJECTED;
+	}
+	proto_write_compute_begin(d->writer, env->msgid, w->withhold.accounts.count, false);
 	for (uint32_t i = 0; i < w->withhold.accounts.count; i++) {
 		int rc = withhold_account(d, txn, &w->withhold, i);
 		if (rc != STORE_OK) {
+			view_close(d);
 			return rc;
 		}
 	}
+	proto_write_policies(d->writer, d->view_cities, d->view_revisions, d->view_used, d->view_count);
+	view_close(d);
 	return WRITE_DONE;
 }
 
@@ -1009,7 +1497,8 @@ static int decode_payment(const struct proto_params *params, struct write_reques
 }
 static int decode_withhold(const struct proto_params *params, struct write_request *w, struct proto_error *err)
 {
-	return proto_withhold_decode(params, &w->withhold, err);
+	int rc = proto_withhold_decode(params, &w->withhold, err);
+	return rc == PROTO_OK ? proto_pins_decode(params, &w->pins, err) : rc;
 }
 
 /* The stored writes: decode, then the idempotency key (a required one
@@ -1087,6 +1576,7 @@ static const struct {
 	{ "server.stats", handle_stats, RUN_INLINE, NULL },
 	{ "policy.put", handle_policy_put, RUN_DEFERRED, NULL },
 	{ "policy.get", handle_policy_get, RUN_INLINE, NULL },
+	{ "policy.history", handle_policy_history, RUN_DEFERRED, NULL }, /* decodes every revision */
 	{ "audit.read", handle_audit_read, RUN_DEFERRED, NULL }, /* a page may be megabytes: off the loop */
 	{ "person.put", NULL, RUN_DEFERRED, &write_put },
 	{ "person.get", handle_person_get, RUN_INLINE, NULL },
@@ -1278,6 +1768,7 @@ void dispatch_frame_part(struct dispatch *d, struct dispatch_session *session, c
 void dispatch_resume_free(struct dispatch_resume *resume)
 {
 	free(resume->ids);
+	free(resume->view_cities);
 	*resume = (struct dispatch_resume){ 0 };
 }
 

@@ -65,6 +65,12 @@ struct dispatch_resume {
 	char (*ids)[CORE_ID_SIZE + 1]; /* scan: the page's ids from ids_from on (owned) */
 	char last[CORE_ID_SIZE + 1];   /* scan: the page's last id, for next */
 	bool scan_full;                /* scan: the page had limit persons */
+	/* The policy revisions the first part used, for every part (SPEC 3.4:
+	 * one answer, one set of revisions), and which the parts read. */
+	uint32_t view_count;
+	uint32_t *view_cities;         /* owned: cities, then revisions, then used flags, one block */
+	uint32_t *view_revisions;
+	bool *view_used;
 };
 
 /* dispatch_frame, the answer produced in parts of about part_bytes as the

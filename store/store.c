@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../fault/fault.h"
@@ -16,8 +17,10 @@
 #define PERSON_HEADER_BYTES 2u /* format, retire class */
 #define CLASS_DEFAULT 0xffu
 
-enum { DB_PERSONS, DB_POLICIES, DB_IDEM, DB_AUDIT, DB_COUNT };
-static const char *const db_names[DB_COUNT] = { "persons", "policies", "idem", "audit" };
+enum { DB_PERSONS, DB_POLICIES, DB_IDEM, DB_AUDIT, DB_REVISIONS, DB_COUNT };
+static const char *const db_names[DB_COUNT] = { "persons", "policies", "idem", "audit", "policy_revisions" };
+#define REVISION_KEY_BYTES 8u   /* city BE32, revision BE32: a city's revisions are adjacent, ascending */
+#define REVISION_HEAD_BYTES 8u  /* stored_at ms BE64, then the document */
 
 struct store {
 	MDB_env *env;
@@ -62,6 +65,8 @@ static int map_error(int rc)
 	}
 	return STORE_IO;
 }
+
+static int revisions_migrate(struct store *s, MDB_txn *txn);
 
 int store_open(const char *dir, const struct store_options *options, struct store **out, char *errbuf,
 	       size_t errbuf_size)
@@ -114,6 +119,9 @@ int store_open(const char *dir, const struct store_options *options, struct stor
 	}
 	for (int i = 0; rc == 0 && i < DB_COUNT; i++) {
 		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+	}
+	if (rc == 0) {
+		rc = revisions_migrate(s, txn);
 	}
 	if (rc == 0) {
 		rc = mdb_txn_commit(txn);
@@ -705,6 +713,181 @@ int store_audit_each(struct store_txn *t, uint64_t after,
 		if (seq > after) {
 			result = fn(ctx, seq, val.mv_data, val.mv_size);
 		}
+	}
+	mdb_cursor_close(cursor);
+	if (result == STORE_OK && rc != 0 && rc != MDB_NOTFOUND) {
+		result = map_error(rc);
+	}
+	return result;
+}
+
+/* ---- policy revisions (SPEC 3.4): key city BE32 + revision BE32, value
+ * stored_at ms BE64 + the document. `policies` keeps the latest document,
+ * so loading policies reads one record a city. ---- */
+
+static void revision_key(uint32_t city, uint32_t revision, uint8_t key[REVISION_KEY_BYTES])
+{
+	city_key(city, key);
+	city_key(revision, key + 4);
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int revision_decode(const MDB_val *key, const MDB_val *val, struct store_revision *out)
+{
+	const uint8_t *v = val->mv_data;
+	if (key->mv_size != REVISION_KEY_BYTES || val->mv_size < REVISION_HEAD_BYTES) {
+		return STORE_IO;
+	}
+	out->city = be32(key->mv_data);
+	out->revision = be32((const uint8_t *)key->mv_data + 4);
+	uint64_t ms = 0;
+	for (uint32_t i = 0; i < 8; i++) {
+		ms = ms << 8 | v[i];
+	}
+	out->stored_at_ms = (int64_t)ms;
+	out->doc = v + REVISION_HEAD_BYTES;
+	out->doc_size = val->mv_size - REVISION_HEAD_BYTES;
+	return STORE_OK;
+}
+
+/* The city's last revision through an open LMDB transaction. */
+static int revision_last(MDB_txn *txn, MDB_dbi dbi, uint32_t city, struct store_revision *out)
+{
+	MDB_cursor *cursor;
+	int rc = mdb_cursor_open(txn, dbi, &cursor);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	uint8_t k[REVISION_KEY_BYTES];
+	revision_key(city, UINT32_MAX, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val;
+	/* The first key past the city's range, then one back. */
+	rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE);
+	rc = rc == 0 ? mdb_cursor_get(cursor, &key, &val, MDB_PREV)
+		     : rc == MDB_NOTFOUND ? mdb_cursor_get(cursor, &key, &val, MDB_LAST) : rc;
+	int result = map_error(rc);
+	if (result == STORE_OK) {
+		result = revision_decode(&key, &val, out);
+		if (result == STORE_OK && out->city != city) {
+			result = STORE_NOT_FOUND;
+		}
+	}
+	mdb_cursor_close(cursor);
+	return result;
+}
+
+static int revision_write(MDB_txn *txn, MDB_dbi dbi, uint32_t city, uint32_t revision, int64_t stored_at_ms,
+			  const void *doc, size_t doc_size)
+{
+	uint8_t k[REVISION_KEY_BYTES];
+	revision_key(city, revision, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val = { REVISION_HEAD_BYTES + doc_size, NULL };
+	int rc = mdb_put(txn, dbi, &key, &val, MDB_NOOVERWRITE | MDB_RESERVE);
+	if (rc == 0) {
+		uint8_t *v = val.mv_data;
+		for (uint32_t i = 0; i < 8; i++) {
+			v[i] = (uint8_t)((uint64_t)stored_at_ms >> (56 - 8 * i));
+		}
+		memcpy(v + REVISION_HEAD_BYTES, doc, doc_size);
+	}
+	return rc;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* A store from before revisions (or a policy another, older, program
+ * stored since): every latest policy without an equal last revision gets
+ * one, stored now. Runs at open, inside its transaction. */
+static int revisions_migrate(struct store *s, MDB_txn *txn)
+{
+	MDB_cursor *cursor;
+	MDB_val key;
+	MDB_val val;
+	int rc = mdb_cursor_open(txn, s->dbi[DB_POLICIES], &cursor);
+	if (rc != 0) {
+		return rc;
+	}
+	int64_t stored_at_ms = now_ms();
+	for (rc = mdb_cursor_get(cursor, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != 4) {
+			continue; /* not ours: loading the policies reports it */
+		}
+		uint32_t city = be32(key.mv_data);
+		struct store_revision last;
+		int found = revision_last(txn, s->dbi[DB_REVISIONS], city, &last);
+		if (found == STORE_OK && last.doc_size == val.mv_size && memcmp(last.doc, val.mv_data, val.mv_size) == 0) {
+			continue;
+		}
+		if (found != STORE_OK && found != STORE_NOT_FOUND) {
+			rc = EIO;
+			break;
+		}
+		uint32_t revision = found == STORE_OK ? last.revision + 1 : 1;
+		rc = revision_write(txn, s->dbi[DB_REVISIONS], city, revision, stored_at_ms, val.mv_data, val.mv_size);
+		if (rc != 0) {
+			break;
+		}
+	}
+	mdb_cursor_close(cursor);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int store_revision_get(struct store_txn *t, uint32_t city, uint32_t revision, struct store_revision *out)
+{
+	if (revision == 0) {
+		return revision_last(t->txn, t->store->dbi[DB_REVISIONS], city, out);
+	}
+	uint8_t k[REVISION_KEY_BYTES];
+	revision_key(city, revision, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val;
+	int rc = mdb_get(t->txn, t->store->dbi[DB_REVISIONS], &key, &val);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	return revision_decode(&key, &val, out);
+}
+
+int store_revision_put(struct store_txn *t, uint32_t city, uint32_t revision, int64_t stored_at_ms,
+		       const uint8_t *doc, size_t doc_size)
+{
+	return put_result(t, revision_write(t->txn, t->store->dbi[DB_REVISIONS], city, revision, stored_at_ms, doc,
+					    doc_size));
+}
+
+int store_revision_each(struct store_txn *t, uint32_t city, int (*fn)(void *ctx, const struct store_revision *r),
+			void *ctx)
+{
+	MDB_cursor *cursor;
+	int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_REVISIONS], &cursor);
+	if (rc != 0) {
+		return map_error(rc);
+	}
+	uint8_t k[REVISION_KEY_BYTES];
+	revision_key(city, 0, k);
+	MDB_val key = { sizeof(k), k };
+	MDB_val val;
+	int result = STORE_OK;
+	for (rc = mdb_cursor_get(cursor, &key, &val, MDB_SET_RANGE); rc == 0 && result == STORE_OK;
+	     rc = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
+		struct store_revision r;
+		result = revision_decode(&key, &val, &r);
+		if (result != STORE_OK || r.city != city) {
+			break;
+		}
+		result = fn(ctx, &r);
 	}
 	mdb_cursor_close(cursor);
 	if (result == STORE_OK && rc != 0 && rc != MDB_NOTFOUND) {

@@ -80,6 +80,26 @@ int store_policy_count(struct store_txn *txn, uint32_t city, uint64_t *count, bo
 int store_policy_each(struct store_txn *txn, int (*fn)(void *ctx, uint32_t city, const uint8_t *doc, size_t size),
 		      void *ctx);
 
+/* Policy revisions (SPEC 3.4): every stored document of a city, numbered
+ * 1, 2, ... Revisions are never changed or removed. A store from before
+ * revisions is migrated at open: each city's current policy becomes its
+ * revision 1, stored at the time of the migration. */
+struct store_revision {
+	uint32_t city;
+	uint32_t revision;
+	int64_t stored_at_ms;  /* milliseconds since the Unix epoch, UTC */
+	const uint8_t *doc;    /* borrows the transaction */
+	size_t doc_size;
+};
+/* revision 0: the city's last one. STORE_OK, STORE_NOT_FOUND, STORE_IO. */
+int store_revision_get(struct store_txn *txn, uint32_t city, uint32_t revision, struct store_revision *out);
+/* Stores a new revision (it must not exist); store_policy_put keeps the latest apart. */
+int store_revision_put(struct store_txn *txn, uint32_t city, uint32_t revision, int64_t stored_at_ms,
+		       const uint8_t *doc, size_t doc_size);
+/* Calls fn for each revision of city, ascending; stops at a non-zero return. */
+int store_revision_each(struct store_txn *txn, uint32_t city, int (*fn)(void *ctx, const struct store_revision *r),
+			void *ctx);
+
 /* Idempotency: a key's digest of the request, the time it was stored
  * (milliseconds since the epoch) and the answer given. Records written
  * before the digest became 32 bytes of BLAKE2b never match a new digest: an

@@ -196,6 +196,9 @@ class Base:
     def expected_compute(self, key, ids):
         r = dict(self.rest[key])
         r["results"] = [self.per[key][pid] for pid in ids]
+        if "policies" in r:  # SPEC 3.4: the revisions of the cities these persons' slots read
+            cities = {s["city"] for pid in ids for s in self.person[pid]["person"]["slots"]}
+            r["policies"] = {c: n for c, n in r["policies"].items() if c in cities}
         return r
 
 

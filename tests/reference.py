@@ -45,6 +45,11 @@ AMOUNT_MAX = 1 << 53  # 9007199254740992 fen
 PERSONS_MAX = 100000
 SCAN_LIMIT_MAX = 100000
 NAME_BYTES_MAX = 255
+SOURCE_BYTES_MAX = 1024         # §3.4: a policy's source
+PINS_MAX = 64                   # cities in one policy_revisions (too_large beyond)
+MEMORY_REVISIONS_MAX = 1024     # revisions eval without --data keeps (too_large beyond)
+WARNINGS_MAX = 16               # policy.put warnings listed; one more line counts the rest
+WARNING_KEY_BYTES_MAX = 48      # a key echoed in a warning
 
 E_MALFORMED = 1
 E_UNKNOWN_METHOD = 2
@@ -228,7 +233,7 @@ def id_check_char(first17):
 class Policy(object):
     """A validated city policy with every default filled in."""
 
-    __slots__ = ("city", "name", "day", "month_offset", "periods", "period_from",
+    __slots__ = ("city", "name", "source", "day", "month_offset", "periods", "period_from",
                  "interest_types", "interest_categories", "default_ppm", "interest_rates",
                  "late_daily_ppm", "late_categories", "cap_at_principal",
                  "direct_max", "verify_max", "legacy_before", "flexible_window",
@@ -279,6 +284,7 @@ class Policy(object):
         return {
             "city": self.city,
             "name": self.name,
+            "source": self.source,
             "deadline": {"day": self.day, "month_offset": self.month_offset},
             "periods": periods,
             "interest": {
@@ -372,6 +378,13 @@ def parse_policy(p):
     elif not is_text(name) or len(name.encode("utf-8")) > NAME_BYTES_MAX:
         raise invalid("policy.name")
     pol.name = name
+
+    source = field(p, "source")
+    if source is MISSING:
+        source = ""
+    elif not is_text(source) or len(source.encode("utf-8")) > SOURCE_BYTES_MAX:
+        raise invalid("policy.source")
+    pol.source = source
 
     dl = field(p, "deadline")
     if type(dl) is not dict:
@@ -585,6 +598,65 @@ def parse_person(x, at):
         out.append(sl)
     p.slots = out
     return p
+
+
+class _AnyInt(object):
+    """A value the reference cannot know (a stored_at time): any integer matches."""
+
+    def __repr__(self):
+        return "<any int>"
+
+
+ANY_INT = _AnyInt()
+
+_POLICY_KEYS = {
+    "policy": ("city", "name", "source", "deadline", "periods", "interest", "late_fee", "backpay",
+               "housing", "withhold"),
+    "deadline": ("day", "month_offset"),
+    "period": ("from", "base_min", "base_max", "rates"),
+    "shares": SHARES,
+    "interest": ("types", "categories", "default_ppm", "rates"),
+    "late_fee": ("daily_ppm", "categories", "cap_at_principal"),
+    "backpay": ("direct_max_months", "verify_max_months", "legacy_before", "flexible_window_months"),
+    "housing": ("types", "window_months", "required_months", "end_offset_months", "backpay_counts",
+                "grace_days"),
+    "withhold": ("order", "mode"),
+}
+
+
+def policy_warnings(doc):
+    """§3.4 (and the README): the keys of an accepted policy document that are
+    ignored, in document order: each map's unknown keys, then its sections'."""
+    out = []
+
+    def check(m, known, path):
+        if type(m) is not dict:
+            return
+        for k in m:
+            if k in known:
+                continue
+            if is_text(k) and len(k.encode("utf-8")) <= WARNING_KEY_BYTES_MAX:
+                out.append("%s.%s: unknown key, ignored" % (path, k))
+            else:
+                out.append("%s: a key that is not a short UTF-8 string, ignored" % path)
+
+    def sub(m, key):
+        v = field(m, key) if type(m) is dict else MISSING
+        return v if type(v) is dict else None
+
+    check(doc, _POLICY_KEYS["policy"], "policy")
+    check(sub(doc, "deadline"), _POLICY_KEYS["deadline"], "policy.deadline")
+    periods = field(doc, "periods")
+    for k, per in enumerate(periods if type(periods) is list else []):
+        check(per, _POLICY_KEYS["period"], "policy.periods[%d]" % k)
+        rates = sub(per, "rates")
+        for t in TYPES:
+            check(sub(rates, t), SHARES, "policy.periods[%d].rates.%s" % (k, t))
+    for sect in ("interest", "late_fee", "backpay", "housing", "withhold"):
+        check(sub(doc, sect), _POLICY_KEYS[sect], "policy." + sect)
+    if len(out) > WARNINGS_MAX:
+        out = out[:WARNINGS_MAX] + ["%d more keys ignored" % (len(out) - WARNINGS_MAX)]
+    return out
 
 
 def resolve_person(p, policies, at):
@@ -1026,7 +1098,9 @@ class Evaluator(object):
     and idempotency records (§5.1, R12, R13, Appendix A)."""
 
     def __init__(self, store=False):
-        self.policies = {}
+        self.policies = {}   # city -> latest Policy
+        self.revisions = {}  # city -> [Policy, ...]: revision n at index n - 1 (§3.4)
+        self.revision_count = 0
         self.closed = False
         self.store = store
         self.persons = {}  # id -> StoredPerson
@@ -1085,18 +1159,44 @@ class Evaluator(object):
         if method == "ping":
             return {"pong": True, "version": VERSION}
         if method == "policy.put":
-            pol = parse_policy(field(p, "policy"))
+            doc = field(p, "policy")
+            pol = parse_policy(doc)
+            warnings = policy_warnings(doc)
+            revs = self.revisions.setdefault(pol.city, [])
+            if revs and revs[-1].to_doc() == pol.to_doc():
+                # equal to the latest once defaults are filled in: nothing stored
+                return {"ok": True, "revision": len(revs), "warnings": warnings}
+            if not self.store and self.revision_count == MEMORY_REVISIONS_MAX:
+                raise RpcError(E_TOO_LARGE, "policy.city", "too many revisions in memory")
+            revs.append(pol)
+            self.revision_count += 1
             self.policies[pol.city] = pol
-            return {"ok": True}
+            return {"ok": True, "revision": len(revs), "warnings": warnings}
         if method == "policy.get":
             city = field(p, "city")
             if not valid_city(city):
                 raise invalid("city")
-            pol = self.policies.get(city)
-            if pol is None:
+            rev = field(p, "revision")
+            if rev is not MISSING and not (is_int(rev) and rev >= 1):
+                raise invalid("revision")
+            revs = self.revisions.get(city)
+            if not revs:
                 # Appendix A: a city without a policy is not_found at the city code.
                 raise RpcError(E_NOT_FOUND, city, "no policy for city")
-            return {"policy": pol.to_doc()}
+            if rev is MISSING:
+                rev = len(revs)
+            if rev > len(revs):
+                raise RpcError(E_NOT_FOUND, "revision", "no such revision")
+            return {"policy": revs[rev - 1].to_doc(), "revision": rev, "stored_at": ANY_INT}
+        if method == "policy.history":
+            city = field(p, "city")
+            if not valid_city(city):
+                raise invalid("city")
+            revs = self.revisions.get(city)
+            if not revs:
+                raise RpcError(E_NOT_FOUND, city, "no policy for city")
+            return {"revisions": [{"revision": n + 1, "stored_at": ANY_INT, "name": pol.name,
+                                   "source": pol.source} for n, pol in enumerate(revs)]}
         if method in COMPUTE_METHODS:
             return self._compute(method, p)
         if method == "person.put":
@@ -1282,10 +1382,14 @@ class Evaluator(object):
         if month_index(M) > date_month_index(D):
             raise invalid("month", "month is after the date's month")
         accounts = self._list_param(p, "accounts")
+        pins = self._pins(p)
         self._store_required()
         rep = self._replayed(key, method, p)
         if rep is not None:
             return rep
+        view = self._view(pins)
+        self._view_policies = {c: v[1] for c, v in view.items()}
+        self._used = set()
         results = []
         for i, a in enumerate(accounts):
             at = "accounts[%d]" % i
@@ -1303,12 +1407,14 @@ class Evaluator(object):
                 results.append(self._withhold_one(sp, at, M, D, bal))
             except RpcError as e:
                 results.append({"id": echo_id(pid), "error": e.to_map()})
-        return self._record(key, method, p, {"results": results})
+        return self._record(key, method, p, {"results": results,
+                                             "policies": self._policies(view, self._used)})
 
     def _withhold_one(self, sp, at, M, D, balance):
         """R12 for one person; pays into sp's stored slots."""
         person = sp.person()
-        resolve_person(person, self.policies, at)
+        self._used.update(sl.city for sl in person.slots if sl.city in self._view_policies)
+        resolve_person(person, self._view_policies, at)
         md = date_month_index(D)
         mi = month_index(M)
         lines = []
@@ -1341,6 +1447,43 @@ class Evaluator(object):
             if pol.withhold_mode == "stop":
                 stopped = True
         return {"id": sp.id, "paid": paid, "interrupted": interrupted, "balance": balance}
+
+    # -- policy revisions (§3.4)
+    @staticmethod
+    def _pins(p):
+        """policy_revisions, checked in map order: {city: revision}."""
+        pins = field(p, "policy_revisions")
+        if pins is MISSING:
+            return {}
+        if type(pins) is not dict:
+            raise invalid("policy_revisions", "policy_revisions must be a map")
+        if len(pins) > PINS_MAX:
+            raise RpcError(E_TOO_LARGE, "policy_revisions", "more than 64 cities")
+        out = {}
+        for k, v in pins.items():
+            echo = is_text(k) and len(k.encode("utf-8")) <= WARNING_KEY_BYTES_MAX
+            at = "policy_revisions.%s" % k if echo else "policy_revisions"
+            if not valid_city(k):
+                raise invalid(at, "keys must be cities")
+            if not is_int(v) or v < 1:
+                raise invalid(at, "a revision must be a positive integer")
+            out[k] = v
+        return out
+
+    def _view(self, pins):
+        """The policies a request reads, each with its revision; not_found for
+        a revision (or city) that does not exist, in map order."""
+        view = {c: [len(self.revisions[c]), pol] for c, pol in self.policies.items()}
+        for c, n in pins.items():
+            revs = self.revisions.get(c)
+            if not revs or n > len(revs):
+                raise RpcError(E_NOT_FOUND, "policy_revisions." + c, "no such revision")
+            view[c] = [n, revs[n - 1]]
+        return view
+
+    @staticmethod
+    def _policies(view, used):
+        return {c: view[c][0] for c in sorted(used)}
 
     # -- compute methods
     def _compute(self, method, p):
@@ -1392,9 +1535,17 @@ class Evaluator(object):
             hpol = self.policies.get(city)
             if hpol is None:
                 raise RpcError(E_NOT_FOUND, city, "no policy for city")
+        view = self._view(self._pins(p))  # after the other parameters (§3.4)
+        policies = {c: v[1] for c, v in view.items()}
+        used = set()
+        if hpol is not None:
+            hpol = policies[hpol.city]
+            used.add(hpol.city)
 
         def one(person, at):
-            resolve_person(person, self.policies, at)
+            # every slot city with a policy counts as read, also when the result is an error
+            used.update(sl.city for sl in person.slots if sl.city in policies)
+            resolve_person(person, policies, at)
             if method == "arrears.compute":
                 return compute_arrears(person, D, md, detail)
             if method == "years.compute":
@@ -1415,7 +1566,8 @@ class Evaluator(object):
                     results.append(one(self.persons[pid].person(), at))
                 except RpcError as e:
                     results.append({"id": pid, "error": e.to_map()})
-            return {"results": results, "next": page[-1] if len(page) == limit else None}
+            return {"results": results, "next": page[-1] if len(page) == limit else None,
+                    "policies": self._policies(view, used)}
         if sel == "ids":
             for i, x in enumerate(val):
                 at = "ids[%d]" % i
@@ -1424,7 +1576,7 @@ class Evaluator(object):
                     results.append(one(sp.person(), at))
                 except RpcError as e:
                     results.append({"id": echo_id(x), "error": e.to_map()})
-            return {"results": results}
+            return {"results": results, "policies": self._policies(view, used)}
         for i, x in enumerate(val):
             at = "persons[%d]" % i
             try:
@@ -1432,7 +1584,7 @@ class Evaluator(object):
             except RpcError as e:
                 pid = x.get("id") if type(x) is dict else None
                 results.append({"id": echo_id(pid), "error": e.to_map()})
-        return {"results": results}
+        return {"results": results, "policies": self._policies(view, used)}
 
 
 def copy_result(r):

@@ -457,7 +457,7 @@ class TestCall(ClientTest):
 
     def test_policy_put_then_get_round_trips(self):
         s = self.stand_in()
-        self.assertEqual(self.ok(s, "policy.put", {"policy": POLICY_BJ}), {"ok": True})
+        self.assertEqual(self.ok(s, "policy.put", {"policy": POLICY_BJ}), {"ok": True, "revision": 1, "warnings": []})
         got = self.ok(s, "policy.get", {"city": "110000"})["policy"]
         self.assert_subset(POLICY_BJ, got)
         # defaults filled in (SPEC §3.3), as policy.get promises
@@ -465,8 +465,8 @@ class TestCall(ClientTest):
         self.assertEqual(got["late_fee"]["daily_ppm"], 500)
         self.assertEqual(got["periods"][0]["rates"]["maternity"],
                          {"employer": 0, "individual": 0, "flexible": 0})
-        # and the JSON printed goes back in as it came out
-        self.assertEqual(self.ok(s, "policy.put", {"policy": got}), {"ok": True})
+        # and the JSON printed goes back in as it came out: equal, so no new revision (SPEC 3.4)
+        self.assertEqual(self.ok(s, "policy.put", {"policy": got}), {"ok": True, "revision": 1, "warnings": []})
         self.assertEqual(self.ok(s, "policy.get", {"city": "110000"})["policy"], got)
 
     def assert_subset(self, want, got, path="policy"):
@@ -496,7 +496,7 @@ class TestCall(ClientTest):
     def test_params_from_stdin(self):
         s = self.stand_in()
         r = self.call(s, "policy.put", "-", stdin=json.dumps({"policy": POLICY_SH}))
-        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, {"ok": True}), r.stderr)
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "revision": 1, "warnings": []}), r.stderr)
         self.assertEqual(self.ok(s, "policy.get", {"city": "310000"})["policy"]["name"], "Shanghai")
 
     def test_bad_usage_exits_2(self):
@@ -547,7 +547,7 @@ class TestCall(ClientTest):
         with open(bad, "w") as f:
             f.write("guess\n")
         r = self.call(s, "policy.put", {"policy": POLICY_BJ}, extra=["--token-file", good])
-        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, {"ok": True}), r.stderr)
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, {"ok": True, "revision": 1, "warnings": []}), r.stderr)
         r = self.call(s, "ping", extra=["--token-file", bad])
         self.assertEqual(r.returncode, 1)
         self.assertEqual(json.loads(r.stderr)["name"], "unauthorized")
@@ -639,7 +639,7 @@ class TestShow(ClientTest):
         super().setUp()
         self.s = self.stand_in()
         for p in (POLICY_BJ, POLICY_SH):
-            self.assertEqual(self.ok(self.s, "policy.put", {"policy": p}), {"ok": True})
+            self.assertEqual(self.ok(self.s, "policy.put", {"policy": p}), {"ok": True, "revision": 1, "warnings": []})
         r = self.ok(self.s, "person.put", {"persons": [PERSON_A, PERSON_B, PERSON_C]})
         self.assertEqual(r, {"results": [{"id": A, "ok": True}, {"id": B, "ok": True}, {"id": C, "ok": True}]})
 

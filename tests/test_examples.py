@@ -180,7 +180,7 @@ class TestExample1FlexibleInterest(Base):
 
         def check(r):
             self.assertEqual(len(r), 3)
-            self.assertEqual(ok_result(self, r[0], 1), {"ok": True})
+            self.assertEqual(ok_result(self, r[0], 1), {"ok": True, "revision": 1, "warnings": []})
             res = ok_result(self, r[1], 2)["results"]
             self.assertEqual(len(res), 1)
             a = res[0]
@@ -624,7 +624,7 @@ class TestErrors(Base):
                      "policy.withhold.mode", "policy.periods", "policy.city"]
             for i, at in enumerate(paths):
                 assert_error(self, error_of(self, r[i], i + 1), 3, "invalid_argument", at)
-            self.assertEqual(ok_result(self, r[9], 10), {"ok": True})
+            self.assertEqual(ok_result(self, r[9], 10), {"ok": True, "revision": 1, "warnings": []})
             pol = ok_result(self, r[10], 11)["policy"]
             # every default of §3.3 filled in, name "" (Appendix A)
             assert_subset(self, pol, {

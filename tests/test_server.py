@@ -438,7 +438,7 @@ class TestWorkedExamples(ServerTest):
     def test_worked_examples(self):
         s = self.start()
         c = self.connect(s)
-        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True})
+        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True, "revision": 1, "warnings": []})
 
         # policy.get: the document with every default of §3.3 filled in
         got = c.ok("policy.get", {"city": "110000"})["policy"]
@@ -520,12 +520,12 @@ class TestWorkedExamples(ServerTest):
                    20240815 if month_add(202301, k) == 202406 else month_add(202301, k) * 100 + 20, city="120000")
               for k in range(25)]
         self.assertEqual(hs[-1]["month"], 202501)
-        self.assertEqual(c.ok("policy.put", {"policy": policy_housing("120000", 0)}), {"ok": True})
+        self.assertEqual(c.ok("policy.put", {"policy": policy_housing("120000", 0)}), {"ok": True, "revision": 1, "warnings": []})
         r = c.ok("housing.check", {"as_of": 20250110, "city": "120000", "persons": [{"id": MAN, "slots": hs}]})
         self.assertEqual(r["results"], [{"id": MAN, "city": "120000", "window_from": 202401, "window_to": 202412,
                                          "qualifying": 11, "required": 12, "eligible": False, "missing": [202406],
                                          "eligible_from": 202507}])
-        self.assertEqual(c.ok("policy.put", {"policy": policy_housing("120000", 60)}), {"ok": True})
+        self.assertEqual(c.ok("policy.put", {"policy": policy_housing("120000", 60)}), {"ok": True, "revision": 2, "warnings": []})
         r = c.ok("housing.check", {"as_of": 20250110, "city": "120000", "persons": [{"id": MAN, "slots": hs}]})
         self.assertEqual(r["results"], [{"id": MAN, "city": "120000", "window_from": 202401, "window_to": 202412,
                                          "qualifying": 12, "required": 12, "eligible": True, "missing": [],
@@ -625,7 +625,7 @@ class TestMethodsAgainstOracle(ServerTest):
         want_w = eval_run(writes, b)
         self.assertSameAnswers(got_w, want_w, "writes")
         # and by hand
-        self.assertEqual(got_w[0][3], {"ok": True})
+        self.assertEqual(got_w[0][3], {"ok": True, "revision": 1, "warnings": []})  # 440000: its first policy
         self.assertEqual([(x["id"], x.get("ok")) for x in got_w[1][3]["results"]],
                          [(new1["id"], True), (bad_id, None), (new2["id"], True)])
         self.assertEqual(err_part(got_w[1][3]["results"][1]["error"]), error_of(3, "persons[1].id"))
@@ -794,7 +794,7 @@ class TestErrors(ServerTest):
         s = self.start()
         c = self.connect(s)
         med = [slot(m, "medical", "flexible", 600000) for m in (202401, 202402)]
-        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True})
+        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True, "revision": 1, "warnings": []})
         self.assertEqual(c.ok("person.put", {"persons": [{"id": MAN, "slots": med}]}),
                          {"results": [{"id": MAN, "ok": True}]})
         item = {"id": MAN, "month": 202401, "city": "110000", "type": "medical", "amount": 1000, "date": 20240301}
@@ -1073,7 +1073,7 @@ class TestStream(ServerTest):
     def test_request_split_byte_by_byte(self):
         s = self.start()
         c = self.connect(s)  # TCP_NODELAY: every byte its own segment
-        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True})
+        self.assertEqual(c.ok("policy.put", {"policy": POLICY_A}), {"ok": True, "revision": 1, "warnings": []})
         stream = packb(req(31, "arrears.compute", {"as_of": 20240310, "persons": [
             {"id": MAN, "slots": [slot(202205, "pension", "flexible", 600000)]}]})) + packb(req(32, "ping", {}))
         for k in range(len(stream)):
@@ -1244,6 +1244,41 @@ class TestBulk(ServerTest):
         sys.stderr.write("\n    large response: %.1f MB in one answer\n" % (size / 1e6))
         self.stop(s)
 
+    def test_parts_keep_their_revisions(self):
+        """SPEC 3.4: an answer made in parts reads one set of policy revisions.
+        A new revision of 110000 is stored after the first part went out; the
+        whole answer still equals the oracle pinned to revision 1."""
+        src, _ids = big_store()
+        data = self.path("revisions")
+        shutil.copytree(src, data)
+        s = self.start(data)
+        c = self.connect(s)
+        # no detail: after the correction every slot owes, and the items would run to gigabytes
+        msg = req(7, "arrears.compute", {"as_of": AS_OF, "scan": {"after": None, "limit": BIG_PERSONS}})
+        c.send(msg)
+        c._fill(TIMEOUT_S)  # the first part is out; the rest waits for this client
+        self.assertTrue(c.received > 0 and not c.pending, "wanted a first part, not the whole answer")
+        w = self.connect(s)
+        pol = w.ok("policy.get", {"city": "110000"})
+        self.assertEqual(pol["revision"], 1)
+        doc = pol["policy"]
+        for per in doc["periods"]:
+            for t in per["rates"]:
+                per["rates"][t]["employer"] = min(per["rates"][t]["employer"] + 10000, 1000000)
+                per["rates"][t]["flexible"] = min(per["rates"][t]["flexible"] + 10000, 1000000)
+        doc["source"] = "a correction stored mid-answer"
+        self.assertEqual(w.ok("policy.put", {"policy": doc})["revision"], 2)
+        got = c.next(TIMEOUT_S)
+        self.assertGreater(c.received, 2 * 1024 * 1024, "wanted an answer in several parts")
+        self.stop(s)
+        pinned = req(7, "arrears.compute", dict(msg[3][0], policy_revisions={"110000": 1}))
+        want = eval_run([pinned], data)[0]
+        self.assertEqual(got[3]["policies"].get("110000"), 1)
+        self.assertSame(got, want, "the answer in parts, against the oracle pinned to revision 1")
+        latest = eval_run([msg], data)[0]
+        self.assertEqual(latest[3]["policies"].get("110000"), 2)
+        self.assertNotEqual(latest[3]["results"], want[3]["results"], "the correction changes the answer")
+
     def test_error_close_keeps_the_answers_ahead_of_it(self):
         """A malformed frame behind a request with a large answer, then bytes
         the server never reads: the server closes without a reset (which
@@ -1281,7 +1316,7 @@ class TestOperations(ServerTest):
         self.assertEqual(first["connections"]["total"], 1)
         self.assertEqual(first["store"]["persons"], 0)
         self.assertEqual(set(first["requests"]),
-                         {"ping", "auth", "server.stats", "policy.put", "policy.get", "person.put", "person.get",
+                         {"ping", "auth", "server.stats", "policy.put", "policy.get", "policy.history", "person.put", "person.get",
                           "person.delete", "payment.apply", "withhold.run", "arrears.compute", "years.compute",
                           "audit.read",
                           "retirement.check", "housing.check", "medical.status"})

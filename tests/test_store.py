@@ -512,8 +512,9 @@ class TestWrites(StoreTest):
     def test_writes_idempotency_durability(self):
         data = self.path("store")
         e = self.open_eval(data)
-        self.assertEqual(e.ok("policy.put", {"policy": POLICY_110}), {"ok": True})
-        self.assertEqual(e.ok("policy.put", {"policy": POLICY_310}), {"ok": True})
+        # SPEC 3.4: each city's first document is its revision 1
+        self.assertEqual(e.ok("policy.put", {"policy": POLICY_110}), {"ok": True, "revision": 1, "warnings": []})
+        self.assertEqual(e.ok("policy.put", {"policy": POLICY_310}), {"ok": True, "revision": 1, "warnings": []})
         pol110 = e.ok("policy.get", {"city": "110000"})
 
         # ---- person.put: results [{id, ok}], a bad person {id, error}, the others stored
@@ -724,7 +725,7 @@ class TestWrites(StoreTest):
                                                             "accounts": [{"id": A, "balance": 1}]})),
                          error_of(3, "month"))
         self.assertEqual(e.ok("withhold.run", {"idem": "wh-bad", "month": 202401, "date": 20240131,
-                                               "accounts": []}), {"results": []})
+                                               "accounts": []}), {"results": [], "policies": {}})
 
         # ---- person.put with idem: a replay does not overwrite later changes
         e_slots = [slot(202401, "110000", "pension", "employee", 500000)]
@@ -1129,7 +1130,8 @@ class TestSpecIdempotency(SpecTest):
                                                                           "amount": 70000}],
                                                       "interrupted": [{"type": "medical", "city": "110000",
                                                                        "owed": 59800}],
-                                                      "balance": 30000}]}])
+                                                      "balance": 30000}],
+                                         "policies": {"110000": 1}}])  # SPEC 3.4: the revision it read
         a_exp[0].update(paid=120000)
         self.assertEqual(e.ok("person.get", {"id": A}), {"person": {"id": A, "slots": a_exp}})
         before = state()
@@ -1604,6 +1606,273 @@ class TestStoreDifferential(StoreTest):
 
 
 # ======================================================================
+
+
+# ---------------------------------------------------------------- policy revisions (SPEC 3.4)
+
+class Lmdb(object):
+    """Just enough of liblmdb through ctypes to write a store as a program from
+    before revisions did (a `policies` record, no `policy_revisions`) and to
+    read the audit log's last record."""
+
+    class Val(__import__("ctypes").Structure):
+        import ctypes as _c
+        _fields_ = [("mv_size", _c.c_size_t), ("mv_data", _c.c_void_p)]
+
+    def __init__(self, path):
+        import ctypes
+        self.c = ctypes
+        self.lib = ctypes.CDLL("liblmdb.so.0")
+        self.env = ctypes.c_void_p()
+        self.check(self.lib.mdb_env_create(ctypes.byref(self.env)))
+        self.check(self.lib.mdb_env_set_maxdbs(self.env, 16))
+        self.check(self.lib.mdb_env_set_mapsize(self.env, ctypes.c_size_t(1 << 30)))
+        os.makedirs(path, exist_ok=True)
+        self.check(self.lib.mdb_env_open(self.env, path.encode(), 0, 0o644))
+
+    def check(self, rc):
+        if rc != 0:
+            raise RuntimeError("lmdb error %d" % rc)
+
+    def _txn(self, name, readonly):
+        c = self.c
+        txn = c.c_void_p()
+        self.check(self.lib.mdb_txn_begin(self.env, None, 0x20000 if readonly else 0, c.byref(txn)))
+        dbi = c.c_uint()
+        self.check(self.lib.mdb_dbi_open(txn, name.encode(), 0 if readonly else 0x40000, c.byref(dbi)))
+        return txn, dbi
+
+    def put(self, name, key, value):
+        c = self.c
+        txn, dbi = self._txn(name, False)
+        kb, vb = c.create_string_buffer(key, len(key)), c.create_string_buffer(value, len(value))
+        k = self.Val(len(key), c.cast(kb, c.c_void_p))
+        v = self.Val(len(value), c.cast(vb, c.c_void_p))
+        self.check(self.lib.mdb_put(txn, dbi, c.byref(k), c.byref(v), 0))
+        self.check(self.lib.mdb_txn_commit(txn))
+
+    def last(self, name):
+        c = self.c
+        txn, dbi = self._txn(name, True)
+        cur = c.c_void_p()
+        self.check(self.lib.mdb_cursor_open(txn, dbi, c.byref(cur)))
+        k, v = self.Val(), self.Val()
+        self.check(self.lib.mdb_cursor_get(cur, c.byref(k), c.byref(v), 6))  # MDB_LAST
+        out = (c.string_at(k.mv_data, k.mv_size), c.string_at(v.mv_data, v.mv_size))
+        self.lib.mdb_cursor_close(cur)
+        self.lib.mdb_txn_abort(txn)
+        return out
+
+    def close(self):
+        self.lib.mdb_env_close(self.env)
+
+
+REV_A = {"city": "110000", "name": "Beijing", "source": "Notice A",
+         "deadline": {"day": 25},
+         "periods": [{"from": 202001, "base_min": 0, "base_max": 10000000,
+                      "rates": {"pension": {"employer": 160000, "individual": 80000, "flexible": 200000}}}]}
+REV_B = dict(REV_A, source="Notice B (correction)",
+             periods=[{"from": 202001, "base_min": 0, "base_max": 10000000,
+                       "rates": {"pension": {"employer": 160000, "individual": 80000, "flexible": 100000}}}])
+P1 = make_id("11010519900101001")
+P2 = make_id("11010519910101001")
+# One flexible pension slot, 202205, base 600000, unpaid; as of 20240310 (SPEC Appendix B, example 1).
+P_SLOTS = [slot(202205, "110000", "pension", "flexible", 600000)]
+# Revision 1 (flexible 200000 ppm), Appendix B example 1: due rh(600000 x 200000 / 10^6) = 120000;
+#   interest 4284 + 4934 + 846 = 10064; total 130064.
+# Revision 2 (flexible 100000 ppm): due rh(600000 x 100000 / 10^6) = 60000;
+#   2022, 7 months: rh(60000 x 61200 x 7 / 12*10^6) = rh(2142.0) = 2142 -> 62142;
+#   2023: rh(62142 x 39700 / 10^6) = rh(2467.04) = 2467 -> 64609;
+#   2024, 3 months: rh(64609 x 26200 x 3 / 12*10^6) = rh(423.19) = 423 -> 65032; interest 5032.
+EXPECT_1 = {"principal": 120000, "interest": 10064, "total": 130064}
+EXPECT_2 = {"principal": 60000, "interest": 5032, "total": 65032}
+
+
+def money(r):
+    return {k: r[k] for k in ("principal", "interest", "total")}
+
+
+class TestPolicyRevisions(StoreTest):
+    def now_ms(self):
+        return int(time.time() * 1000)
+
+    def test_revisions_pinning_history(self):
+        e = self.open_eval(self.path("store"))
+        t0 = self.now_ms()
+        self.assertEqual(e.ok("policy.put", {"policy": REV_A}), {"ok": True, "revision": 1, "warnings": []})
+        self.assertEqual(e.ok("policy.put", {"policy": REV_B}), {"ok": True, "revision": 2, "warnings": []})
+        t1 = self.now_ms()
+        audit = e.ok("server.stats", {})["store"]["audit_records"]
+        # equal to the latest once defaults are filled in: nothing stored, the latest's number
+        b_full = e.ok("policy.get", {"city": "110000"})["policy"]
+        self.assertEqual(e.ok("policy.put", {"policy": b_full}), {"ok": True, "revision": 2, "warnings": []})
+        self.assertEqual(e.ok("policy.put", {"policy": REV_B}), {"ok": True, "revision": 2, "warnings": []})
+        self.assertEqual(e.ok("server.stats", {})["store"]["audit_records"], audit, "an equal put writes nothing")
+
+        e.ok("person.put", {"persons": [{"id": P1, "slots": P_SLOTS}, {"id": P2, "slots": P_SLOTS}]})
+        q = {"as_of": 20240310, "ids": [P1]}
+        r = e.ok("arrears.compute", q)
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_2, {"110000": 2}))
+        r = e.ok("arrears.compute", dict(q, policy_revisions={"110000": 1}))
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_1, {"110000": 1}))
+        r = e.ok("arrears.compute", dict(q, policy_revisions={"110000": 2}))
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_2, {"110000": 2}))
+        # inline persons and a scan pin the same way
+        r = e.ok("arrears.compute", {"as_of": 20240310, "persons": [{"id": P1, "slots": P_SLOTS}],
+                                     "policy_revisions": {"110000": 1}})
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_1, {"110000": 1}))
+        r = e.ok("arrears.compute", {"as_of": 20240310, "scan": {"after": None, "limit": 10},
+                                     "policy_revisions": {"110000": 1}})
+        self.assertEqual([money(x) for x in r["results"]], [EXPECT_1, EXPECT_1])
+        self.assertEqual(r["policies"], {"110000": 1})
+        # a person whose only slot city has no policy read nothing; the error still answers
+        r = e.ok("years.compute", {"as_of": 20240310, "persons": [
+            {"id": P1, "slots": [slot(202205, "310000", "pension", "flexible", 600000)]}]})
+        self.assertEqual((strip_error(r["results"][0]["error"]), r["policies"]), (error_of(4, "310000"), {}))
+        # housing.check reads its city's policy too
+        r = e.ok("housing.check", {"as_of": 20240310, "city": "110000", "persons": [], "policy_revisions":
+                                   {"110000": 1}})
+        self.assertEqual(r, {"results": [], "policies": {"110000": 1}})
+
+        # errors: request-level, after the other parameters
+        for pins, want in (({"110000": 3}, error_of(4, "policy_revisions.110000")),
+                           ({"120000": 1}, error_of(4, "policy_revisions.120000")),
+                           ({"110000": 0}, error_of(3, "policy_revisions.110000")),
+                           ({"110000": -1}, error_of(3, "policy_revisions.110000")),
+                           ({"110000": "1"}, error_of(3, "policy_revisions.110000")),
+                           ({"11000": 1}, error_of(3, "policy_revisions.11000")),
+                           ([["110000", 1]], error_of(3, "policy_revisions")),
+                           ({"%06d" % (100000 + i): 1 for i in range(65)}, error_of(6, "policy_revisions"))):
+            self.assertEqual(strip_error(e.err("arrears.compute", dict(q, policy_revisions=pins))), want, pins)
+        self.assertEqual(strip_error(e.err("arrears.compute", {"as_of": 20240230, "ids": [P1],
+                                                               "policy_revisions": {"110000": 9}})),
+                         error_of(3, "as_of"), "the other parameters first")
+        # 64 cities is the bound itself: each one checked (the first unknown is not_found)
+        pins = {"%06d" % (100000 + i): 1 for i in range(63)}
+        pins["110000"] = 1
+        self.assertEqual(strip_error(e.err("arrears.compute", dict(q, policy_revisions=pins))),
+                         error_of(4, "policy_revisions.100000"))
+
+        # policy.get: latest or named; unknown revision not_found at revision
+        g = e.ok("policy.get", {"city": "110000", "revision": 1})
+        self.assertEqual((g["revision"], g["policy"]["source"]), (1, "Notice A"))
+        self.assertEqual(g["policy"]["periods"][0]["rates"]["pension"]["flexible"], 200000)
+        self.assertTrue(t0 <= g["stored_at"] <= t1, (t0, g["stored_at"], t1))
+        g = e.ok("policy.get", {"city": "110000"})
+        self.assertEqual((g["revision"], g["policy"]["source"]), (2, "Notice B (correction)"))
+        self.assertEqual(strip_error(e.err("policy.get", {"city": "110000", "revision": 3})), error_of(4, "revision"))
+        self.assertEqual(strip_error(e.err("policy.get", {"city": "110000", "revision": 0})), error_of(3, "revision"))
+        self.assertEqual(strip_error(e.err("policy.get", {"city": "120000", "revision": 1})), error_of(4, "120000"))
+
+        # policy.history: ascending, with name and source
+        h = e.ok("policy.history", {"city": "110000"})["revisions"]
+        self.assertEqual([(x["revision"], x["name"], x["source"]) for x in h],
+                         [(1, "Beijing", "Notice A"), (2, "Beijing", "Notice B (correction)")])
+        self.assertTrue(t0 <= h[0]["stored_at"] <= h[1]["stored_at"] <= t1)
+        self.assertEqual(strip_error(e.err("policy.history", {"city": "120000"})), error_of(4, "120000"))
+        self.assertEqual(strip_error(e.err("policy.history", {"city": "12000"})), error_of(3, "city"))
+
+        # source: a string of at most 1024 bytes
+        self.assertEqual(strip_error(e.err("policy.put", {"policy": dict(REV_A, source="s" * 1025)})),
+                         error_of(3, "policy.source"))
+        self.assertEqual(strip_error(e.err("policy.put", {"policy": dict(REV_A, source=7)})),
+                         error_of(3, "policy.source"))
+
+        # withhold.run with policy_revisions: revision 1 owes 120000 for 202205, revision 2 60000
+        wh = {"idem": "wh-rev-1", "month": 202205, "date": 20220531, "accounts": [{"id": P1, "balance": 200000}],
+              "policy_revisions": {"110000": 1}}
+        self.assertEqual(e.ok("withhold.run", wh),
+                         {"results": [{"id": P1, "paid": [{"type": "pension", "city": "110000", "amount": 120000}],
+                                       "interrupted": [], "balance": 80000}], "policies": {"110000": 1}})
+        self.assertEqual(e.ok("withhold.run", {"idem": "wh-rev-2", "month": 202205, "date": 20220531,
+                                               "accounts": [{"id": P2, "balance": 200000}]}),
+                         {"results": [{"id": P2, "paid": [{"type": "pension", "city": "110000", "amount": 60000}],
+                                       "interrupted": [], "balance": 140000}], "policies": {"110000": 2}})
+        # an unknown revision is a request-level error, not recorded under the key
+        self.assertEqual(strip_error(e.err("withhold.run", dict(wh, idem="wh-rev-3", policy_revisions={"110000": 5}))),
+                         error_of(4, "policy_revisions.110000"))
+        self.assertEqual(e.ok("withhold.run", dict(wh, idem="wh-rev-3", accounts=[]))["results"], [])
+        e.close()
+
+        # the audit record of a policy.put names the city and the revision it stored
+        db = Lmdb(self.path("store"))
+        try:
+            e2 = self.open_eval(self.path("store"))
+            self.assertEqual(e2.ok("policy.put", {"policy": dict(REV_A, source="Notice C")})["revision"], 3)
+            e2.close()
+            _key, rec = db.last("audit")
+        finally:
+            db.close()
+        rec = msgpack.unpackb(rec, raw=False)
+        self.assertEqual((rec["method"], rec["city"], rec["revision"]), ("policy.put", "110000", 3))
+
+    def test_warnings_for_ignored_keys(self):
+        e = self.open_eval(self.path("store"))
+        doc = copy.deepcopy(REV_A)
+        doc["periods"][0]["rates"]["pension"] = {"employer": 160000, "individual": 80000, "flexibel": 200000}
+        doc["sourc"] = "typo"
+        doc["housing"] = {"window": 12}
+        self.assertEqual(e.ok("policy.put", {"policy": doc}), {"ok": True, "revision": 1, "warnings": [
+            "policy.sourc: unknown key, ignored",
+            "policy.periods[0].rates.pension.flexibel: unknown key, ignored",
+            "policy.housing.window: unknown key, ignored"]})
+        # what the warning is about: the misspelt rate is 0
+        got = e.ok("policy.get", {"city": "110000"})["policy"]
+        self.assertEqual((got["periods"][0]["rates"]["pension"]["flexible"], got["source"]), (0, "Notice A"))
+        many = dict(REV_A, **{"k%02d" % i: i for i in range(20)})
+        w = e.ok("policy.put", {"policy": many})["warnings"]
+        self.assertEqual(w, ["policy.k%02d: unknown key, ignored" % i for i in range(16)] + ["4 more keys ignored"])
+        e.close()
+
+    def test_memory_revisions_without_store(self):
+        e = self.open_eval(None)
+        self.assertEqual(e.ok("policy.put", {"policy": REV_A})["revision"], 1)
+        self.assertEqual(e.ok("policy.put", {"policy": REV_A})["revision"], 1)
+        self.assertEqual(e.ok("policy.put", {"policy": REV_B})["revision"], 2)
+        p = {"as_of": 20240310, "persons": [{"id": P1, "slots": P_SLOTS}]}
+        r = e.ok("arrears.compute", p)
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_2, {"110000": 2}))
+        r = e.ok("arrears.compute", dict(p, policy_revisions={"110000": 1}))
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_1, {"110000": 1}))
+        self.assertEqual(len(e.ok("policy.history", {"city": "110000"})["revisions"]), 2)
+        # the bound: 1024 revisions in all, then too_large
+        for k in range(3, 1025):
+            self.assertEqual(e.ok("policy.put", {"policy": dict(REV_A, source="n%d" % k)})["revision"], k)
+        self.assertEqual(strip_error(e.err("policy.put", {"policy": dict(REV_A, source="one more")})),
+                         error_of(6, "policy.city"))
+        e.close()
+
+    def test_migration_of_a_store_without_revisions(self):
+        data = self.path("old")
+        # The layout before revisions: `policies` holds city (BE32) -> the document, no `source`.
+        old_doc = {"city": "110000", "name": "Old", "deadline": {"day": 25, "month_offset": 0},
+                   "periods": REV_A["periods"]}
+        db = Lmdb(data)
+        db.put("policies", struct.pack(">I", 110000), msgpack.packb(old_doc))
+        db.close()
+        t0 = self.now_ms()
+        e = self.open_eval(data)
+        h = e.ok("policy.history", {"city": "110000"})["revisions"]
+        t1 = self.now_ms()
+        self.assertEqual([(x["revision"], x["name"], x["source"]) for x in h], [(1, "Old", "")])
+        self.assertTrue(t0 <= h[0]["stored_at"] <= t1, "stored when migrated")
+        r = e.ok("arrears.compute", {"as_of": 20240310, "persons": [{"id": P1, "slots": P_SLOTS}]})
+        self.assertEqual((money(r["results"][0]), r["policies"]), (EXPECT_1, {"110000": 1}))
+        # the same document again (defaults filled): no new revision
+        self.assertEqual(e.ok("policy.put", {"policy": old_doc})["revision"], 1)
+        e.close()
+        e = self.open_eval(data)  # a second open migrates nothing more
+        self.assertEqual(len(e.ok("policy.history", {"city": "110000"})["revisions"]), 1)
+        e.close()
+        # an older program replaced the latest document meanwhile: it becomes the next revision
+        db = Lmdb(data)
+        db.put("policies", struct.pack(">I", 110000), msgpack.packb(dict(old_doc, name="Changed")))
+        db.close()
+        e = self.open_eval(data)
+        h = e.ok("policy.history", {"city": "110000"})["revisions"]
+        self.assertEqual([(x["revision"], x["name"]) for x in h], [(1, "Old"), (2, "Changed")])
+        self.assertEqual(e.ok("policy.get", {"city": "110000"})["revision"], 2)
+        e.close()
 
 
 def main(argv):

@@ -335,8 +335,12 @@ class _Methods:
         return self.call("server.stats", {})
 
     def policy_put(self, policy):
-        """Stores a city's policy; the answer map ({"ok", "revision"?})."""
+        """Stores a city's policy; the answer map ({"ok", "revision", "warnings"})."""
         return self.call("policy.put", {"policy": policy})
+
+    def policy_history(self, city):
+        """A city's revisions, ascending: [{revision, stored_at, name, source}]."""
+        return self.call("policy.history", {"city": city})["revisions"]
 
     def policy_get(self, city, revision=None):
         params = {"city": city}
