@@ -28,6 +28,9 @@ int proto_read_name(const msgpack_object *o, const char *const *names, uint32_t 
  * that is not UTF-8" otherwise). Never echo personal data or secrets (ids,
  * scan.after, idem keys, tokens). Returns buf. */
 const char *proto_found_describe(const msgpack_object *o, bool echo, char *buf, size_t size);
+/* For strings of bounded size, never echoed: "a string of N bytes", "a string
+ * that is not UTF-8", or proto_found_describe of anything else. */
+const char *proto_found_string(const msgpack_object *o, char *buf, size_t size);
 /* proto_invalid_text with found described (strings not echoed / echoed). */
 int proto_invalid(struct proto_error *err, const char *field, const char *expected, const msgpack_object *found,
 		  const char *at_format, ...) __attribute__((format(printf, 5, 6)));

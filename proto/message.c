@@ -192,6 +192,19 @@ const char *proto_found_describe(const msgpack_object *o, bool echo, char *buf, 
 	return buf;
 }
 
+const char *proto_found_string(const msgpack_object *o, char *buf, size_t size)
+{
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
+		return proto_found_describe(o, false, buf, size);
+	}
+	if (!proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+		snprintf(buf, size, "a string that is not UTF-8");
+	} else {
+		snprintf(buf, size, "a string of %" PRIu32 " bytes", o->via.str.size);
+	}
+	return buf;
+}
+
 /* Characters of a UTF-8 string (bytes when it is not UTF-8). */
 static size_t char_count(const char *s, size_t size)
 {
