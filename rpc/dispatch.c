@@ -237,18 +237,20 @@ static void no_period_error(struct proto_error *err, const struct core_policy_se
 	proto_invalid_text(err, "month", expected, found, "%s[%u].slots[%u].month", path, index, slot_index);
 }
 
-/* The slot at index of a timeline (in runs or plain). */
+/* The slot at index (read run by run, as slot_city does). */
 static struct core_slot slot_at(const struct core_timeline *tl, uint32_t index)
 {
 	struct core_timeline_iter it;
-	const struct core_slot *s;
-	uint32_t n = 0;
+	const struct core_run *r;
+	uint32_t first = 0;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL && n < index) {
-		n++;
+	while ((r = core_timeline_next_run(&it)) != NULL && first + r->count <= index) {
+		first += r->count;
 	}
-	ASSERT(s != NULL);
-	return *s;
+	ASSERT(r != NULL);
+	struct core_slot s;
+	core_run_slot(r, index - first, &s);
+	return s;
 }
 
 /* R9: the elect_month range of this person. */

@@ -435,6 +435,28 @@ class Messages(unittest.TestCase):
                 if len(bad) >= 6 and bad != "None":
                     self.assertNotIn(bad, error_of(answer, case[3])["message"], "the id is never echoed")
 
+    def test_stored_person_month_before_the_first_period(self):
+        """R1 on a stored person: the path starts with the selector (Appendix A)."""
+        early = make_id("11010519700615001")
+        text = "month must be on or after 201501, the first period of city 110000, got 201001"
+        cases = [
+            ("put", "person.put", {"persons": [{"id": early, "slots": [slot(month=201001), slot(month=202201)]}]},
+             0, None, None, None),
+            ("ids", "arrears.compute", compute(ids=[ID, early]), 1, INVALID, "ids[1].slots[0].month", text),
+            ("scan", "medical.status", compute(ids=ABSENT, scan={"after": ID, "limit": 5}), 0, INVALID,
+             "scan[0].slots[0].month", text),
+            ("accounts", "withhold.run", {"idem": "r1", "month": 202201, "date": 20240101,
+                                          "accounts": [{"id": early, "balance": 5}]}, 0, INVALID,
+             "accounts[0].slots[0].month", text),
+            ("inline, the second slot", "years.compute", inline(slot(month=202201), slot(month=201001)), 0,
+             INVALID, "persons[0].slots[1].month", text),
+        ]
+        answers = self.run_cases(cases)
+        self.assertEqual(answers[0][3], {"results": [{"id": early, "ok": True}]})
+        for case, answer in zip(cases[1:], answers[1:]):
+            with self.subTest(case[0]):
+                self.check(case, answer)
+
     def test_valid_unknown_id_is_not_found_not_invalid(self):
         # the lookups of stored persons (Appendix A); inline persons are not looked up
         lookups = ("ids[0]", "person.get", "items[i].id", "accounts[i].id")
