@@ -51,6 +51,7 @@ int proto_too_many(struct proto_error *err, const char *field, uint32_t max, uin
 
 /* Expected texts shared by the decoders (ranges of SPEC §2, §2.1). */
 #define PROTO_EXPECT_DATE "a date YYYYMMDD 19000101..21001231"
+#define PROTO_EXPECT_DATE_OR_0 "0 or a date YYYYMMDD 19000101..21001231" /* paid_date */
 #define PROTO_EXPECT_MONTH "a month YYYYMM 195001..209912"
 #define PROTO_EXPECT_CITY "a city code of 6 digits"
 #define PROTO_EXPECT_MONEY "an integer 0..10000000000 fen"

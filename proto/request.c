@@ -196,7 +196,7 @@ static void slot_fields_find(const msgpack_object *map, const msgpack_object *fi
 static const char *const slot_expected[F_COUNT] = {
 	PROTO_EXPECT_MONTH,    PROTO_EXPECT_CITY,  PROTO_EXPECT_TYPE,
 	PROTO_EXPECT_CATEGORY, PROTO_EXPECT_MONEY, PROTO_EXPECT_MONEY,
-	"0 or " PROTO_EXPECT_DATE, PROTO_EXPECT_BOOL,
+	PROTO_EXPECT_DATE_OR_0, PROTO_EXPECT_BOOL,
 };
 enum { RULE_PAID_DATE = F_COUNT + 1, RULE_DEEMED };
 
