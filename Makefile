@@ -82,6 +82,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_examples.py --eval build/asan/arrears
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
 	$(PYTHON) tests/test_store.py --arrears build/asan/arrears
+	$(PYTHON) tests/test_messages.py --arrears build/asan/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/test_hostile.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/test_metrics.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
@@ -93,6 +94,7 @@ e2e: build/arrears build/arrearsd
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
 	$(PYTHON) tests/test_cli.py --arrearsd build/arrearsd --arrears build/arrears
+	$(PYTHON) tests/test_messages.py --arrears build/arrears
 	$(PYTHON) tests/test_client.py --arrears build/arrears
 	$(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 	$(PYTHON) tests/test_pyclient.py --arrearsd build/arrearsd --arrears build/arrears

@@ -246,6 +246,17 @@ struct core_as_of core_as_of_make(int32_t date);
 /* True when id (size bytes) is a valid 18-character resident ID: 17 digits,
  * GB 11643 check character (upper-case X only), birth date valid. */
 bool core_id_valid(const char *id, size_t size);
+/* Why an id is not valid, in the order the checks run (messages name it). */
+enum core_id_fault {
+	CORE_ID_OK,
+	CORE_ID_LENGTH,      /* not 18 bytes */
+	CORE_ID_NOT_DIGIT,   /* one of the first 17 is not a digit: *position 1..17 */
+	CORE_ID_CHECK_CHAR,  /* the 18th is neither a digit nor X (lower-case x included): *position 18 */
+	CORE_ID_CHECK_DIGIT, /* the 18th is not the GB 11643 check character of the first 17 */
+	CORE_ID_BIRTH_DATE,  /* characters 7..14 are not a valid date 19000101..21001231 */
+};
+/* The first fault of id (enum core_id_fault); *position as noted there, else 0. */
+int core_id_check(const char *id, size_t size, uint32_t *position);
 /* Birth month (dense) and default class of a valid id. */
 int32_t core_id_birth_month(const char *id);
 uint8_t core_id_default_class(const char *id);

@@ -39,21 +39,36 @@ static int32_t digits_value(const char *s, uint32_t count)
 	return v;
 }
 
-bool core_id_valid(const char *id, size_t size)
+int core_id_check(const char *id, size_t size, uint32_t *position)
 {
 	static const uint8_t weight[17] = { 7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2 };
 	static const char check[12] = "10X98765432";
+	*position = 0;
 	if (size != CORE_ID_SIZE) {
-		return false;
+		return CORE_ID_LENGTH;
 	}
 	uint32_t sum = 0;
 	for (uint32_t i = 0; i < 17; i++) {
 		if (id[i] < '0' || id[i] > '9') {
-			return false;
+			*position = i + 1;
+			return CORE_ID_NOT_DIGIT;
 		}
 		sum += (uint32_t)(id[i] - '0') * weight[i];
 	}
-	return id[17] == check[sum % 11] && core_date_valid(digits_value(id + 6, 8));
+	if (!(id[17] >= '0' && id[17] <= '9') && id[17] != 'X') {
+		*position = CORE_ID_SIZE;
+		return CORE_ID_CHECK_CHAR;
+	}
+	if (id[17] != check[sum % 11]) {
+		return CORE_ID_CHECK_DIGIT;
+	}
+	return core_date_valid(digits_value(id + 6, 8)) ? CORE_ID_OK : CORE_ID_BIRTH_DATE;
+}
+
+bool core_id_valid(const char *id, size_t size)
+{
+	uint32_t position;
+	return core_id_check(id, size, &position) == CORE_ID_OK;
 }
 
 int32_t core_id_birth_month(const char *id)

@@ -17,4 +17,47 @@ bool proto_read_date(const msgpack_object *o, int32_t *date);
 /* Index of a string among names, -1 when absent, not a string or unknown. */
 int proto_read_name(const msgpack_object *o, const char *const *names, uint32_t name_count);
 
+
+/* Echoed strings are cut to this many bytes (on a character boundary) and "...". */
+#define PROTO_ECHO_BYTES 32u
+/* Describes a found value for an error message, within size bytes (at least
+ * 48): NULL (absent or nil in a map) "nothing", nil "nil", "true"/"false", an
+ * integer its value, "a float", "an array of N", "a map of N", "a binary",
+ * "an extension". A string is "a string" unless echo: then quoted, cut at
+ * PROTO_ECHO_BYTES, when it is UTF-8 without control characters ("a string
+ * that is not UTF-8" otherwise). Never echo personal data or secrets (ids,
+ * scan.after, idem keys, tokens). Returns buf. */
+const char *proto_found_describe(const msgpack_object *o, bool echo, char *buf, size_t size);
+/* For strings of bounded size, never echoed: "a string of N bytes", "a string
+ * that is not UTF-8", or proto_found_describe of anything else. */
+const char *proto_found_string(const msgpack_object *o, char *buf, size_t size);
+/* proto_invalid_text with found described (strings not echoed / echoed). */
+int proto_invalid(struct proto_error *err, const char *field, const char *expected, const msgpack_object *found,
+		  const char *at_format, ...) __attribute__((format(printf, 5, 6)));
+int proto_invalid_echo(struct proto_error *err, const char *field, const char *expected,
+		       const msgpack_object *found, const char *at_format, ...) __attribute__((format(printf, 5, 6)));
+/* proto_id_check of a msgpack value: anything but a string gets the same id message. */
+int proto_id_check_object(const msgpack_object *o, struct proto_error *err, const char *at_format, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The found part of the id message for a string that fails core_id_check
+ * (fault not CORE_ID_OK): "17 characters", "a character other than a digit
+ * at position 5", ... */
+const char *proto_id_fault_describe(const char *s, size_t size, int fault, uint32_t position, char *buf,
+				    size_t buf_size);
+
+/* too_large at the path: "<field> must hold at most <max> entries, got <count>". */
+int proto_too_many(struct proto_error *err, const char *field, uint32_t max, uint32_t count, const char *at_format,
+		   ...) __attribute__((format(printf, 5, 6)));
+
+/* Expected texts shared by the decoders (ranges of SPEC §2, §2.1). */
+#define PROTO_EXPECT_DATE "a date YYYYMMDD 19000101..21001231"
+#define PROTO_EXPECT_DATE_OR_0 "0 or a date YYYYMMDD 19000101..21001231" /* paid_date */
+#define PROTO_EXPECT_MONTH "a month YYYYMM 195001..209912"
+#define PROTO_EXPECT_CITY "a city code of 6 digits"
+#define PROTO_EXPECT_MONEY "an integer 0..10000000000 fen"
+#define PROTO_EXPECT_RATE "a rate 0..1000000 ppm"
+#define PROTO_EXPECT_BOOL "a boolean"
+#define PROTO_EXPECT_TYPE "one of pension, medical, unemployment, injury, maternity"
+#define PROTO_EXPECT_CATEGORY "one of employee, flexible"
+
 #endif

@@ -84,7 +84,12 @@ int proto_json_frame(const char *method, uint32_t msgid, const char *wrap_key, c
 		return PROTO_INVALID_ARGUMENT;
 	}
 	if (wrap_key == NULL && !json_is_object(root)) {
-		snprintf(errbuf, errbuf_size, "params must be a JSON object");
+		static const char *const kinds[] = { [JSON_ARRAY] = "an array", [JSON_STRING] = "a string",
+						     [JSON_INTEGER] = "a number", [JSON_REAL] = "a number",
+						     [JSON_TRUE] = "true", [JSON_FALSE] = "false", [JSON_NULL] = "null" };
+		json_type t = json_typeof(root);
+		snprintf(errbuf, errbuf_size, "params must be a JSON object, got %s",
+			 t < sizeof(kinds) / sizeof(kinds[0]) && kinds[t] != NULL ? kinds[t] : "another value");
 		json_decref(root);
 		return PROTO_INVALID_ARGUMENT;
 	}

@@ -1,4 +1,5 @@
 /* The msgpack-RPC envelope and the small readers every decoder uses. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,23 +28,257 @@ const char *proto_error_name(int code)
 	return error_names[code];
 }
 
+/* A text cut at its size limit may end inside a character: drop the rest. */
+static void utf8_trim(char *s)
+{
+	size_t n = strlen(s);
+	while (n > 0 && !proto_utf8_valid(s, n)) {
+		s[--n] = '\0';
+	}
+}
+
+static void at_set(struct proto_error *err, const char *at_format, va_list ap)
+{
+	err->at[0] = '\0';
+	if (at_format != NULL) {
+		vsnprintf(err->at, sizeof(err->at), at_format, ap);
+		utf8_trim(err->at);
+	}
+}
+
 int proto_error_set(struct proto_error *err, int code, const char *message, const char *at_format, ...)
 {
 	err->code = code;
 	snprintf(err->message, sizeof(err->message), "%s", message);
-	err->at[0] = '\0';
-	if (at_format != NULL) {
-		va_list ap;
-		va_start(ap, at_format);
-		vsnprintf(err->at, sizeof(err->at), at_format, ap);
-		va_end(ap);
-		/* A path cut at its size limit may end inside a character. */
-		size_t n = strlen(err->at);
-		while (n > 0 && !proto_utf8_valid(err->at, n)) {
-			err->at[--n] = '\0';
+	utf8_trim(err->message);
+	va_list ap;
+	va_start(ap, at_format);
+	at_set(err, at_format, ap);
+	va_end(ap);
+	return code;
+}
+
+/* ---- messages that explain: "<field> must be <expected>, got <found>" ---- */
+
+#define FOUND_SIZE 64u /* a found text: an echo of PROTO_ECHO_BYTES, quotes, "..." */
+_Static_assert(FOUND_SIZE >= PROTO_ECHO_BYTES + 8, "an echo fits");
+
+static int invalid_v(struct proto_error *err, const char *field, const char *expected, const char *found,
+		     const char *at_format, va_list ap)
+{
+	err->code = PROTO_INVALID_ARGUMENT;
+	snprintf(err->message, sizeof(err->message), "%s must be %s, got %s", field, expected, found);
+	utf8_trim(err->message);
+	at_set(err, at_format, ap);
+	return PROTO_INVALID_ARGUMENT;
+}
+
+int proto_invalid_text(struct proto_error *err, const char *field, const char *expected, const char *found,
+		       const char *at_format, ...)
+{
+	va_list ap;
+	va_start(ap, at_format);
+	invalid_v(err, field, expected, found, at_format, ap);
+	va_end(ap);
+	return PROTO_INVALID_ARGUMENT;
+}
+
+int proto_invalid(struct proto_error *err, const char *field, const char *expected, const msgpack_object *found,
+		  const char *at_format, ...)
+{
+	char text[FOUND_SIZE];
+	va_list ap;
+	va_start(ap, at_format);
+	invalid_v(err, field, expected, proto_found_describe(found, false, text, sizeof(text)), at_format, ap);
+	va_end(ap);
+	return PROTO_INVALID_ARGUMENT;
+}
+
+int proto_invalid_echo(struct proto_error *err, const char *field, const char *expected,
+		       const msgpack_object *found, const char *at_format, ...)
+{
+	char text[FOUND_SIZE];
+	va_list ap;
+	va_start(ap, at_format);
+	invalid_v(err, field, expected, proto_found_describe(found, true, text, sizeof(text)), at_format, ap);
+	va_end(ap);
+	return PROTO_INVALID_ARGUMENT;
+}
+
+int proto_too_many(struct proto_error *err, const char *field, uint32_t max, uint32_t count, const char *at_format,
+		   ...)
+{
+	err->code = PROTO_TOO_LARGE;
+	snprintf(err->message, sizeof(err->message), "%s must hold at most %" PRIu32 " entries, got %" PRIu32, field,
+		 max, count);
+	utf8_trim(err->message);
+	va_list ap;
+	va_start(ap, at_format);
+	at_set(err, at_format, ap);
+	va_end(ap);
+	return PROTO_TOO_LARGE;
+}
+
+static bool printable(const char *s, size_t size)
+{
+	for (size_t i = 0; i < size; i++) {
+		uint8_t c = (uint8_t)s[i];
+		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+			return false;
 		}
 	}
-	return code;
+	return true;
+}
+
+static void string_describe(const char *s, size_t size, bool echo, char *buf, size_t buf_size)
+{
+	if (!echo) {
+		snprintf(buf, buf_size, "a string");
+	} else if (!proto_utf8_valid(s, size)) {
+		snprintf(buf, buf_size, "a string that is not UTF-8");
+	} else if (!printable(s, size)) {
+		snprintf(buf, buf_size, "a string with control characters or quotes");
+	} else if (size <= PROTO_ECHO_BYTES) {
+		snprintf(buf, buf_size, "\"%.*s\"", (int)size, s);
+	} else {
+		size_t n = PROTO_ECHO_BYTES;
+		while (n > 0 && ((uint8_t)s[n] & 0xc0) == 0x80) { /* s[n] continues a character: cut before it */
+			n--;
+		}
+		snprintf(buf, buf_size, "\"%.*s...\"", (int)n, s);
+	}
+}
+
+const char *proto_found_describe(const msgpack_object *o, bool echo, char *buf, size_t size)
+{
+	ASSERT(size >= 48);
+	if (o == NULL) {
+		snprintf(buf, size, "nothing");
+		return buf;
+	}
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		snprintf(buf, size, "nil");
+		break;
+	case MSGPACK_OBJECT_BOOLEAN:
+		snprintf(buf, size, "%s", o->via.boolean ? "true" : "false");
+		break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		snprintf(buf, size, "%" PRIu64, o->via.u64);
+		break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(buf, size, "%" PRId64, o->via.i64);
+		break;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		snprintf(buf, size, "a float");
+		break;
+	case MSGPACK_OBJECT_STR:
+		string_describe(o->via.str.ptr, o->via.str.size, echo, buf, size);
+		break;
+	case MSGPACK_OBJECT_BIN:
+		snprintf(buf, size, "a binary");
+		break;
+	case MSGPACK_OBJECT_ARRAY:
+		snprintf(buf, size, "an array of %" PRIu32, o->via.array.size);
+		break;
+	case MSGPACK_OBJECT_MAP:
+		snprintf(buf, size, "a map of %" PRIu32, o->via.map.size);
+		break;
+	default:
+		snprintf(buf, size, "an extension");
+		break;
+	}
+	return buf;
+}
+
+const char *proto_found_string(const msgpack_object *o, char *buf, size_t size)
+{
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
+		return proto_found_describe(o, false, buf, size);
+	}
+	if (!proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+		snprintf(buf, size, "a string that is not UTF-8");
+	} else {
+		snprintf(buf, size, "a string of %" PRIu32 " bytes", o->via.str.size);
+	}
+	return buf;
+}
+
+/* Characters of a UTF-8 string (bytes when it is not UTF-8). */
+static size_t char_count(const char *s, size_t size)
+{
+	if (!proto_utf8_valid(s, size)) {
+		return size;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < size; i++) {
+		n += ((uint8_t)s[i] & 0xc0) != 0x80;
+	}
+	return n;
+}
+
+const char *proto_id_fault_describe(const char *s, size_t size, int fault, uint32_t position, char *buf,
+				    size_t buf_size)
+{
+	switch (fault) {
+	case CORE_ID_LENGTH: {
+		size_t n = char_count(s, size);
+		snprintf(buf, buf_size, n == 0 ? "an empty string" : n == 1 ? "1 character" : "%zu characters", n);
+		break;
+	}
+	case CORE_ID_NOT_DIGIT:
+		snprintf(buf, buf_size, "a character other than a digit at position %" PRIu32, position);
+		break;
+	case CORE_ID_CHECK_CHAR:
+		snprintf(buf, buf_size, "a check character other than 0-9 or X");
+		break;
+	case CORE_ID_CHECK_DIGIT:
+		snprintf(buf, buf_size, "18 characters with a wrong check digit");
+		break;
+	default:
+		ASSERT(fault == CORE_ID_BIRTH_DATE);
+		snprintf(buf, buf_size, "18 characters with an invalid birth date");
+		break;
+	}
+	return buf;
+}
+
+static int id_check_v(const char *id, size_t size, struct proto_error *err, const char *at_format, va_list ap)
+{
+	uint32_t position;
+	int fault = core_id_check(id, size, &position);
+	if (fault == CORE_ID_OK) {
+		return PROTO_OK;
+	}
+	char text[FOUND_SIZE];
+	return invalid_v(err, "id", PROTO_ID_EXPECTED, proto_id_fault_describe(id, size, fault, position, text, sizeof(text)),
+			 at_format, ap);
+}
+
+int proto_id_check(const char *id, size_t size, struct proto_error *err, const char *at_format, ...)
+{
+	va_list ap;
+	va_start(ap, at_format);
+	int rc = id_check_v(id, size, err, at_format, ap);
+	va_end(ap);
+	return rc;
+}
+
+int proto_id_check_object(const msgpack_object *o, struct proto_error *err, const char *at_format, ...)
+{
+	va_list ap;
+	va_start(ap, at_format);
+	int rc;
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR) {
+		char text[FOUND_SIZE];
+		rc = invalid_v(err, "id", PROTO_ID_EXPECTED, proto_found_describe(o, false, text, sizeof(text)),
+			       at_format, ap);
+	} else {
+		rc = id_check_v(o->via.str.ptr, o->via.str.size, err, at_format, ap);
+	}
+	va_end(ap);
+	return rc;
 }
 
 /* One zone for every message a dispatch parses, cleared before each:

@@ -1,5 +1,7 @@
 /* policy.put: a city's policy document (SPEC §3.3) decoded, checked in
  * document order, defaults filled field by field. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,9 +12,21 @@
 #define INTEREST_RATES_MAX (INTEREST_YEAR_MAX + 1) /* strictly ascending years allow no more */
 
 
-static int invalid(struct proto_error *err, const char *at)
+/* The field at (a path inside the policy, "deadline.day") must be expected:
+ * invalid_argument at "policy.<at>", the message names the field as at. */
+static int invalid(struct proto_error *err, const char *at, const char *expected, const msgpack_object *found)
 {
-	return proto_error_set(err, PROTO_INVALID_ARGUMENT, "invalid policy field", "policy.%s", at);
+	return proto_invalid(err, at, expected, found, "policy.%s", at);
+}
+
+/* "one of a, b, c" for a list of names. */
+static const char *names_expected(const char *const *names, uint32_t name_count, char *buf, size_t size)
+{
+	size_t n = (size_t)snprintf(buf, size, "one of");
+	for (uint32_t i = 0; i < name_count && n < size; i++) {
+		n += (size_t)snprintf(buf + n, size - n, "%s %s", i == 0 ? "" : ",", names[i]);
+	}
+	return buf;
 }
 
 /* An optional sub-map: NULL when absent; *bad when present but not a map. */
@@ -23,8 +37,15 @@ static const msgpack_object *section(const msgpack_object *policy, const char *k
 	return *bad ? NULL : o;
 }
 
-/* An optional integer field in lo..hi; keeps *v (the default) when absent. */
-static int opt_int(const msgpack_object *map, const char *key, int64_t lo, int64_t hi, uint32_t *v,
+/* A section that is present but not a map. */
+static int bad_section(const msgpack_object *doc, const char *key, struct proto_error *err)
+{
+	return invalid(err, key, "a map", proto_map_get(doc, key));
+}
+
+/* An optional integer field in lo..hi (unit: " ppm", " months", "" ...);
+ * keeps *v (the default) when absent. */
+static int opt_int(const msgpack_object *map, const char *key, int64_t lo, int64_t hi, const char *unit, uint32_t *v,
 		   const char *at, struct proto_error *err)
 {
 	const msgpack_object *o = map == NULL ? NULL : proto_map_get(map, key);
@@ -33,7 +54,9 @@ static int opt_int(const msgpack_object *map, const char *key, int64_t lo, int64
 		return PROTO_OK;
 	}
 	if (!proto_read_int(o, lo, hi, &x)) {
-		return invalid(err, at);
+		char expected[64];
+		snprintf(expected, sizeof(expected), "an integer %" PRId64 "..%" PRId64 "%s", lo, hi, unit);
+		return invalid(err, at, expected, o);
 	}
 	*v = (uint32_t)x;
 	return PROTO_OK;
@@ -43,7 +66,7 @@ static int opt_bool(const msgpack_object *map, const char *key, bool *v, const c
 {
 	const msgpack_object *o = map == NULL ? NULL : proto_map_get(map, key);
 	if (o != NULL && !proto_read_bool(o, v)) {
-		return invalid(err, at);
+		return invalid(err, at, PROTO_EXPECT_BOOL, o);
 	}
 	return PROTO_OK;
 }
@@ -57,15 +80,19 @@ static int opt_names(const msgpack_object *map, const char *key, const char *con
 	if (o == NULL) {
 		return PROTO_OK;
 	}
+	char expected[96];
 	if (o->type != MSGPACK_OBJECT_ARRAY) {
-		return invalid(err, at);
+		return invalid(err, at, "an array of names", o);
 	}
 	uint8_t m = 0;
 	uint8_t n = 0;
 	for (uint32_t i = 0; i < o->via.array.size; i++) {
 		int index = proto_read_name(&o->via.array.ptr[i], names, name_count);
 		if (index < 0) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "unknown name", "policy.%s[%u]", at, i);
+			char field[64];
+			snprintf(field, sizeof(field), "%s[%" PRIu32 "]", at, i);
+			return proto_invalid_echo(err, field, names_expected(names, name_count, expected, sizeof(expected)),
+						  &o->via.array.ptr[i], "policy.%s", field);
 		}
 		if (order != NULL && !(m >> index & 1)) {
 			order[n++] = (uint8_t)index;
@@ -83,7 +110,7 @@ static int decode_rates(const msgpack_object *rates, uint32_t k, struct core_per
 {
 	static const char *const shares[CORE_SHARE_COUNT] = { "employer", "individual", "flexible" };
 	if (rates->type != MSGPACK_OBJECT_MAP) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "rates must be a map", "policy.periods[%u].rates", k);
+		return proto_invalid(err, "rates", "a map of types", rates, "policy.periods[%u].rates", k);
 	}
 	for (uint32_t i = 0; i < rates->via.map.size; i++) {
 		const msgpack_object_kv *kv = &rates->via.map.ptr[i];
@@ -94,17 +121,21 @@ static int decode_rates(const msgpack_object *rates, uint32_t k, struct core_per
 		if (type < 0 || kv->val.type != MSGPACK_OBJECT_MAP) {
 			bool echo = kv->key.type == MSGPACK_OBJECT_STR &&
 				    proto_utf8_valid(kv->key.via.str.ptr, kv->key.via.str.size);
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "unknown type or rates not a map",
-					       "policy.periods[%u].rates%s%.*s", k, echo ? "." : "",
-					       echo ? (int)kv->key.via.str.size : 0, echo ? kv->key.via.str.ptr : "");
+			if (type < 0) {
+				return proto_invalid_echo(err, "a rates key", PROTO_EXPECT_TYPE, &kv->key,
+							  "policy.periods[%u].rates%s%.*s", k, echo ? "." : "",
+							  echo ? (int)kv->key.via.str.size : 0,
+							  echo ? kv->key.via.str.ptr : "");
+			}
+			return proto_invalid(err, core_type_names[type], "a map {employer, individual, flexible}",
+					     &kv->val, "policy.periods[%u].rates.%s", k, core_type_names[type]);
 		}
 		for (uint32_t s = 0; s < CORE_SHARE_COUNT; s++) {
 			const msgpack_object *o = proto_map_get(&kv->val, shares[s]);
 			int64_t v;
 			if (o != NULL && !proto_read_int(o, 0, CORE_RATE_MAX, &v)) {
-				return proto_error_set(err, PROTO_INVALID_ARGUMENT, "rate out of range",
-						       "policy.periods[%u].rates.%s.%s", k, core_type_names[type],
-						       shares[s]);
+				return proto_invalid(err, shares[s], PROTO_EXPECT_RATE, o, "policy.periods[%u].rates.%s.%s",
+						     k, core_type_names[type], shares[s]);
 			}
 			period->rate_ppm[type][s] = o == NULL ? 0 : (uint32_t)v;
 		}
@@ -118,29 +149,39 @@ static int decode_periods(const msgpack_object *o, struct core_period *periods, 
 	for (uint32_t k = 0; k < o->via.array.size; k++) {
 		const msgpack_object *p = &o->via.array.ptr[k];
 		if (p->type != MSGPACK_OBJECT_MAP) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "period must be a map", "policy.periods[%u]", k);
+			return proto_invalid(err, "period", "a map {from, base_min, base_max, rates}", p,
+					     "policy.periods[%u]", k);
 		}
 		int32_t from;
-		if (!proto_read_month(proto_map_get(p, "from"), &from) || (k > 0 && from <= periods[k - 1].from)) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "bad or out-of-order month",
-					       "policy.periods[%u].from", k);
+		const msgpack_object *from_o = proto_map_get(p, "from");
+		if (!proto_read_month(from_o, &from)) {
+			return proto_invalid(err, "from", PROTO_EXPECT_MONTH, from_o, "policy.periods[%u].from", k);
+		}
+		if (k > 0 && from <= periods[k - 1].from) {
+			char expected[64];
+			snprintf(expected, sizeof(expected), "a month after the previous period's %" PRId32,
+				 core_month_yyyymm(periods[k - 1].from));
+			return proto_invalid(err, "from", expected, from_o, "policy.periods[%u].from", k);
 		}
 		ASSERT(k < capacity); /* ascending valid months run out first */
 		struct core_period *period = &periods[k];
 		memset(period, 0, sizeof(*period));
 		period->from = from;
 		int64_t v;
-		if (!proto_read_int(proto_map_get(p, "base_min"), 0, CORE_MONEY_MAX, &v)) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "bad money", "policy.periods[%u].base_min", k);
+		const msgpack_object *min = proto_map_get(p, "base_min");
+		const msgpack_object *max = proto_map_get(p, "base_max");
+		if (!proto_read_int(min, 0, CORE_MONEY_MAX, &v)) {
+			return proto_invalid(err, "base_min", PROTO_EXPECT_MONEY, min, "policy.periods[%u].base_min", k);
 		}
 		period->base_min_fen = v;
-		if (!proto_read_int(proto_map_get(p, "base_max"), 0, CORE_MONEY_MAX, &v)) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "bad money", "policy.periods[%u].base_max", k);
+		if (!proto_read_int(max, 0, CORE_MONEY_MAX, &v)) {
+			return proto_invalid(err, "base_max", PROTO_EXPECT_MONEY, max, "policy.periods[%u].base_max", k);
 		}
 		period->base_max_fen = v;
 		if (period->base_min_fen > period->base_max_fen) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "base_min > base_max",
-					       "policy.periods[%u].base_min", k);
+			char expected[64];
+			snprintf(expected, sizeof(expected), "at most base_max %" PRId64, period->base_max_fen);
+			return proto_invalid(err, "base_min", expected, min, "policy.periods[%u].base_min", k);
 		}
 		const msgpack_object *rates = proto_map_get(p, "rates");
 		if (rates != NULL && decode_rates(rates, k, period, err) != PROTO_OK) {
@@ -157,12 +198,23 @@ static int decode_interest_rates(const msgpack_object *o, struct core_year_rate 
 		const msgpack_object *e = &o->via.array.ptr[k];
 		int64_t year;
 		int64_t ppm;
-		if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-		    !proto_read_int(&e->via.array.ptr[0], 0, INTEREST_YEAR_MAX, &year) ||
-		    !proto_read_int(&e->via.array.ptr[1], 0, CORE_RATE_MAX, &ppm) ||
-		    (k > 0 && year <= rates[k - 1].year)) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "bad or out-of-order [year, ppm]",
-					       "policy.interest.rates[%u]", k);
+		if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2) {
+			return proto_invalid(err, "an interest rate", "[year 0..9999, rate 0..1000000 ppm]", e,
+					     "policy.interest.rates[%u]", k);
+		}
+		if (!proto_read_int(&e->via.array.ptr[0], 0, INTEREST_YEAR_MAX, &year)) {
+			return proto_invalid(err, "an interest rate's year", "an integer 0..9999", &e->via.array.ptr[0],
+					     "policy.interest.rates[%u]", k);
+		}
+		if (!proto_read_int(&e->via.array.ptr[1], 0, CORE_RATE_MAX, &ppm)) {
+			return proto_invalid(err, "an interest rate", PROTO_EXPECT_RATE, &e->via.array.ptr[1],
+					     "policy.interest.rates[%u]", k);
+		}
+		if (k > 0 && year <= rates[k - 1].year) {
+			char expected[48];
+			snprintf(expected, sizeof(expected), "after the previous entry's %" PRId32, rates[k - 1].year);
+			return proto_invalid(err, "an interest rate's year", expected, &e->via.array.ptr[0],
+					     "policy.interest.rates[%u]", k);
 		}
 		ASSERT(k < capacity); /* ascending years in range run out first */
 		rates[k] = (struct core_year_rate){ (int32_t)year, (uint32_t)ppm };
@@ -173,14 +225,17 @@ static int decode_interest_rates(const msgpack_object *o, struct core_year_rate 
 /* city, name, deadline. */
 static int decode_head(const msgpack_object *doc, struct core_policy *p, struct proto_error *err)
 {
-	if (!proto_read_city(proto_map_get(doc, "city"), &p->city)) {
-		return invalid(err, "city");
+	const msgpack_object *city = proto_map_get(doc, "city");
+	if (!proto_read_city(city, &p->city)) {
+		return proto_invalid_echo(err, "city", PROTO_EXPECT_CITY, city, "policy.city");
 	}
 	const msgpack_object *name = proto_map_get(doc, "name");
 	if (name != NULL) {
 		if (name->type != MSGPACK_OBJECT_STR || name->via.str.size > CORE_NAME_MAX ||
 		    !proto_utf8_valid(name->via.str.ptr, name->via.str.size)) {
-			return invalid(err, "name");
+			char found[64];
+			return proto_invalid_text(err, "name", "a UTF-8 string of at most 255 bytes",
+						  proto_found_string(name, found, sizeof(found)), "policy.name");
 		}
 		memcpy(p->name, name->via.str.ptr, name->via.str.size);
 		p->name_size = name->via.str.size;
@@ -196,15 +251,16 @@ static int decode_head(const msgpack_object *doc, struct core_policy *p, struct 
 	}
 	const msgpack_object *deadline = proto_map_get(doc, "deadline");
 	if (deadline == NULL || deadline->type != MSGPACK_OBJECT_MAP) {
-		return invalid(err, "deadline");
+		return invalid(err, "deadline", "a map {day, month_offset}", deadline);
 	}
 	int64_t v;
-	if (!proto_read_int(proto_map_get(deadline, "day"), 1, 31, &v)) {
-		return invalid(err, "deadline.day");
+	const msgpack_object *day = proto_map_get(deadline, "day");
+	if (!proto_read_int(day, 1, 31, &v)) {
+		return invalid(err, "deadline.day", "an integer 1..31", day);
 	}
 	p->deadline_day = (uint8_t)v;
 	uint32_t offset = 0;
-	if (opt_int(deadline, "month_offset", 0, 2, &offset, "deadline.month_offset", err) != PROTO_OK) {
+	if (opt_int(deadline, "month_offset", 0, 2, " months", &offset, "deadline.month_offset", err) != PROTO_OK) {
 		return err->code;
 	}
 	p->deadline_month_offset = (uint8_t)offset;
@@ -222,12 +278,12 @@ static int decode_tail(const msgpack_object *doc, struct core_policy *p, struct 
 			     "interest.types", err) ||
 	    opt_names(s, "categories", core_category_names, CORE_CATEGORY_COUNT, &p->interest_categories, NULL,
 		      NULL, "interest.categories", err) ||
-	    opt_int(s, "default_ppm", 0, CORE_RATE_MAX, &p->interest_default_ppm, "interest.default_ppm", err)) {
-		return bad ? invalid(err, "interest") : err->code;
+	    opt_int(s, "default_ppm", 0, CORE_RATE_MAX, " ppm", &p->interest_default_ppm, "interest.default_ppm", err)) {
+		return bad ? bad_section(doc, "interest", err) : err->code;
 	}
 	if (list != NULL) {
 		if (list->type != MSGPACK_OBJECT_ARRAY) {
-			return invalid(err, "interest.rates");
+			return invalid(err, "interest.rates", "an array of [year, rate]", list);
 		}
 		if (decode_interest_rates(list, rates, rate_capacity, err) != PROTO_OK) {
 			return err->code;
@@ -236,55 +292,61 @@ static int decode_tail(const msgpack_object *doc, struct core_policy *p, struct 
 		p->interest_rate_count = list->via.array.size;
 	}
 	s = section(doc, "late_fee", &bad);
-	if (bad || opt_int(s, "daily_ppm", 0, CORE_DAILY_RATE_MAX, &p->late_fee_daily_ppm, "late_fee.daily_ppm", err) ||
+	if (bad ||
+	    opt_int(s, "daily_ppm", 0, CORE_DAILY_RATE_MAX, " ppm", &p->late_fee_daily_ppm, "late_fee.daily_ppm", err) ||
 	    opt_names(s, "categories", core_category_names, CORE_CATEGORY_COUNT, &p->late_fee_categories, NULL, NULL,
 		      "late_fee.categories", err) ||
 	    opt_bool(s, "cap_at_principal", &p->late_fee_cap_at_principal, "late_fee.cap_at_principal", err)) {
-		return bad ? invalid(err, "late_fee") : err->code;
+		return bad ? bad_section(doc, "late_fee", err) : err->code;
 	}
 	s = section(doc, "backpay", &bad);
 	const msgpack_object *legacy = s == NULL ? NULL : proto_map_get(s, "legacy_before");
-	if (bad || opt_int(s, "direct_max_months", 0, COUNT_MAX, &p->backpay_direct_max_months,
+	if (bad || opt_int(s, "direct_max_months", 0, COUNT_MAX, " months", &p->backpay_direct_max_months,
 			   "backpay.direct_max_months", err) ||
-	    opt_int(s, "verify_max_months", 0, COUNT_MAX, &p->backpay_verify_max_months, "backpay.verify_max_months",
-		    err)) {
-		return bad ? invalid(err, "backpay") : err->code;
+	    opt_int(s, "verify_max_months", 0, COUNT_MAX, " months", &p->backpay_verify_max_months,
+		    "backpay.verify_max_months", err)) {
+		return bad ? bad_section(doc, "backpay", err) : err->code;
 	}
 	if (legacy != NULL && !proto_read_month(legacy, &p->backpay_legacy_before)) {
-		return invalid(err, "backpay.legacy_before");
+		return invalid(err, "backpay.legacy_before", PROTO_EXPECT_MONTH, legacy);
 	}
-	if (opt_int(s, "flexible_window_months", 0, COUNT_MAX, &p->backpay_flexible_window_months,
+	if (opt_int(s, "flexible_window_months", 0, COUNT_MAX, " months", &p->backpay_flexible_window_months,
 		    "backpay.flexible_window_months", err)) {
 		return err->code;
 	}
 	s = section(doc, "housing", &bad);
 	if (bad || opt_names(s, "types", core_type_names, CORE_TYPE_COUNT, &p->housing_types, NULL, NULL,
 			     "housing.types", err) ||
-	    opt_int(s, "window_months", 1, CORE_WINDOW_MAX, &p->housing_window_months, "housing.window_months",
-		    err) ||
-	    opt_int(s, "required_months", 0, COUNT_MAX, &p->housing_required_months, "housing.required_months",
-		    err)) {
-		return bad ? invalid(err, "housing") : err->code;
+	    opt_int(s, "window_months", 1, CORE_WINDOW_MAX, " months", &p->housing_window_months,
+		    "housing.window_months", err) ||
+	    opt_int(s, "required_months", 0, COUNT_MAX, " months", &p->housing_required_months,
+		    "housing.required_months", err)) {
+		return bad ? bad_section(doc, "housing", err) : err->code;
 	}
 	if (p->housing_required_months > p->housing_window_months) {
-		return invalid(err, "housing.required_months");
+		char expected[64];
+		char found[16];
+		snprintf(expected, sizeof(expected), "at most window_months %" PRIu32, p->housing_window_months);
+		snprintf(found, sizeof(found), "%" PRIu32, p->housing_required_months);
+		return proto_invalid_text(err, "housing.required_months", expected, found, "policy.housing.required_months");
 	}
-	if (opt_int(s, "end_offset_months", 0, 12, &p->housing_end_offset_months, "housing.end_offset_months", err) ||
+	if (opt_int(s, "end_offset_months", 0, 12, " months", &p->housing_end_offset_months, "housing.end_offset_months",
+		    err) ||
 	    opt_bool(s, "backpay_counts", &p->housing_backpay_counts, "housing.backpay_counts", err) ||
-	    opt_int(s, "grace_days", 0, COUNT_MAX, &p->housing_grace_days, "housing.grace_days", err)) {
+	    opt_int(s, "grace_days", 0, COUNT_MAX, " days", &p->housing_grace_days, "housing.grace_days", err)) {
 		return err->code;
 	}
 	s = section(doc, "withhold", &bad);
 	if (bad || opt_names(s, "order", core_type_names, CORE_TYPE_COUNT, &(uint8_t){ 0 }, p->withhold_order,
 			     &p->withhold_order_count, "withhold.order", err)) {
-		return bad ? invalid(err, "withhold") : err->code;
+		return bad ? bad_section(doc, "withhold", err) : err->code;
 	}
 	const msgpack_object *mode = s == NULL ? NULL : proto_map_get(s, "mode");
 	if (mode != NULL) {
 		static const char *const modes[] = { "stop", "skip" };
 		int m = proto_read_name(mode, modes, 2);
 		if (m < 0) {
-			return invalid(err, "withhold.mode");
+			return proto_invalid_echo(err, "withhold.mode", "one of stop, skip", mode, "policy.withhold.mode");
 		}
 		p->withhold_mode = (uint8_t)m;
 	}
@@ -305,7 +367,7 @@ struct core_policy *proto_policy_decode(const struct proto_params *params, struc
 {
 	const msgpack_object *doc = proto_map_get((const msgpack_object *)params, "policy");
 	if (doc == NULL || doc->type != MSGPACK_OBJECT_MAP) {
-		proto_error_set(err, PROTO_INVALID_ARGUMENT, "policy must be a map", "policy");
+		proto_invalid(err, "policy", "a map", doc, "policy");
 		return NULL;
 	}
 	return policy_from_object(doc, err);
@@ -359,7 +421,7 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 	int rc = decode_head(doc, p, err);
 	if (rc == PROTO_OK) {
 		if (periods == NULL || periods->type != MSGPACK_OBJECT_ARRAY || periods->via.array.size == 0) {
-			rc = invalid(err, "periods");
+			rc = invalid(err, "periods", "a non-empty array of periods", periods);
 		} else {
 			rc = decode_periods(periods, period_array, period_capacity, err);
 			p->period_count = period_capacity;
@@ -378,8 +440,9 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 
 int proto_city_decode(const struct proto_params *params, const char *key, uint32_t *city, struct proto_error *err)
 {
-	if (!proto_read_city(proto_map_get((const msgpack_object *)params, key), city)) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "city must be 6 digits", "%s", key);
+	const msgpack_object *o = proto_map_get((const msgpack_object *)params, key);
+	if (!proto_read_city(o, city)) {
+		return proto_invalid_echo(err, key, PROTO_EXPECT_CITY, o, "%s", key);
 	}
 	return PROTO_OK;
 }

@@ -13,6 +13,7 @@
 #include "../core/core.h"
 
 #define PROTO_AT_SIZE 96u
+#define PROTO_MESSAGE_SIZE 192u /* an error's message, cut on a character boundary */
 #define PROTO_VERSION "0.1.0"
 
 /* Error codes of SPEC §5. */
@@ -32,12 +33,25 @@ enum proto_code {
 struct proto_error {
 	int code;                /* enum proto_code */
 	char at[PROTO_AT_SIZE];  /* path of the offending field, "" when none */
-	char message[128];
+	char message[PROTO_MESSAGE_SIZE];
 };
 
 const char *proto_error_name(int code);
 /* Fills err and returns code. */
 int proto_error_set(struct proto_error *err, int code, const char *message, const char *at_format, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* invalid_argument at the path, message "<field> must be <expected>, got
+ * <found>" (found: text describing what was there, see proto_found_describe).
+ * Returns PROTO_INVALID_ARGUMENT. */
+int proto_invalid_text(struct proto_error *err, const char *field, const char *expected, const char *found,
+		       const char *at_format, ...) __attribute__((format(printf, 5, 6)));
+/* What every resident-id check expects (SPEC §2.1): one text wherever an id appears. */
+#define PROTO_ID_EXPECTED "an 18-character resident ID with a valid birth date and check digit"
+/* Checks a resident id string wherever one is looked up or stored. PROTO_OK,
+ * or invalid_argument at the path with the one id message, which says what
+ * is wrong and never echoes the id (ids are personal data). */
+int proto_id_check(const char *id, size_t size, struct proto_error *err, const char *at_format, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /* ---- framing: find where one message ends in a byte stream ---- */

@@ -1,29 +1,50 @@
 /* Compute requests: request-level params, then inline persons one at a time
  * (SPEC §2.1, §3.1, Appendix A), first error wins in document order. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-
-static int invalid(struct proto_error *err, const char *message, const char *at)
-{
-	return proto_error_set(err, PROTO_INVALID_ARGUMENT, message, "%s", at);
-}
+#define SCAN_AFTER_EXPECTED "nil or an id prefix: 1..18 digits, the 18th may be X"
 
 /* scan.after: a full id or a prefix of one, so that walkers can split a
- * city by prefix (SPEC §5.1): 1..18 characters, digits, the 18th may be X. */
-static bool scan_after_valid(const char *s, size_t size)
+ * city by prefix (SPEC §5.1): 1..18 characters, digits, the 18th may be X.
+ * PROTO_OK, or invalid_argument saying what is wrong without echoing it. */
+static int scan_after_check(const msgpack_object *after, struct proto_error *err)
 {
+	if (after->type != MSGPACK_OBJECT_STR) {
+		return proto_invalid(err, "scan.after", SCAN_AFTER_EXPECTED, after, "scan.after");
+	}
+	const char *s = after->via.str.ptr;
+	size_t size = after->via.str.size;
+	char text[64];
 	if (size == 0 || size > CORE_ID_SIZE) {
-		return false;
+		return proto_invalid_text(err, "scan.after", SCAN_AFTER_EXPECTED,
+					  proto_id_fault_describe(s, size, CORE_ID_LENGTH, 0, text, sizeof(text)),
+					  "scan.after");
 	}
 	for (size_t i = 0; i < size; i++) {
 		if (!(s[i] >= '0' && s[i] <= '9') && !(i == CORE_ID_SIZE - 1 && s[i] == 'X')) {
-			return false;
+			int fault = i == CORE_ID_SIZE - 1 ? CORE_ID_CHECK_CHAR : CORE_ID_NOT_DIGIT;
+			return proto_invalid_text(err, "scan.after", SCAN_AFTER_EXPECTED,
+						  proto_id_fault_describe(s, size, fault, (uint32_t)i + 1, text,
+									  sizeof(text)),
+						  "scan.after");
 		}
 	}
-	return true;
+	return PROTO_OK;
+}
+
+/* Which of ids, persons, scan a request names: "none of them", "ids and scan", ... */
+static const char *selector_found(bool ids, bool persons, bool scan)
+{
+	static const char *const found[8] = {
+		"none of them", "scan",		  "persons",	     "persons and scan",
+		"ids",		"ids and scan",	  "ids and persons", "ids, persons and scan",
+	};
+	return found[ids << 2 | persons << 1 | scan];
 }
 
 static int decode_selector(const msgpack_object *params, struct proto_compute *out, struct proto_error *err)
@@ -32,25 +53,26 @@ static int decode_selector(const msgpack_object *params, struct proto_compute *o
 	const msgpack_object *persons = proto_map_get(params, "persons");
 	const msgpack_object *scan = proto_map_get(params, "scan");
 	if ((ids != NULL) + (persons != NULL) + (scan != NULL) != 1) {
-		return invalid(err, "exactly one of ids, persons, scan", "persons");
+		return proto_invalid_text(err, "params", "a map with exactly one of ids, persons, scan",
+					  selector_found(ids != NULL, persons != NULL, scan != NULL), "persons");
 	}
 	if (scan != NULL) {
 		out->selector = PROTO_SELECT_SCAN;
 		if (scan->type != MSGPACK_OBJECT_MAP) {
-			return invalid(err, "scan must be a map", "scan");
+			return proto_invalid(err, "scan", "a map {after, limit}", scan, "scan");
 		}
 		const msgpack_object *after = proto_map_get(scan, "after");
 		if (after != NULL) {
-			if (after->type != MSGPACK_OBJECT_STR || !scan_after_valid(after->via.str.ptr, after->via.str.size)) {
-				return invalid(err, "scan.after must be nil, an id or an id prefix (digits, the 18th may be X)",
-					       "scan.after");
+			if (scan_after_check(after, err) != PROTO_OK) {
+				return err->code;
 			}
 			out->scan_after = after->via.str.ptr;
 			out->scan_after_size = after->via.str.size;
 		}
 		int64_t limit;
-		if (!proto_read_int(proto_map_get(scan, "limit"), 1, PROTO_PERSONS_MAX, &limit)) {
-			return invalid(err, "scan.limit must be 1..100000", "scan.limit");
+		const msgpack_object *limit_o = proto_map_get(scan, "limit");
+		if (!proto_read_int(limit_o, 1, PROTO_PERSONS_MAX, &limit)) {
+			return proto_invalid(err, "scan.limit", "an integer 1..100000", limit_o, "scan.limit");
 		}
 		out->scan_limit = (uint32_t)limit;
 		return PROTO_OK;
@@ -59,10 +81,10 @@ static int decode_selector(const msgpack_object *params, struct proto_compute *o
 	const char *name = ids != NULL ? "ids" : "persons";
 	out->selector = ids != NULL ? PROTO_SELECT_IDS : PROTO_SELECT_PERSONS;
 	if (list->type != MSGPACK_OBJECT_ARRAY) {
-		return invalid(err, "must be an array", name);
+		return proto_invalid(err, name, "an array", list, "%s", name);
 	}
 	if (list->via.array.size > PROTO_PERSONS_MAX) {
-		return proto_error_set(err, PROTO_TOO_LARGE, "more than 100000 persons", "%s", name);
+		return proto_too_many(err, name, PROTO_PERSONS_MAX, list->via.array.size, "%s", name);
 	}
 	out->person_count = list->via.array.size;
 	out->list = list;
@@ -77,8 +99,9 @@ int proto_compute_decode(const struct proto_params *params_, uint8_t method, str
 	out->method = method;
 	out->elect_month = -1;
 	int32_t date;
-	if (!proto_read_date(proto_map_get(params, "as_of"), &date)) {
-		return invalid(err, "as_of must be a valid YYYYMMDD date", "as_of");
+	const msgpack_object *as_of = proto_map_get(params, "as_of");
+	if (!proto_read_date(as_of, &date)) {
+		return proto_invalid(err, "as_of", PROTO_EXPECT_DATE, as_of, "as_of");
 	}
 	out->as_of = core_as_of_make(date);
 	if (decode_selector(params, out, err) != PROTO_OK) {
@@ -89,13 +112,13 @@ int proto_compute_decode(const struct proto_params *params_, uint8_t method, str
 	case PROTO_ARREARS:
 		o = proto_map_get(params, "detail");
 		if (o != NULL && !proto_read_bool(o, &out->detail)) {
-			return invalid(err, "detail must be a bool", "detail");
+			return proto_invalid(err, "detail", PROTO_EXPECT_BOOL, o, "detail");
 		}
 		break;
 	case PROTO_RETIREMENT:
 		o = proto_map_get(params, "elect_month");
 		if (o != NULL && !proto_read_month(o, &out->elect_month)) {
-			return invalid(err, "elect_month must be a YYYYMM month", "elect_month");
+			return proto_invalid(err, "elect_month", PROTO_EXPECT_MONTH, o, "elect_month");
 		}
 		break;
 	case PROTO_HOUSING:
@@ -110,19 +133,11 @@ bool proto_compute_id(const struct proto_compute *req, uint32_t index, const cha
 		      struct proto_error *err)
 {
 	const msgpack_object *o = &((const msgpack_object *)req->list)->via.array.ptr[index];
-	if (o->type != MSGPACK_OBJECT_STR) {
-		*id = NULL;
-		*id_size = 0;
-		proto_error_set(err, PROTO_INVALID_ARGUMENT, "id must be a string", "ids[%u]", index);
-		return false;
-	}
-	*id = o->via.str.ptr;
-	*id_size = o->via.str.size;
-	if (!core_id_valid(*id, *id_size)) { /* Appendix A: checked at the lookup, like every stored id */
-		proto_error_set(err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "ids[%u]", index);
-		return false;
-	}
-	return true;
+	bool is_string = o->type == MSGPACK_OBJECT_STR;
+	*id = is_string ? o->via.str.ptr : NULL;
+	*id_size = is_string ? o->via.str.size : 0;
+	/* Appendix A: checked at the lookup, like every stored id */
+	return proto_id_check_object(o, err, "ids[%u]", index) == PROTO_OK;
 }
 
 void proto_person_buf_free(struct proto_person_buf *buf)
@@ -177,11 +192,18 @@ static void slot_fields_find(const msgpack_object *map, const msgpack_object *fi
 	}
 }
 
-/* Checks slot fields in document order; returns the failing field or F_COUNT. */
-static int slot_decode(const msgpack_object *map, struct core_slot *s)
+/* What each slot field must be (SPEC §2, §2.1); the names' are echoed. */
+static const char *const slot_expected[F_COUNT] = {
+	PROTO_EXPECT_MONTH,    PROTO_EXPECT_CITY,  PROTO_EXPECT_TYPE,
+	PROTO_EXPECT_CATEGORY, PROTO_EXPECT_MONEY, PROTO_EXPECT_MONEY,
+	PROTO_EXPECT_DATE_OR_0, PROTO_EXPECT_BOOL,
+};
+enum { RULE_PAID_DATE = F_COUNT + 1, RULE_DEEMED };
+
+/* Checks slot fields in document order; returns the failing field, a
+ * RULE_*, or F_COUNT. */
+static int slot_decode(const msgpack_object *field[F_COUNT], struct core_slot *s)
 {
-	const msgpack_object *field[F_COUNT];
-	slot_fields_find(map, field);
 	int64_t v;
 	int type;
 	int category;
@@ -216,27 +238,50 @@ static int slot_decode(const msgpack_object *map, struct core_slot *s)
 	}
 	switch (core_slot_rules(s)) {
 	case CORE_RULE_PAID_DATE:
-		return F_PAID_DATE;
+		return RULE_PAID_DATE;
 	case CORE_RULE_DEEMED:
-		return F_DEEMED;
+		return RULE_DEEMED;
 	default:
 		return F_COUNT;
 	}
+}
+
+/* The message of a slot that slot_decode rejected (bad), at persons[index].slots[j]. */
+static int slot_invalid(const msgpack_object *field[F_COUNT], const struct core_slot *s, int bad, uint32_t index,
+			uint32_t j, struct proto_error *err)
+{
+	char found[32];
+	if (bad == RULE_PAID_DATE && s->paid_fen == 0) {
+		snprintf(found, sizeof(found), "%" PRId32, s->paid_date);
+		return proto_invalid_text(err, "paid_date", "0 when paid is 0", found, "persons[%u].slots[%u].paid_date",
+					  index, j);
+	}
+	if (bad == RULE_PAID_DATE) {
+		return proto_invalid_text(err, "paid_date", "a date when paid is over 0", "0",
+					  "persons[%u].slots[%u].paid_date", index, j);
+	}
+	if (bad == RULE_DEEMED) {
+		return proto_invalid_text(err, "deemed", "false unless base, paid and paid_date are 0", "true",
+					  "persons[%u].slots[%u].deemed", index, j);
+	}
+	bool echo = bad == F_CITY || bad == F_TYPE || bad == F_CATEGORY;
+	return (echo ? proto_invalid_echo : proto_invalid)(err, slot_fields[bad], slot_expected[bad], field[bad],
+							   "persons[%u].slots[%u].%s", index, j, slot_fields[bad]);
 }
 
 static int person_head(const msgpack_object *o, uint32_t index, struct proto_person *out, const char **id,
 		       size_t *id_size, struct proto_error *err)
 {
 	if (o->type != MSGPACK_OBJECT_MAP) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "person must be a map", "persons[%u]", index);
+		return proto_invalid(err, "person", "a map {id, retire_class, slots}", o, "persons[%u]", index);
 	}
 	const msgpack_object *id_o = proto_map_get(o, "id");
 	if (id_o != NULL && id_o->type == MSGPACK_OBJECT_STR) {
 		*id = id_o->via.str.ptr;
 		*id_size = id_o->via.str.size;
 	}
-	if (*id == NULL || !core_id_valid(*id, *id_size)) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "invalid resident id", "persons[%u].id", index);
+	if (proto_id_check_object(id_o, err, "persons[%u].id", index) != PROTO_OK) {
+		return err->code;
 	}
 	memcpy(out->id, *id, CORE_ID_SIZE);
 	out->id[CORE_ID_SIZE] = '\0';
@@ -246,8 +291,8 @@ static int person_head(const msgpack_object *o, uint32_t index, struct proto_per
 	if (class_o != NULL) {
 		int c = proto_read_name(class_o, core_class_names, CORE_CLASS_COUNT);
 		if (c < 0) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "retire_class must be m60, f55 or f50",
-					       "persons[%u].retire_class", index);
+			return proto_invalid_echo(err, "retire_class", "one of m60, f55, f50", class_o,
+						  "persons[%u].retire_class", index);
 		}
 		out->class_ = (uint8_t)c;
 		out->class_given = true;
@@ -266,11 +311,11 @@ int proto_person_decode(const struct proto_compute *req, uint32_t index, struct 
 	}
 	const msgpack_object *slots = proto_map_get(o, "slots");
 	if (slots == NULL || slots->type != MSGPACK_OBJECT_ARRAY) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "slots must be an array", "persons[%u].slots", index);
+		return proto_invalid(err, "slots", "an array", slots, "persons[%u].slots", index);
 	}
 	uint32_t count = slots->via.array.size;
 	if (count > PROTO_PERSON_SLOTS_MAX) {
-		return proto_error_set(err, PROTO_TOO_LARGE, "too many slots", "persons[%u].slots", index);
+		return proto_too_many(err, "slots", PROTO_PERSON_SLOTS_MAX, count, "persons[%u].slots", index);
 	}
 	if (!person_buf_reserve(buf, count)) {
 		return proto_error_set(err, PROTO_INTERNAL, "out of memory", NULL);
@@ -280,17 +325,21 @@ int proto_person_decode(const struct proto_compute *req, uint32_t index, struct 
 	for (uint32_t j = 0; j < count; j++) {
 		const msgpack_object *so = &slots->via.array.ptr[j];
 		if (so->type != MSGPACK_OBJECT_MAP) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "slot must be a map", "persons[%u].slots[%u]",
-					       index, j);
+			return proto_invalid(err, "slot", "a map", so, "persons[%u].slots[%u]", index, j);
 		}
-		int bad = slot_decode(so, &buf->slots[j]);
+		const msgpack_object *field[F_COUNT];
+		slot_fields_find(so, field);
+		int bad = slot_decode(field, &buf->slots[j]);
 		if (bad != F_COUNT) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "invalid slot field", "persons[%u].slots[%u].%s",
-					       index, j, slot_fields[bad]);
+			return slot_invalid(field, &buf->slots[j], bad, index, j, err);
 		}
 		if (!core_slot_keys_insert(&keys, &buf->slots[j])) {
-			return proto_error_set(err, PROTO_INVALID_ARGUMENT, "duplicate (month, city, type)",
-					       "persons[%u].slots[%u]", index, j);
+			const struct core_slot *s = &buf->slots[j];
+			char found[64];
+			snprintf(found, sizeof(found), "%" PRId32 ", %06" PRIu32 ", %s again", core_month_yyyymm(s->month),
+				 s->city, core_type_names[s->type]);
+			return proto_invalid_text(err, "slot", "a (month, city, type) of its own", found,
+						  "persons[%u].slots[%u]", index, j);
 		}
 	}
 	out->slot_count = count;

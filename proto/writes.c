@@ -1,5 +1,7 @@
 /* Params of the write methods (SPEC §5.1, Appendix A): idempotency keys and
  * their payload digest, person.put/get/delete, payment.apply, withhold.run. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,11 +9,7 @@
 
 #include "internal.h"
 
-
-static int invalid(struct proto_error *err, const char *message, const char *at)
-{
-	return proto_error_set(err, PROTO_INVALID_ARGUMENT, message, "%s", at);
-}
+#define IDEM_EXPECTED "a UTF-8 string of 1..255 bytes"
 
 int proto_idem_decode(const struct proto_params *params, bool required, struct proto_string *key,
 		      struct proto_error *err)
@@ -19,12 +17,14 @@ int proto_idem_decode(const struct proto_params *params, bool required, struct p
 	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "idem");
 	key->ptr = NULL;
 	key->size = 0;
+	char found[64];
 	if (o == NULL) {
-		return required ? invalid(err, "idem key required", "idem") : PROTO_OK;
+		return required ? proto_invalid(err, "idem", IDEM_EXPECTED " (this method requires one)", o, "idem")
+				: PROTO_OK;
 	}
 	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size > IDEM_KEY_BYTES_MAX ||
 	    !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
-		return invalid(err, "idem must be a UTF-8 string of 1..255 bytes", "idem");
+		return proto_invalid_text(err, "idem", IDEM_EXPECTED, proto_found_string(o, found, sizeof(found)), "idem");
 	}
 	key->ptr = o->via.str.ptr;
 	key->size = o->via.str.size;
@@ -152,8 +152,8 @@ bool proto_params_digest(const struct proto_params *params, const char *method, 
 int proto_id_decode(const struct proto_params *params, struct proto_string *id, struct proto_error *err)
 {
 	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "id");
-	if (o == NULL || o->type != MSGPACK_OBJECT_STR || !core_id_valid(o->via.str.ptr, o->via.str.size)) {
-		return invalid(err, "id must be a valid resident id", "id");
+	if (proto_id_check_object(o, err, "id") != PROTO_OK) {
+		return err->code;
 	}
 	id->ptr = o->via.str.ptr;
 	id->size = o->via.str.size;
@@ -166,10 +166,10 @@ static int list_decode(const msgpack_object *params, const char *key, struct pro
 {
 	const msgpack_object *o = proto_map_get(params, key);
 	if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) {
-		return invalid(err, "must be an array", key);
+		return proto_invalid(err, key, "an array", o, "%s", key);
 	}
 	if (o->via.array.size > PROTO_PERSONS_MAX) {
-		return proto_error_set(err, PROTO_TOO_LARGE, "more than 100000 entries", "%s", key);
+		return proto_too_many(err, key, PROTO_PERSONS_MAX, o->via.array.size, "%s", key);
 	}
 	out->items = o;
 	out->count = o->via.array.size;
@@ -198,27 +198,30 @@ int proto_payment_item(const struct proto_list *items, uint32_t i, struct proto_
 {
 	const msgpack_object *o = &((const msgpack_object *)items->items)->via.array.ptr[i];
 	if (o->type != MSGPACK_OBJECT_MAP) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "item must be a map", "items[%u]", i);
+		return proto_invalid(err, "item", "a map {id, month, city, type, amount, date}", o, "items[%u]", i);
 	}
 	const msgpack_object *id = proto_map_get(o, "id");
 	int64_t amount;
 	int type;
 	const char *bad = NULL;
+	const char *expected = NULL;
 	if (id == NULL || id->type != MSGPACK_OBJECT_STR) {
-		bad = "id";
+		return proto_id_check_object(id, err, "items[%u].id", i); /* the id string itself: at the lookup */
 	} else if (!proto_read_month(proto_map_get(o, "month"), &out->month)) {
-		bad = "month";
+		bad = "month", expected = PROTO_EXPECT_MONTH;
 	} else if (!proto_read_city(proto_map_get(o, "city"), &out->city)) {
-		bad = "city";
+		bad = "city", expected = PROTO_EXPECT_CITY;
 	} else if ((type = proto_read_name(proto_map_get(o, "type"), core_type_names, CORE_TYPE_COUNT)) < 0) {
-		bad = "type";
+		bad = "type", expected = PROTO_EXPECT_TYPE;
 	} else if (!proto_read_int(proto_map_get(o, "amount"), 1, CORE_MONEY_MAX, &amount)) {
-		bad = "amount";
+		bad = "amount", expected = "an integer 1..10000000000 fen";
 	} else if (!proto_read_date(proto_map_get(o, "date"), &out->date)) {
-		bad = "date";
+		bad = "date", expected = PROTO_EXPECT_DATE;
 	}
 	if (bad != NULL) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "invalid payment field", "items[%u].%s", i, bad);
+		bool echo = strcmp(bad, "city") == 0 || strcmp(bad, "type") == 0; /* names, not personal data */
+		return (echo ? proto_invalid_echo : proto_invalid)(err, bad, expected, proto_map_get(o, bad),
+								   "items[%u].%s", i, bad);
 	}
 	out->id.ptr = id->via.str.ptr;
 	out->id.size = id->via.str.size;
@@ -230,14 +233,19 @@ int proto_payment_item(const struct proto_list *items, uint32_t i, struct proto_
 int proto_withhold_decode(const struct proto_params *params_, struct proto_withhold *out, struct proto_error *err)
 {
 	const msgpack_object *params = (const msgpack_object *)params_;
-	if (!proto_read_month(proto_map_get(params, "month"), &out->month)) {
-		return invalid(err, "month must be a YYYYMM month", "month");
+	const msgpack_object *month = proto_map_get(params, "month");
+	const msgpack_object *date = proto_map_get(params, "date");
+	if (!proto_read_month(month, &out->month)) {
+		return proto_invalid(err, "month", PROTO_EXPECT_MONTH, month, "month");
 	}
-	if (!proto_read_date(proto_map_get(params, "date"), &out->date)) {
-		return invalid(err, "date must be a valid YYYYMMDD date", "date");
+	if (!proto_read_date(date, &out->date)) {
+		return proto_invalid(err, "date", PROTO_EXPECT_DATE, date, "date");
 	}
 	if (out->month > core_as_of_make(out->date).month) {
-		return invalid(err, "month is after the date's month", "month");
+		char expected[48];
+		snprintf(expected, sizeof(expected), "at most the date's month %" PRId32,
+			 core_month_yyyymm(core_as_of_make(out->date).month));
+		return proto_invalid(err, "month", expected, month, "month");
 	}
 	return list_decode(params, "accounts", &out->accounts, err);
 }
@@ -249,17 +257,17 @@ int proto_withhold_account(const struct proto_withhold *req, uint32_t i, struct 
 	id->ptr = NULL;
 	id->size = 0;
 	if (o->type != MSGPACK_OBJECT_MAP) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "account must be a map", "accounts[%u]", i);
+		return proto_invalid(err, "account", "a map {id, balance}", o, "accounts[%u]", i);
 	}
 	const msgpack_object *id_o = proto_map_get(o, "id");
 	if (id_o == NULL || id_o->type != MSGPACK_OBJECT_STR) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "id must be a string", "accounts[%u].id", i);
+		return proto_id_check_object(id_o, err, "accounts[%u].id", i); /* the id string itself: at the lookup */
 	}
 	id->ptr = id_o->via.str.ptr;
 	id->size = id_o->via.str.size;
-	if (!proto_read_int(proto_map_get(o, "balance"), 0, CORE_MONEY_MAX, balance_fen)) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "balance must be 0..10^10 fen",
-				       "accounts[%u].balance", i);
+	const msgpack_object *balance = proto_map_get(o, "balance");
+	if (!proto_read_int(balance, 0, CORE_MONEY_MAX, balance_fen)) {
+		return proto_invalid(err, "balance", PROTO_EXPECT_MONEY, balance, "accounts[%u].balance", i);
 	}
 	return PROTO_OK;
 }
@@ -297,7 +305,8 @@ int proto_token_decode(const struct proto_params *params, struct proto_string *t
 {
 	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "token");
 	if (o == NULL || o->type != MSGPACK_OBJECT_STR || !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
-		return invalid(err, "token must be a UTF-8 string", "token");
+		char found[64];
+		return proto_invalid_text(err, "token", "a UTF-8 string", proto_found_string(o, found, sizeof(found)), "token");
 	}
 	token->ptr = o->via.str.ptr;
 	token->size = o->via.str.size;

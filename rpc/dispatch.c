@@ -1,5 +1,7 @@
 /* The method table, the compute loop over persons, and write transactions. */
+#include <inttypes.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -581,6 +583,55 @@ static uint32_t slot_city(const struct core_timeline *tl, uint32_t index)
 	return r->first.city;
 }
 
+/* R1: slot s (slot_index of the person at path[index]) has a month before
+ * its city's first period. */
+static void no_period_error(struct proto_error *err, const struct core_policy_set *set, const struct core_slot *s,
+			    const char *path, uint32_t index, uint32_t slot_index)
+{
+	const struct core_policy *p = core_policy_find(set, s->city);
+	ASSERT(p != NULL && p->period_count > 0);
+	char expected[80];
+	char found[16];
+	snprintf(expected, sizeof(expected), "on or after %" PRId32 ", the first period of city %06" PRIu32,
+		 core_month_yyyymm(p->periods[0].from), s->city);
+	snprintf(found, sizeof(found), "%" PRId32, core_month_yyyymm(s->month));
+	proto_invalid_text(err, "month", expected, found, "%s[%u].slots[%u].month", path, index, slot_index);
+}
+
+/* The slot at index (read run by run, as slot_city does). */
+static struct core_slot slot_at(const struct core_timeline *tl, uint32_t index)
+{
+	struct core_timeline_iter it;
+	const struct core_run *r;
+	uint32_t first = 0;
+	core_timeline_iter_init(&it, tl);
+	while ((r = core_timeline_next_run(&it)) != NULL && first + r->count <= index) {
+		first += r->count;
+	}
+	ASSERT(r != NULL);
+	struct core_slot s;
+	core_run_slot(r, index - first, &s);
+	return s;
+}
+
+/* R9: the elect_month range of this person. */
+static void elect_month_error(struct proto_error *err, int32_t birth_month, uint8_t class_, int32_t elect_month)
+{
+	struct core_retirement r;
+	struct core_policy_set none = { 0 };
+	struct core_timeline empty = { 0 };
+	/* Fills original and statutory before it rejects the month. */
+	int rc = core_retirement_check(&none, birth_month, class_, &empty, core_as_of_make(20000101), elect_month, &r);
+	ASSERT(rc == CORE_ERR_ELECT_MONTH);
+	int32_t earliest = r.statutory_month - 36 > r.original_month ? r.statutory_month - 36 : r.original_month;
+	char expected[64];
+	char found[16];
+	snprintf(expected, sizeof(expected), "%" PRId32 "..%" PRId32 " for this person", core_month_yyyymm(earliest),
+		 core_month_yyyymm(r.statutory_month + 36));
+	snprintf(found, sizeof(found), "%" PRId32, core_month_yyyymm(elect_month));
+	proto_invalid_text(err, "elect_month", expected, found, "elect_month");
+}
+
 /* Computes one person and writes its result, or its error. path/index name
  * the person in errors ("persons", 3). */
 static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
@@ -612,8 +663,8 @@ static void compute_one(struct dispatch *d, const struct proto_compute *req, con
 		if (rc == CORE_ERR_NO_POLICY) {
 			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", slot_city(tl, bad));
 		} else {
-			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
-					"%s[%u].slots[%u].month", path, index, bad);
+			struct core_slot s = slot_at(tl, bad);
+			no_period_error(&err, &set, &s, path, index, bad);
 		}
 	}
 	if (rc == CORE_OK) {
@@ -663,10 +714,10 @@ static void compute_one(struct dispatch *d, const struct proto_compute *req, con
 		}
 		}
 		if (rc == CORE_ERR_OVERFLOW) {
-			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "an amount passes 2^53 fen", "overflow");
+			proto_invalid_text(&err, "every amount computed", "at most 2^53 (9007199254740992) fen",
+					   "a larger one", "overflow");
 		} else if (rc == CORE_ERR_ELECT_MONTH) {
-			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "elect_month outside this person's range",
-					"elect_month");
+			elect_month_error(&err, core_id_birth_month(id), class_, req->elect_month);
 		}
 	}
 	if (rc == CORE_ERR_CORRUPT) {
@@ -1343,6 +1394,25 @@ static int stored_slots(struct dispatch *d, const struct store_person *p)
 	return it.corrupt ? STORE_IO : STORE_OK;
 }
 
+/* R13: the payment would carry its slot's paid past CORE_MONEY_MAX. */
+static int paid_cap_error(struct proto_error *err, const struct core_slot *slots, uint32_t slot_count,
+			  const struct proto_payment *pay, uint32_t i)
+{
+	int64_t paid = 0;
+	for (uint32_t k = 0; k < slot_count; k++) {
+		const struct core_slot *s = &slots[k];
+		if (s->month == pay->month && s->city == pay->city && s->type == pay->type) {
+			paid = s->paid_fen;
+		}
+	}
+	char expected[96];
+	char found[24];
+	snprintf(expected, sizeof(expected), "at most %" PRId64 " fen, what keeps the slot's paid within %lld fen",
+		 (int64_t)(CORE_MONEY_MAX - paid), CORE_MONEY_MAX);
+	snprintf(found, sizeof(found), "%" PRId64, pay->amount_fen);
+	return proto_invalid_text(err, "amount", expected, found, "items[%u].amount", i);
+}
+
 static int payment_item(struct dispatch *d, struct store_txn *txn, const struct proto_list *items, uint32_t i)
 {
 	struct proto_payment pay;
@@ -1353,9 +1423,11 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 		proto_write_item_result(d->writer, &err);
 		return STORE_OK;
 	}
-	int found = core_id_valid(pay.id.ptr, pay.id.size) ? store_person_get(txn, pay.id.ptr, pay.id.size, &p) : -1;
+	int found = proto_id_check(pay.id.ptr, pay.id.size, &err, "items[%u].id", i) == PROTO_OK
+			    ? store_person_get(txn, pay.id.ptr, pay.id.size, &p)
+			    : -1;
 	if (found < 0) {
-		rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "items[%u].id", i);
+		rc = PROTO_INVALID_ARGUMENT; /* err says why */
 	} else if (found == STORE_NOT_FOUND) {
 		rc = proto_error_set(&err, PROTO_NOT_FOUND, "no such person", "items[%u].id", i);
 	} else if (found != STORE_OK || stored_slots(d, &p) != STORE_OK) {
@@ -1366,10 +1438,10 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 		if (applied == CORE_ERR_NO_SLOT) {
 			rc = proto_error_set(&err, PROTO_NOT_FOUND, "no such slot", "items[%u]", i);
 		} else if (applied == CORE_ERR_DEEMED) {
-			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "payment into a deemed slot", "items[%u]", i);
+			rc = proto_invalid_text(&err, "item", "a payment into a slot that is not deemed", "a deemed slot",
+						"items[%u]", i);
 		} else if (applied == CORE_ERR_OVERFLOW) {
-			rc = proto_error_set(&err, PROTO_INVALID_ARGUMENT, "the slot's paid would pass 10^10 fen",
-					     "items[%u].amount", i);
+			rc = paid_cap_error(&err, d->slots, n, &pay, i);
 		} else {
 			int put = store_person_put(txn, p.id, p.retire_class, d->slots, n);
 			if (put != STORE_OK) {
@@ -1394,8 +1466,7 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 		proto_write_person_error(d->writer, id.ptr, id.size, &err);
 		return STORE_OK;
 	}
-	if (!core_id_valid(id.ptr, id.size)) {
-		proto_error_set(&err, PROTO_INVALID_ARGUMENT, "not a valid resident id", "accounts[%u].id", i);
+	if (proto_id_check(id.ptr, id.size, &err, "accounts[%u].id", i) != PROTO_OK) {
 		proto_write_person_error(d->writer, id.ptr, id.size, &err);
 		return STORE_OK;
 	}
@@ -1418,8 +1489,7 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 		if (rc == CORE_ERR_NO_POLICY) {
 			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", d->slots[bad].city);
 		} else {
-			proto_error_set(&err, PROTO_INVALID_ARGUMENT, "month before the city's first period",
-					"accounts[%u].slots[%u].month", i, bad);
+			no_period_error(&err, &set, &d->slots[bad], "accounts", i, bad);
 		}
 		proto_write_person_error(d->writer, p.id, CORE_ID_SIZE, &err);
 		return STORE_OK;
@@ -1698,7 +1768,8 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 			write_error(d, env.msgid, PROTO_INTERNAL, "stored policies do not load", NULL);
 			broken = !with_header;
 		} else if (!proto_utf8_valid(env.method, env.method_size)) {
-			write_error(d, env.msgid, PROTO_INVALID_ARGUMENT, "method must be a UTF-8 string", "method");
+			proto_invalid_text(&err, "method", "a UTF-8 string", "a string that is not UTF-8", "method");
+			proto_write_error(d->writer, env.msgid, &err);
 		} else if (!admitted(d, &env, method)) {
 			/* the error is written */
 		} else if (mode == DISPATCH_INLINE && runs_elsewhere(&env, method)) {

@@ -23,6 +23,7 @@
 #include <msgpack.h>
 
 #include "../rpc/dispatch.h"
+#include "../proto/internal.h"
 #include "../proto/proto.h"
 
 #define MSGID 7u
@@ -2114,6 +2115,143 @@ static void test_policy_get_malformed_city_and_known_city(void **state)
 	check_int(dig(R.result, "policy.periods.0.rates.pension.flexible"), 200000);
 }
 
+/* ---- messages that explain: proto_found_describe, proto_invalid, proto_id_check ---- */
+
+static const char *found_of(const msgpack_object *o, bool echo)
+{
+	static char buf[64];
+	memset(buf, 'Z', sizeof(buf));
+	return proto_found_describe(o, echo, buf, sizeof(buf));
+}
+
+static msgpack_object str_object(const char *s, size_t size)
+{
+	msgpack_object o = { .type = MSGPACK_OBJECT_STR };
+	o.via.str.ptr = s;
+	o.via.str.size = (uint32_t)size;
+	return o;
+}
+
+static void test_found_describes_integers_nil_and_containers(void **state)
+{
+	(void)state;
+	msgpack_object o = { .type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = 202513 };
+	assert_string_equal(found_of(&o, false), "202513");
+	o.via.u64 = UINT64_MAX;
+	assert_string_equal(found_of(&o, false), "18446744073709551615");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_NEGATIVE_INTEGER, .via.i64 = -5 };
+	assert_string_equal(found_of(&o, false), "-5");
+	o.via.i64 = INT64_MIN;
+	assert_string_equal(found_of(&o, false), "-9223372036854775808");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_NIL };
+	assert_string_equal(found_of(&o, false), "nil");
+	assert_string_equal(found_of(NULL, false), "nothing"); /* absent, or nil in a map */
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_BOOLEAN, .via.boolean = true };
+	assert_string_equal(found_of(&o, false), "true");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_FLOAT64, .via.f64 = 20240310.0 };
+	assert_string_equal(found_of(&o, false), "a float"); /* an integral float is no integer */
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_ARRAY };
+	o.via.array.size = 3;
+	assert_string_equal(found_of(&o, false), "an array of 3");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_MAP };
+	o.via.map.size = 0;
+	assert_string_equal(found_of(&o, false), "a map of 0");
+	o = (msgpack_object){ .type = MSGPACK_OBJECT_BIN };
+	assert_string_equal(found_of(&o, false), "a binary");
+}
+
+static void test_found_string_is_echoed_only_when_asked_and_cut_within_the_bound(void **state)
+{
+	(void)state;
+	msgpack_object o = str_object("pensio", 6);
+	assert_string_equal(found_of(&o, false), "a string");
+	assert_string_equal(found_of(&o, true), "\"pensio\"");
+	o = str_object("", 0);
+	assert_string_equal(found_of(&o, true), "\"\"");
+	/* PROTO_ECHO_BYTES (32) is kept, one more byte is cut: both sides of the bound. */
+	char long_s[40];
+	memset(long_s, 'p', sizeof(long_s));
+	o = str_object(long_s, 32);
+	assert_string_equal(found_of(&o, true), "\"pppppppppppppppppppppppppppppppp\"");
+	o = str_object(long_s, 33);
+	assert_string_equal(found_of(&o, true), "\"pppppppppppppppppppppppppppppppp...\"");
+	/* The cut never splits a character: 31 bytes, then e-acute (2 bytes) across byte 32. */
+	char utf8[40];
+	memset(utf8, 'p', 31);
+	memcpy(utf8 + 31, "\xc3\xa9\xc3\xa9", 4);
+	o = str_object(utf8, 35);
+	assert_string_equal(found_of(&o, true), "\"ppppppppppppppppppppppppppppppp...\"");
+	o = str_object("\xff\xfe", 2);
+	assert_string_equal(found_of(&o, true), "a string that is not UTF-8"); /* never echoed (SPEC 2.1) */
+	o = str_object("a\nb", 3);
+	assert_string_equal(found_of(&o, true), "a string with control characters or quotes");
+	o = str_object("a\"b", 3);
+	assert_string_equal(found_of(&o, true), "a string with control characters or quotes");
+}
+
+static void test_invalid_message_is_field_expected_found_and_bounded(void **state)
+{
+	(void)state;
+	struct proto_error err;
+	msgpack_object o = { .type = MSGPACK_OBJECT_NEGATIVE_INTEGER, .via.i64 = -5 };
+	assert_int_equal(proto_invalid(&err, "base", "an integer 0..10000000000 fen", &o, "persons[%u].slots[%u].base",
+				       3u, 17u),
+			 PROTO_INVALID_ARGUMENT);
+	assert_int_equal(err.code, PROTO_INVALID_ARGUMENT);
+	assert_string_equal(err.at, "persons[3].slots[17].base");
+	assert_string_equal(err.message, "base must be an integer 0..10000000000 fen, got -5");
+	msgpack_object s = str_object("20240310", 8);
+	proto_invalid(&err, "as_of", "a date YYYYMMDD", &s, "as_of");
+	assert_string_equal(err.message, "as_of must be a date YYYYMMDD, got a string");
+	proto_invalid_echo(&err, "type", "one of pension, medical", &s, "t");
+	assert_string_equal(err.message, "type must be one of pension, medical, got \"20240310\"");
+	/* A long expected text is cut within PROTO_MESSAGE_SIZE, never inside a character. */
+	char expected[400];
+	for (size_t i = 0; i + 2 < sizeof(expected); i += 2) {
+		memcpy(expected + i, "\xc3\xa9", 2);
+	}
+	expected[sizeof(expected) - 2] = '\0';
+	proto_invalid_text(&err, "x", expected, "y", "x");
+	size_t n = strlen(err.message);
+	assert_true(n < PROTO_MESSAGE_SIZE);
+	assert_true(n >= PROTO_MESSAGE_SIZE - 2);
+	assert_true(proto_utf8_valid(err.message, n));
+	assert_memory_equal(err.message, "x must be \xc3\xa9", 12);
+}
+
+static void test_id_check_says_what_is_wrong_without_the_id(void **state)
+{
+	(void)state;
+	struct proto_error err;
+	static const char prefix[] = "id must be " PROTO_ID_EXPECTED ", got ";
+	static const struct {
+		const char *id;
+		const char *found;
+	} cases[] = {
+		{ "110105194912310021", "18 characters with a wrong check digit" }, /* ID_F with 1 for X */
+		{ "11010519491231002", "17 characters" },
+		{ "", "an empty string" },
+		{ "1101a519491231002X", "a character other than a digit at position 5" },
+		{ "11010519491231002x", "a check character other than 0-9 or X" },
+		/* Born 1949-13-31: S = 7+9+0+5+0+20+2+9+24+27+7+27+30+5+0+0+4 = 176,
+		 * 176 mod 11 = 0, "10X98765432"[0] = '1': the check digit is right. */
+		{ "110105194913310021", "18 characters with an invalid birth date" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char want[PROTO_MESSAGE_SIZE];
+		snprintf(want, sizeof(want), "%s%s", prefix, cases[i].found);
+		assert_int_equal(proto_id_check(cases[i].id, strlen(cases[i].id), &err, "items[%u].id", 4u),
+				 PROTO_INVALID_ARGUMENT);
+		assert_string_equal(err.at, "items[4].id");
+		assert_string_equal(err.message, want);
+		if (strlen(cases[i].id) >= 6) {
+			assert_null(strstr(err.message, cases[i].id));
+		}
+	}
+	assert_int_equal(proto_id_check(ID_F, 18, &err, "id"), PROTO_OK);
+	assert_int_equal(proto_id_check(ID_M, 18, &err, "id"), PROTO_OK);
+}
+
 /* ------------------------------------------------------------------------ */
 
 #define T(f) cmocka_unit_test(f)
@@ -2122,6 +2260,10 @@ static void test_policy_get_malformed_city_and_known_city(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		T(test_found_describes_integers_nil_and_containers),
+		T(test_found_string_is_echoed_only_when_asked_and_cut_within_the_bound),
+		T(test_invalid_message_is_field_expected_found_and_bounded),
+		T(test_id_check_says_what_is_wrong_without_the_id),
 		T(test_frame_two_messages_back_to_back_give_first_size),
 		T(test_utf8_valid_accepts_rfc3629_and_rejects_the_rest),
 		T(test_idempotency_digest_compares_params_as_values),
