@@ -244,7 +244,9 @@ static int decode_head(const msgpack_object *doc, struct core_policy *p, struct 
 	if (source != NULL) {
 		if (source->type != MSGPACK_OBJECT_STR || source->via.str.size > CORE_SOURCE_MAX ||
 		    !proto_utf8_valid(source->via.str.ptr, source->via.str.size)) {
-			return invalid(err, "source");
+			char found[64];
+			return proto_invalid_text(err, "source", "a UTF-8 string of at most 1024 bytes",
+						  proto_found_string(source, found, sizeof(found)), "policy.source");
 		}
 		memcpy(p->source, source->via.str.ptr, source->via.str.size);
 		p->source_size = source->via.str.size;

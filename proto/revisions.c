@@ -113,15 +113,17 @@ void proto_policy_warnings(const struct proto_params *params, struct proto_warni
 	}
 }
 
-static int pin_error(struct proto_error *err, const msgpack_object *key, const char *message)
+/* An error at the key's path when the key can be echoed, else at policy_revisions. */
+static int pin_error(struct proto_error *err, const msgpack_object *key, const char *field, const char *expected,
+		     const msgpack_object *found)
 {
 	bool echo = key->type == MSGPACK_OBJECT_STR && key->via.str.size <= WARNING_KEY_BYTES_MAX &&
 		    proto_utf8_valid(key->via.str.ptr, key->via.str.size);
 	if (!echo) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, message, "policy_revisions");
+		return proto_invalid(err, field, expected, found, "policy_revisions");
 	}
-	return proto_error_set(err, PROTO_INVALID_ARGUMENT, message, "policy_revisions.%.*s", (int)key->via.str.size,
-			       key->via.str.ptr);
+	return proto_invalid(err, field, expected, found, "policy_revisions.%.*s", (int)key->via.str.size,
+			     key->via.str.ptr);
 }
 
 int proto_pins_decode(const struct proto_params *params, struct proto_pins *out, struct proto_error *err)
@@ -132,25 +134,23 @@ int proto_pins_decode(const struct proto_params *params, struct proto_pins *out,
 		return PROTO_OK;
 	}
 	if (o->type != MSGPACK_OBJECT_MAP) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "policy_revisions must be a map { city: revision }",
-				       "policy_revisions");
+		return proto_invalid(err, "policy_revisions", "a map {city: revision}", o, "policy_revisions");
 	}
 	if (o->via.map.size > POLICY_PINS_MAX) {
-		return proto_error_set(err, PROTO_TOO_LARGE, "policy_revisions names more than 64 cities",
-				       "policy_revisions");
+		return proto_too_many(err, "policy_revisions", POLICY_PINS_MAX, o->via.map.size, "policy_revisions");
 	}
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object_kv *kv = &o->via.map.ptr[i];
 		uint32_t city;
 		if (!proto_read_city(&kv->key, &city)) {
-			return pin_error(err, &kv->key, "policy_revisions keys must be 6-digit city codes");
+			return pin_error(err, &kv->key, "a policy_revisions key", PROTO_EXPECT_CITY, &kv->key);
 		}
 		if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER || kv->val.via.u64 == 0) {
-			return pin_error(err, &kv->key, "a revision must be a positive integer");
+			return pin_error(err, &kv->key, "a revision", "a positive integer", &kv->val);
 		}
 		for (uint32_t j = 0; j < out->count; j++) {
 			if (out->city[j] == city) {
-				return pin_error(err, &kv->key, "city named twice in policy_revisions");
+				return pin_error(err, &kv->key, "a policy_revisions key", "a city named once", &kv->key);
 			}
 		}
 		out->city[out->count] = city;
@@ -167,7 +167,7 @@ int proto_revision_decode(const struct proto_params *params, uint64_t *revision,
 		return PROTO_OK;
 	}
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 == 0) {
-		return proto_error_set(err, PROTO_INVALID_ARGUMENT, "revision must be a positive integer", "revision");
+		return proto_invalid(err, "revision", "a positive integer", o, "revision");
 	}
 	*revision = o->via.u64;
 	return PROTO_OK;

@@ -320,11 +320,12 @@ int proto_audit_read_decode(const struct proto_params *params_, uint64_t *after,
 	const msgpack_object *a = proto_map_get(params, "after");
 	int64_t v = 0;
 	if (a != NULL && !proto_read_int(a, 0, INT64_MAX, &v)) {
-		return invalid(err, "after must be nil or a sequence number (an integer >= 0)", "after");
+		return proto_invalid(err, "after", "nil or a sequence number (an integer >= 0)", a, "after");
 	}
 	*after = (uint64_t)v;
-	if (!proto_read_int(proto_map_get(params, "limit"), 1, PROTO_AUDIT_LIMIT_MAX, &v)) {
-		return invalid(err, "limit must be an integer 1..10000", "limit");
+	const msgpack_object *l = proto_map_get(params, "limit");
+	if (!proto_read_int(l, 1, PROTO_AUDIT_LIMIT_MAX, &v)) {
+		return proto_invalid(err, "limit", "an integer 1..10000", l, "limit");
 	}
 	*limit = (uint32_t)v;
 	return PROTO_OK;
