@@ -156,6 +156,9 @@ struct verify {
 	uint64_t problems;
 	uint64_t audit_last; /* the last audit sequence seen, 0 before the first */
 	uint64_t idem_legacy;
+	uint32_t revision_city; /* the city and number of the last revision seen */
+	uint32_t revision_last;
+	struct store_txn *txn;
 };
 
 static void problem(struct verify *v, const char *key, const char *what)
@@ -211,6 +214,43 @@ static int verify_policy(void *ctx, const uint8_t *key, size_t key_size, const u
 		problem(v, city, "the policy does not parse");
 	} else if (policy->city != code) {
 		problem(v, city, "the policy names another city than its key");
+	}
+	free(policy);
+	struct store_revision latest;
+	int rc = key_size == 4 ? store_revision_get(v->txn, code, 0, &latest) : STORE_NOT_FOUND;
+	if (rc != STORE_OK) {
+		problem(v, city, "the policy has no revision in policy_revisions");
+	} else if (latest.doc_size != value_size || memcmp(latest.doc, value, value_size) != 0) {
+		problem(v, city, "the policy differs from its latest revision");
+	}
+	return 0;
+}
+
+/* Every revision parses and names its city; a city's revisions run 1, 2, ... without a gap. */
+static int verify_revision(void *ctx, const uint8_t *key, size_t key_size, const uint8_t *value, size_t value_size)
+{
+	struct verify *v = ctx;
+	v->records++;
+	if (key_size != 8 || value_size < 8) {
+		problem(v, "(bad key)", "a revision's key is not city and number, or its value has no time");
+		return 0;
+	}
+	uint32_t code = (uint32_t)key[0] << 24 | (uint32_t)key[1] << 16 | (uint32_t)key[2] << 8 | key[3];
+	uint32_t revision = (uint32_t)key[4] << 24 | (uint32_t)key[5] << 16 | (uint32_t)key[6] << 8 | key[7];
+	char at[32];
+	snprintf(at, sizeof(at), "%06u revision %u", code, revision);
+	uint32_t expected = code == v->revision_city ? v->revision_last + 1 : 1;
+	if (revision != expected) {
+		problem(v, at, "the revisions of the city have a gap");
+	}
+	v->revision_city = code;
+	v->revision_last = revision;
+	struct proto_error err;
+	struct core_policy *policy = proto_policy_from_doc(value + 8, value_size - 8, &err);
+	if (policy == NULL) {
+		problem(v, at, "the revision does not parse");
+	} else if (policy->city != code) {
+		problem(v, at, "the revision names another city than its key");
 	}
 	free(policy);
 	return 0;
@@ -285,6 +325,7 @@ static const struct {
 	{ "policies", verify_policy },
 	{ "idem", verify_idem },
 	{ "audit", verify_audit },
+	{ "policy_revisions", verify_revision },
 };
 
 int ops_verify_command(int argc, char **argv)
@@ -299,6 +340,7 @@ int ops_verify_command(int argc, char **argv)
 	struct store_txn *txn;
 	struct verify v = { 0 };
 	int rc = store_read_begin(store, &txn);
+	v.txn = txn;
 	for (uint32_t t = 0; rc == STORE_OK && store_table_name(t) != NULL; t++) {
 		const char *name = store_table_name(t);
 		size_t k = 0;

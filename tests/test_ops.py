@@ -319,6 +319,16 @@ class TestBackupVerify(ServerTest):
         self.assertEqual(v.returncode, 1)
         self.assertIn("audit: seq 3: a gap in the sequence: the previous record is 1", v.stdout.decode())
         self.assertEqual(len(v.stdout.decode().splitlines()), 1)
+        # a revision 2 of a city without revision 1, whose document is not a policy
+        db = Lmdb(data)
+        db.change("policy_revisions", (990000).to_bytes(4, "big") + (2).to_bytes(4, "big"), bytes(8) + b"\xc0")
+        db.close()
+        v = arrears("verify", "--data", data, check=False)
+        self.assertEqual(v.returncode, 1)
+        self.assertEqual(v.stdout.decode().splitlines(), [
+            "audit: seq 3: a gap in the sequence: the previous record is 1",
+            "policy_revisions: 990000 revision 2: the revisions of the city have a gap",
+            "policy_revisions: 990000 revision 2: the revision does not parse"])
 
 
 class TestRetention(ServerTest):
