@@ -157,10 +157,9 @@ int main(int argc, char **argv)
 		return cmd_gen(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "audit") == 0 || strcmp(cmd, "backup") == 0 || strcmp(cmd, "verify") == 0) {
-		int status = cmd[0] == 'a'   ? ops_audit_command(argc - 2, argv + 2)
-			     : cmd[0] == 'b' ? ops_backup_command(argc - 2, argv + 2)
-					     : ops_verify_command(argc - 2, argv + 2);
-		return status == 2 ? usage(stderr) : status;
+		return cmd[0] == 'a'   ? ops_audit_command(argc - 2, argv + 2)
+		       : cmd[0] == 'b' ? ops_backup_command(argc - 2, argv + 2)
+				       : ops_verify_command(argc - 2, argv + 2);
 	}
 	if (flag_is_help(cmd) || strcmp(cmd, "help") == 0) {
 		return usage(stdout);

@@ -81,37 +81,76 @@ static int audit_page(struct dispatch *d, uint64_t after, uint32_t limit, uint64
 	return 0;
 }
 
+static const char usage_audit[] =
+	"usage: arrears audit --data DIR [--after SEQ] [--limit N]\n"
+	"  the audit log's records after SEQ (default 0: all), one JSON object a line.\n";
+static const char usage_backup[] =
+	"usage: arrears backup --data DIR OUT\n"
+	"  a consistent compacted copy of the store in DIR (live or not) into OUT/data.mdb; never overwrites.\n";
+static const char usage_verify[] =
+	"usage: arrears verify --data DIR\n"
+	"  walks every record of the store in DIR; prints each problem (ids masked), exits 1 when there is one.\n";
+
+/* --data DIR and at most `positional` arguments; --help. -1: go on; else the exit status. */
+static int ops_args(const char *prog, const char *usage, int argc, char **argv, const char **data,
+		    const char **positional_out, int positional)
+{
+	int positionals = 0;
+	for (int i = 0; i < argc; i++) {
+		if (flag_is_help(argv[i])) {
+			fputs(usage, stdout);
+			return 0;
+		}
+	}
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--data") == 0) {
+			if (i + 1 >= argc) {
+				return flag_missing_value(prog, argv[i]);
+			}
+			*data = argv[++i];
+		} else if (strcmp(argv[i], "--after") == 0 || strcmp(argv[i], "--limit") == 0) {
+			i++; /* audit's own, read by the caller */
+			if (i >= argc) {
+				return flag_missing_value(prog, argv[i - 1]);
+			}
+		} else if (argv[i][0] != '-' && positionals < positional) {
+			positional_out[positionals++] = argv[i];
+		} else {
+			return flag_unknown(prog, argv[i]);
+		}
+	}
+	if (*data == NULL) {
+		return flag_required(prog, "--data DIR");
+	}
+	if (positionals < positional) {
+		return flag_required(prog, "OUT");
+	}
+	return -1;
+}
+
 int ops_audit_command(int argc, char **argv)
 {
 	const char *data = NULL;
 	uint64_t after = 0;
 	uint64_t limit = UINT64_MAX;
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
-			data = argv[++i];
-		} else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc) {
-			if (!flag_u64("arrears audit", argv[i], argv[i + 1], 0, INT64_MAX, &after)) {
-				return 2;
-			}
-			i++;
-		} else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
-			if (!flag_u64("arrears audit", argv[i], argv[i + 1], 1, INT64_MAX, &limit)) {
-				return 2;
-			}
-			i++;
-		} else {
+	int status = ops_args("arrears audit", usage_audit, argc, argv, &data, NULL, 0);
+	if (status >= 0) {
+		return status;
+	}
+	for (int i = 0; i + 1 < argc; i++) {
+		if (strcmp(argv[i], "--after") == 0 && !flag_u64("arrears audit", argv[i], argv[i + 1], 0, INT64_MAX, &after)) {
 			return 2;
 		}
-	}
-	if (data == NULL) {
-		return 2;
+		if (strcmp(argv[i], "--limit") == 0 && !flag_u64("arrears audit", argv[i], argv[i + 1], 1, INT64_MAX, &limit)) {
+			return 2;
+		}
 	}
 	struct store *store;
 	if (open_store("arrears audit", data, &store) != 0) {
 		return 1;
 	}
 	struct dispatch *d = dispatch_new(store, NULL);
-	int status = d == NULL;
+	status = d == NULL;
 	uint64_t printed = 0;
 	while (status == 0 && printed < limit) {
 		uint64_t want = limit - printed;
@@ -130,21 +169,24 @@ int ops_audit_command(int argc, char **argv)
 
 int ops_backup_command(int argc, char **argv)
 {
-	if (argc != 3 || strcmp(argv[0], "--data") != 0) {
-		return 2;
+	const char *data = NULL;
+	const char *out = NULL;
+	int status = ops_args("arrears backup", usage_backup, argc, argv, &data, &out, 1);
+	if (status >= 0) {
+		return status;
 	}
 	struct store *store;
-	if (open_store("arrears backup", argv[1], &store) != 0) {
+	if (open_store("arrears backup", data, &store) != 0) {
 		return 1;
 	}
 	char err[512];
-	int rc = store_backup(store, argv[2], err, sizeof(err));
+	int rc = store_backup(store, out, err, sizeof(err));
 	store_close(store);
 	if (rc != STORE_OK) {
 		fprintf(stderr, "arrears backup: %s\n", err);
 		return 1;
 	}
-	fprintf(stderr, "arrears backup: %s/data.mdb written (compacted, fsynced)\n", argv[2]);
+	fprintf(stderr, "arrears backup: %s/data.mdb written (compacted, fsynced)\n", out);
 	return 0;
 }
 
@@ -330,11 +372,13 @@ static const struct {
 
 int ops_verify_command(int argc, char **argv)
 {
-	if (argc != 2 || strcmp(argv[0], "--data") != 0) {
-		return 2;
+	const char *data = NULL;
+	int status = ops_args("arrears verify", usage_verify, argc, argv, &data, NULL, 0);
+	if (status >= 0) {
+		return status;
 	}
 	struct store *store;
-	if (open_store("arrears verify", argv[1], &store) != 0) {
+	if (open_store("arrears verify", data, &store) != 0) {
 		return 1;
 	}
 	struct store_txn *txn;

@@ -69,7 +69,7 @@ def slot(month, city, typ, cat, base, paid, paid_date, deemed=False):
 
 
 class Help(unittest.TestCase):
-    SUBCOMMANDS = ["eval", "import", "gen", "call", "show"]
+    SUBCOMMANDS = ["eval", "import", "gen", "call", "show", "audit", "backup", "verify"]
 
     def test_every_subcommand_has_help_on_stdout_exit_0(self):
         for sub in self.SUBCOMMANDS:
@@ -109,6 +109,12 @@ class Help(unittest.TestCase):
             ([ARREARS, "show", A, "--color"], "unknown flag '--color'"),
             ([ARREARS, "show", A, "--as-of", "20230230"], "--as-of must be a date"),
             ([ARREARS, "frob"], "unknown command 'frob'"),
+            ([ARREARS, "audit", "--data", "d", "--after"], "--after needs a value"),
+            ([ARREARS, "audit", "--limit", "0", "--data", "d"], "--limit must be an integer"),
+            ([ARREARS, "audit"], "--data DIR is required"),
+            ([ARREARS, "backup", "--data", "d"], "OUT is required"),
+            ([ARREARS, "backup", "--data", "d", "o", "p"], "unexpected argument 'p'"),
+            ([ARREARS, "verify", "--data", "d", "--fix"], "unknown flag '--fix'"),
             ([ARREARSD, "--bogus", "1"], "unknown flag '--bogus'"),
             ([ARREARSD, "--bogus"], "unknown flag '--bogus'"),
             ([ARREARSD, "--threads"], "--threads needs a value"),
