@@ -9,7 +9,7 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
-PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev libmicrohttpd-dev python3 python3-msgpack python3-prometheus-client
+PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev valgrind libmicrohttpd-dev python3 python3-msgpack python3-prometheus-client
 
 # The request path every front end shares; the server links only this, its
 # loop and cli/flags.c. JSON (proto/json.c), the generator, import and the
@@ -17,7 +17,7 @@ PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev
 RPC_SRC  := $(wildcard core/*.c fault/*.c store/*.c rpc/*.c) $(filter-out proto/json.c,$(wildcard proto/*.c))
 TOOL_SRC := proto/json.c $(filter-out cli/arrears_main.c,$(wildcard cli/*.c)) $(wildcard gen/*.c import/*.c)
 LIB_SRC  := $(RPC_SRC) $(TOOL_SRC)
-HEADERS  := $(wildcard core/*.h fault/*.h proto/*.h store/*.h rpc/*.h io/*.h cli/*.h gen/*.h import/*.h)
+HEADERS  := $(wildcard bench/*.h core/*.h fault/*.h proto/*.h store/*.h rpc/*.h io/*.h cli/*.h gen/*.h import/*.h)
 RPC_OBJ  := $(RPC_SRC:%.c=build/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_RPC_OBJ := $(RPC_SRC:%.c=build/asan/obj/%.o)
@@ -26,7 +26,7 @@ RPC_LIBS := -lmsgpackc -llmdb -lsodium
 LIBS     := $(RPC_LIBS) -ljansson -lcsv
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run demo test unit sanitize e2e bench bench-load clean install uninstall
+.PHONY: all deps run demo test unit sanitize e2e guard bench bench-load clean install uninstall
 .SECONDARY:
 
 all: build/arrears build/arrearsd
@@ -67,8 +67,21 @@ build/asan/arrearsd: $(SAN_RPC_OBJ) build/asan/obj/cli/flags.o build/asan/obj/io
 build/asan/test_%: build/asan/obj/tests/test_%.o $(SAN_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(LIBS) -lcmocka
 
-build/bench_core: bench/bench_core.cc $(LIB_OBJ)
+build/bench_core: bench/bench_core.cc build/obj/bench/fixture.o $(LIB_OBJ)
 	$(CXX) -std=c++17 -O2 -g $(WARN) -o $@ $^ $(LIBS) -lbenchmark -lpthread
+
+# The instruction guard's workloads, and the same with the core built at -O0:
+# the deliberately slowed build the guard's own test must see fail.
+SLOW_OBJ := $(patsubst build/obj/core/%,build/slow/obj/core/%,$(LIB_OBJ))
+build/slow/obj/core/%.o: core/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O0 -c -o $@ $<
+
+build/guard: build/obj/bench/guard.o build/obj/bench/fixture.o $(LIB_OBJ)
+	$(CC) $(OPT) -o $@ $^ $(LIBS)
+
+build/guard-slow: build/obj/bench/guard.o build/obj/bench/fixture.o $(SLOW_OBJ)
+	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
 build/load: bench/load.c
 	@mkdir -p build
@@ -108,7 +121,11 @@ e2e: build/arrears build/arrearsd
 	ARREARSD_RING=plain $(PYTHON) tests/test_server.py --arrearsd build/arrearsd --arrears build/arrears
 
 test: deps
-	$(MAKE) --no-print-directory unit e2e sanitize fuzz-brief
+	$(MAKE) --no-print-directory unit e2e sanitize fuzz-brief guard
+
+# Instructions per slot of the core and the request path against bench/budgets.json.
+guard: build/guard build/guard-slow
+	$(PYTHON) tests/test_guard.py
 
 # The server on the README's defaults, with a small generated city loaded.
 # make run HOST=:: PORT=7421 DATA=/srv/arrears (HOST: an address or a name).

@@ -16,73 +16,27 @@ extern "C" {
 #include "../gen/gen.h"
 #include "../gen/gen_cmd.h"
 #include "../store/store.h"
+#include "fixture.h"
 #include <msgpack.h>
 }
 
 namespace {
 
-constexpr int kYears = 30;
-constexpr uint32_t kCity = 110000;
+constexpr uint32_t kCity = BENCH_CITY;
 
-// A Beijing-like policy: one period, deadline the 25th, default sections.
+// The fixture's policy (bench/fixture.c).
 struct Policy {
 	core_period period{};
-	core_year_rate rates[3] = { { 2022, 61200 }, { 2023, 39700 }, { 2024, 26200 } };
 	core_policy *policy = static_cast<core_policy *>(std::calloc(1, sizeof(core_policy)));
 
-	Policy()
-	{
-		period.from = 1990 * 12;
-		period.base_min_fen = 300000;
-		period.base_max_fen = 3000000;
-		for (int t = 0; t < CORE_TYPE_COUNT; t++) {
-			period.rate_ppm[t][CORE_SHARE_EMPLOYER] = 100000;
-			period.rate_ppm[t][CORE_SHARE_INDIVIDUAL] = 20000;
-			period.rate_ppm[t][CORE_SHARE_FLEXIBLE] = 120000;
-		}
-		core_policy &p = *policy;
-		p.city = kCity;
-		p.deadline_day = 25;
-		p.period_count = 1;
-		p.periods = &period;
-		p.interest_types = 1u << CORE_PENSION;
-		p.interest_categories = 1u << CORE_FLEXIBLE;
-		p.interest_default_ppm = 25000;
-		p.interest_rate_count = 3;
-		p.interest_rates = rates;
-		p.late_fee_daily_ppm = 500;
-		p.late_fee_categories = 1u << CORE_EMPLOYEE;
-		p.backpay_direct_max_months = 3;
-		p.backpay_verify_max_months = 60;
-		p.backpay_legacy_before = 2011 * 12 + 6;
-		p.housing_types = 1u << CORE_PENSION;
-		p.housing_window_months = 60;
-		p.housing_required_months = 60;
-		p.housing_end_offset_months = 1;
-		core_policy_prepare(policy);
-	}
+	Policy() { bench_policy(policy, &period); }
 	~Policy() { std::free(policy); }
 };
 
-// Slots in store order (type, city, month); every 20th month unpaid.
 std::vector<core_slot> Timeline()
 {
-	std::vector<core_slot> slots;
-	for (int t = 0; t < CORE_TYPE_COUNT; t++) {
-		for (int i = 0; i < kYears * 12; i++) {
-			core_slot s{};
-			s.month = 1995 * 12 + i;
-			s.city = kCity;
-			s.type = static_cast<uint8_t>(t);
-			s.category = t < 2 ? CORE_FLEXIBLE : CORE_EMPLOYEE;
-			s.base_fen = 800000 + (i / 12) * 20000; // yearly base growth
-			bool unpaid = (i + 7 * t) % 20 == 0;
-			s.paid_fen = unpaid ? 0 : 1000000; // at least any due
-			int year = s.month / 12, month = s.month % 12 + 1;
-			s.paid_date = unpaid ? 0 : year * 10000 + month * 100 + 20;
-			slots.push_back(s);
-		}
-	}
+	std::vector<core_slot> slots(BENCH_SLOTS);
+	bench_timeline(slots.data());
 	return slots;
 }
 
@@ -224,32 +178,13 @@ void BM_core_stored_person_arrears(benchmark::State &state)
 }
 BENCHMARK(BM_core_stored_person_arrears);
 
-void PackStr(msgpack_packer *pk, const char *s)
-{
-	size_t n = std::strlen(s);
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-void PackInt(msgpack_packer *pk, const char *key, int64_t v)
-{
-	PackStr(pk, key);
-	msgpack_pack_int64(pk, v);
-}
+void PackStr(msgpack_packer *pk, const char *s) { bench_pack_str(pk, s); }
+void PackInt(msgpack_packer *pk, const char *key, int64_t v) { bench_pack_int(pk, key, v); }
+void PackRequest(msgpack_packer *pk, uint32_t msgid, const char *method) { bench_pack_request(pk, msgid, method); }
 
 std::vector<uint8_t> Frame(const msgpack_sbuffer &sb)
 {
 	return std::vector<uint8_t>(sb.data, sb.data + sb.size);
-}
-
-// [0, msgid, method, [ ...: the params map follows.
-void PackRequest(msgpack_packer *pk, uint32_t msgid, const char *method)
-{
-	msgpack_pack_array(pk, 4);
-	msgpack_pack_int(pk, 0);
-	msgpack_pack_uint32(pk, msgid);
-	PackStr(pk, method);
-	msgpack_pack_array(pk, 1);
 }
 
 std::vector<uint8_t> PolicyPut()
@@ -258,30 +193,7 @@ std::vector<uint8_t> PolicyPut()
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	PackRequest(&pk, 1, "policy.put");
-	msgpack_pack_map(&pk, 1);
-	PackStr(&pk, "policy");
-	msgpack_pack_map(&pk, 3);
-	PackStr(&pk, "city");
-	PackStr(&pk, "110000");
-	PackStr(&pk, "deadline");
-	msgpack_pack_map(&pk, 1);
-	PackInt(&pk, "day", 25);
-	PackStr(&pk, "periods");
-	msgpack_pack_array(&pk, 1);
-	msgpack_pack_map(&pk, 4);
-	PackInt(&pk, "from", 199001);
-	PackInt(&pk, "base_min", 300000);
-	PackInt(&pk, "base_max", 3000000);
-	PackStr(&pk, "rates");
-	msgpack_pack_map(&pk, CORE_TYPE_COUNT);
-	for (int t = 0; t < CORE_TYPE_COUNT; t++) {
-		PackStr(&pk, core_type_names[t]);
-		msgpack_pack_map(&pk, 3);
-		PackInt(&pk, "employer", 100000);
-		PackInt(&pk, "individual", 20000);
-		PackInt(&pk, "flexible", 120000);
-	}
+	bench_pack_policy_put(&pk);
 	std::vector<uint8_t> frame = Frame(sb);
 	msgpack_sbuffer_destroy(&sb);
 	return frame;
@@ -294,29 +206,7 @@ std::vector<uint8_t> ArrearsRequest(const std::vector<core_slot> &slots)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	PackRequest(&pk, 2, "arrears.compute");
-	msgpack_pack_map(&pk, 2);
-	PackInt(&pk, "as_of", 20250610);
-	PackStr(&pk, "persons");
-	msgpack_pack_array(&pk, 1);
-	msgpack_pack_map(&pk, 2);
-	PackStr(&pk, "id");
-	PackStr(&pk, "11010519491231002X");
-	PackStr(&pk, "slots");
-	msgpack_pack_array(&pk, slots.size());
-	for (const core_slot &s : slots) {
-		msgpack_pack_map(&pk, 7);
-		PackInt(&pk, "month", core_month_yyyymm(s.month));
-		PackStr(&pk, "city");
-		PackStr(&pk, "110000");
-		PackStr(&pk, "type");
-		PackStr(&pk, core_type_names[s.type]);
-		PackStr(&pk, "category");
-		PackStr(&pk, core_category_names[s.category]);
-		PackInt(&pk, "base", s.base_fen);
-		PackInt(&pk, "paid", s.paid_fen);
-		PackInt(&pk, "paid_date", s.paid_date);
-	}
+	bench_pack_arrears_request(&pk, slots.data(), static_cast<uint32_t>(slots.size()));
 	std::vector<uint8_t> frame = Frame(sb);
 	msgpack_sbuffer_destroy(&sb);
 	return frame;
