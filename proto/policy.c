@@ -45,6 +45,23 @@ static int bad_section(const msgpack_object *doc, const char *key, struct proto_
 
 /* An optional integer field in lo..hi (unit: " ppm", " months", "" ...);
  * keeps *v (the default) when absent. */
+/* An optional UTF-8 string of at most max bytes at doc.key, copied into out. */
+static int opt_text(const msgpack_object *doc, const char *key, size_t max, const char *expected, char *out,
+		    uint32_t *size, struct proto_error *err)
+{
+	const msgpack_object *o = proto_map_get(doc, key);
+	if (o == NULL) {
+		return PROTO_OK;
+	}
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max || !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
+		char found[64];
+		return proto_invalid_text(err, key, expected, proto_found_string(o, found, sizeof(found)), "policy.%s", key);
+	}
+	memcpy(out, o->via.str.ptr, o->via.str.size);
+	*size = (uint32_t)o->via.str.size;
+	return PROTO_OK;
+}
+
 static int opt_int(const msgpack_object *map, const char *key, int64_t lo, int64_t hi, const char *unit, uint32_t *v,
 		   const char *at, struct proto_error *err)
 {
@@ -229,27 +246,12 @@ static int decode_head(const msgpack_object *doc, struct core_policy *p, struct 
 	if (!proto_read_city(city, &p->city)) {
 		return proto_invalid_echo(err, "city", PROTO_EXPECT_CITY, city, "policy.city");
 	}
-	const msgpack_object *name = proto_map_get(doc, "name");
-	if (name != NULL) {
-		if (name->type != MSGPACK_OBJECT_STR || name->via.str.size > CORE_NAME_MAX ||
-		    !proto_utf8_valid(name->via.str.ptr, name->via.str.size)) {
-			char found[64];
-			return proto_invalid_text(err, "name", "a UTF-8 string of at most 255 bytes",
-						  proto_found_string(name, found, sizeof(found)), "policy.name");
-		}
-		memcpy(p->name, name->via.str.ptr, name->via.str.size);
-		p->name_size = name->via.str.size;
-	}
-	const msgpack_object *source = proto_map_get(doc, "source");
-	if (source != NULL) {
-		if (source->type != MSGPACK_OBJECT_STR || source->via.str.size > CORE_SOURCE_MAX ||
-		    !proto_utf8_valid(source->via.str.ptr, source->via.str.size)) {
-			char found[64];
-			return proto_invalid_text(err, "source", "a UTF-8 string of at most 1024 bytes",
-						  proto_found_string(source, found, sizeof(found)), "policy.source");
-		}
-		memcpy(p->source, source->via.str.ptr, source->via.str.size);
-		p->source_size = source->via.str.size;
+	int rc = opt_text(doc, "name", CORE_NAME_MAX, "a UTF-8 string of at most 255 bytes", p->name, &p->name_size, err);
+	rc = rc == PROTO_OK ? opt_text(doc, "source", CORE_SOURCE_MAX, "a UTF-8 string of at most 1024 bytes", p->source,
+				       &p->source_size, err)
+			    : rc;
+	if (rc != PROTO_OK) {
+		return rc;
 	}
 	const msgpack_object *deadline = proto_map_get(doc, "deadline");
 	if (deadline == NULL || deadline->type != MSGPACK_OBJECT_MAP) {

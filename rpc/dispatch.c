@@ -569,20 +569,6 @@ static int view_open(struct dispatch *d, struct store_txn *txn, const struct pro
 }
 /* ---- computing ---- */
 
-/* The city of slot `index` (runs share their city). */
-static uint32_t slot_city(const struct core_timeline *tl, uint32_t index)
-{
-	struct core_timeline_iter it;
-	const struct core_run *r;
-	uint32_t first = 0;
-	core_timeline_iter_init(&it, tl);
-	while ((r = core_timeline_next_run(&it)) != NULL && first + r->count <= index) {
-		first += r->count;
-	}
-	ASSERT(r != NULL);
-	return r->first.city;
-}
-
 /* R1: slot s (slot_index of the person at path[index]) has a month before
  * its city's first period. */
 static void no_period_error(struct proto_error *err, const struct core_policy_set *set, const struct core_slot *s,
@@ -598,7 +584,7 @@ static void no_period_error(struct proto_error *err, const struct core_policy_se
 	proto_invalid_text(err, "month", expected, found, "%s[%u].slots[%u].month", path, index, slot_index);
 }
 
-/* The slot at index (read run by run, as slot_city does). */
+/* The slot at index, read run by run (the timeline may be decoded runs). */
 static struct core_slot slot_at(const struct core_timeline *tl, uint32_t index)
 {
 	struct core_timeline_iter it;
@@ -661,7 +647,7 @@ static void compute_one(struct dispatch *d, const struct proto_compute *req, con
 	rc = rc == CORE_OK ? core_person_resolve(&set, tl, &bad) : rc;
 	if (rc == CORE_ERR_NO_POLICY || rc == CORE_ERR_NO_PERIOD) {
 		if (rc == CORE_ERR_NO_POLICY) {
-			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", slot_city(tl, bad));
+			proto_error_set(&err, PROTO_NOT_FOUND, "no policy for this city", "%06u", slot_at(tl, bad).city);
 		} else {
 			struct core_slot s = slot_at(tl, bad);
 			no_period_error(&err, &set, &s, path, index, bad);

@@ -34,7 +34,6 @@ Covered:
 Prints `N passed, M failed` last and exits 1 on any failure.
 """
 
-import argparse
 import ctypes
 import json
 import os
@@ -436,20 +435,5 @@ class TestRetention(ServerTest):
         self.assertIn(b"--idem-retention-days", p.stderr)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--arrearsd", default=ts.ARREARSD)
-    parser.add_argument("--arrears", default=ts.ARREARS)
-    args, rest = parser.parse_known_args()
-    ts.ARREARSD = os.path.abspath(args.arrearsd)
-    ts.ARREARS = os.path.abspath(args.arrears)
-    for b in (ts.ARREARSD, ts.ARREARS):
-        if not os.access(b, os.X_OK):
-            print("no executable %s (make build/arrearsd build/arrears)" % b)
-            print("0 passed, 1 failed")
-            return 1
-    return ts.run_suite(sys.modules[__name__], rest)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(ts.suite_main(sys.modules[__name__]))

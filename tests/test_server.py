@@ -1471,6 +1471,23 @@ class TestOperations(ServerTest):
 
 
 
+def suite_main(module):
+    """main() of a suite run as `--arrearsd B --arrears B [test names]`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arrearsd", default=ARREARSD)
+    parser.add_argument("--arrears", default=ARREARS)
+    args, rest = parser.parse_known_args()
+    global ARREARSD, ARREARS
+    ARREARSD = os.path.abspath(args.arrearsd)
+    ARREARS = os.path.abspath(args.arrears)
+    for b in (ARREARSD, ARREARS):
+        if not os.access(b, os.X_OK):
+            print("no executable %s (make build/arrearsd build/arrears)" % b)
+            print("0 passed, 1 failed")
+            return 1
+    return run_suite(module, rest)
+
+
 def run_suite(module, names):
     """The module's tests (or the named ones), verbose; `N passed, M failed`
     last; the exit status."""
