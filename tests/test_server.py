@@ -1473,11 +1473,11 @@ class TestOperations(ServerTest):
 
 def suite_main(module):
     """main() of a suite run as `--arrearsd B --arrears B [test names]`."""
+    global ARREARSD, ARREARS
     parser = argparse.ArgumentParser()
     parser.add_argument("--arrearsd", default=ARREARSD)
     parser.add_argument("--arrears", default=ARREARS)
     args, rest = parser.parse_known_args()
-    global ARREARSD, ARREARS
     ARREARSD = os.path.abspath(args.arrearsd)
     ARREARS = os.path.abspath(args.arrears)
     for b in (ARREARSD, ARREARS):
