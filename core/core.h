@@ -423,6 +423,56 @@ struct core_medical {
 int core_medical_status(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
 			struct core_medical *out);
 
+/* ---- summaries of the settled part (core/summary.c) ---- */
+
+/* A stored summary read in place: valid as of any D with D.days ≥
+ * horizon_days under the policies it names (city, revision pairs). */
+struct core_summary {
+	int32_t horizon_days;
+	uint32_t city_count;
+	bool medical;                 /* a settled medical slot */
+	struct core_years years;      /* as of the horizon, and of any later D */
+	uint32_t duplicate_count;
+	uint32_t range_count;         /* counted pension months, as ranges */
+	const uint8_t *cities;
+	const uint8_t *duplicates;
+	const uint8_t *ranges;
+	struct core_timeline exceptions; /* slots paid below their due: the only ones a later D can owe */
+};
+
+/* Caller memory for building: each array of at least capacity ≥ slot_count entries. */
+struct core_summary_scratch {
+	struct core_slot *slots;
+	struct core_duplicate *duplicates;
+	uint32_t *cities;
+	uint32_t capacity;
+};
+
+/* Bytes that always suffice for the summary of slot_count slots. */
+size_t core_summary_size_max(uint32_t slot_count);
+/* Summarizes a timeline under set, whose items[i] is revision revisions[i]
+ * of its city. Returns the size written to out, or 0 when there is no
+ * summary to keep (R1 fails, the horizon is past 21001231, capacity is
+ * short): queries then take the full path. */
+size_t core_summary_build(const struct core_policy_set *set, const uint32_t *revisions, const struct core_timeline *tl,
+			  const struct core_summary_scratch *scratch, uint8_t *out, size_t capacity);
+/* Reads a summary in place (out borrows bytes); false when it is malformed. */
+bool core_summary_read(const uint8_t *bytes, size_t size, struct core_summary *out);
+/* The index-th city the summary was built under, and the revision of its policy. */
+void core_summary_city(const struct core_summary *summary, uint32_t index, uint32_t *city, uint32_t *revision);
+/* True when as_of is on or after the horizon. The caller also checks that
+ * set holds exactly the revisions the summary names; then each function
+ * below answers exactly what its full counterpart does on the timeline:
+ * core_arrears_compute on summary->exceptions, and these. */
+bool core_summary_applies(const struct core_summary *summary, struct core_as_of as_of);
+int core_summary_years(const struct core_summary *summary, struct core_years *out, struct core_duplicate *duplicates,
+		       uint32_t *duplicate_count);
+int core_summary_retirement(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
+			    const struct core_summary *summary, struct core_as_of as_of, int32_t elect_month,
+			    struct core_retirement *out);
+int core_summary_medical(const struct core_policy_set *set, const struct core_summary *summary,
+			 struct core_as_of as_of, struct core_medical *out);
+
 /* ---- payments (R13) and withholding (R12) ---- */
 
 /* Adds amount (1..10^10) to the slot (month, city, type), paid on date.

@@ -321,4 +321,10 @@ static inline int run_on_time(const struct core_policy *p, const struct core_run
 	return -1;
 }
 
+/* R9 with the pension months counted_before already counted (a summary's
+ * settled part) besides those of tl. */
+int retirement_compute(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
+		       const struct core_timeline *tl, struct core_as_of as_of, int32_t elect_month,
+		       const struct month_bits *counted_before, struct core_retirement *out);
+
 #endif

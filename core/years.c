@@ -155,6 +155,14 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 			  const struct core_timeline *tl, struct core_as_of as_of, int32_t elect_month,
 			  struct core_retirement *out)
 {
+	const struct month_bits none = { { 0 } };
+	return retirement_compute(set, birth_month, class_, tl, as_of, elect_month, &none, out);
+}
+
+int retirement_compute(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,
+		       const struct core_timeline *tl, struct core_as_of as_of, int32_t elect_month,
+		       const struct month_bits *counted_before, struct core_retirement *out)
+{
 	ASSERT(class_ < CORE_CLASS_COUNT);
 	const struct reform_row *row = &reform[class_];
 	int32_t k = birth_month - row->reference_month;
@@ -180,7 +188,7 @@ int core_retirement_check(const struct core_policy_set *set, int32_t birth_month
 	int32_t required = retire_year <= 2029 ? 180 : 180 + 6 * (retire_year - 2029);
 	out->required_months = (uint32_t)(required < 240 ? required : 240);
 
-	struct month_bits counted = { { 0 } };
+	struct month_bits counted = *counted_before;
 	struct month_bits arrears = { { 0 } };
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../rpc/dispatch.h"
+#include "../rpc/summary.h"
 #include "../cli/flags.h"
 #include "gen.h"
 #include "gen_cmd.h"
@@ -16,6 +17,7 @@
 struct store_sink {
 	struct store *store;
 	struct store_txn *txn;
+	struct summary_bulk summaries;
 	uint32_t batch_slots;
 	uint32_t batch_persons; /* for the batch's audit record */
 	uint64_t persons;
@@ -32,7 +34,9 @@ static int sink_person(void *ctx, const struct gen_person *p)
 	if (s->txn == NULL && (s->rc = store_write_begin(s->store, &s->txn)) != STORE_OK) {
 		return 1;
 	}
-	s->rc = store_person_put(s->txn, p->id, p->retire_class, p->slots, p->slot_count);
+	size_t summary_size;
+	const uint8_t *summary = summary_bulk_make(&s->summaries, p->slots, p->slot_count, &summary_size);
+	s->rc = store_person_put(s->txn, p->id, p->retire_class, p->slots, p->slot_count, summary, summary_size);
 	if (s->rc != STORE_OK) {
 		return 1;
 	}
@@ -97,6 +101,7 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 		 (config->second_city != 0 && put_policy(d, config->second_city, config) != 0);
 	dispatch_free(d);
 	struct store_sink sink = { .store = store };
+	rc = rc == 0 ? summary_bulk_open(&sink.summaries, store) != STORE_OK : rc;
 	if (rc == 0) {
 		int stopped = gen_run(config, sink_person, &sink);
 		if (sink.txn != NULL && sink.rc == STORE_OK) {
@@ -108,6 +113,7 @@ static int gen_to_store(const struct gen_config *config, const char *dir)
 			store_txn_end(sink.txn);
 		}
 		rc = stopped != 0 && sink.rc == STORE_OK ? 1 : 0;
+		summary_bulk_close(&sink.summaries);
 	}
 	struct store_stats stats;
 	store_stats(store, &stats);

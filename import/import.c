@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../rpc/dispatch.h"
+#include "../rpc/summary.h"
 #include "import.h"
 #include "../rpc/log.h"
 
@@ -93,6 +94,7 @@ struct import {
 	uint64_t persons;
 	uint64_t slots;
 	uint64_t rejected_persons;
+	struct summary_bulk summaries; /* under the policies stored before the import */
 	struct core_slot *slots_buf;
 	uint64_t *keys_buf;
 	uint32_t slots_capacity;
@@ -750,7 +752,9 @@ static int person_put(struct import *im, struct store_txn *txn, const struct imp
 	char id[CORE_ID_SIZE + 1];
 	memcpy(id, rows[0].id, CORE_ID_SIZE);
 	id[CORE_ID_SIZE] = '\0';
-	int rc = store_person_put(txn, id, -1, im->slots_buf, (uint32_t)count);
+	size_t summary_size;
+	const uint8_t *summary = summary_bulk_make(&im->summaries, im->slots_buf, (uint32_t)count, &summary_size);
+	int rc = store_person_put(txn, id, -1, im->slots_buf, (uint32_t)count, summary, summary_size);
 	if (rc == STORE_OK) {
 		im->persons++;
 		im->slots += count;
@@ -944,7 +948,9 @@ int import_run(struct store *store, const char *data_dir, const char *csv_path, 
 			free(im.city_persons);
 			im.city_persons = NULL;
 		}
-		rc = write_all(&im);
+		rc = summary_bulk_open(&im.summaries, store) != STORE_OK;
+		rc = rc != 0 ? rc : write_all(&im);
+		summary_bulk_close(&im.summaries);
 		progress(&im, "writing", 1, 1, true);
 		cities_check(&im);
 	}

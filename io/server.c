@@ -25,6 +25,7 @@
 #include "../rpc/log.h"
 #include "server.h"
 #include "../rpc/stats.h"
+#include "../rpc/summary.h"
 
 #define RING_ENTRIES 4096u        /* SQEs per loop; a full queue is submitted and refilled */
 #define CQ_ENTRIES 16384u         /* completions a burst may leave before we reap */
@@ -1669,6 +1670,10 @@ int server_run(const struct server_config *config)
 			  strcmp(addr, config->host) != 0 ? config->host : "");
 		rc = threads_start(srv);
 	}
+	/* Summaries missing or made under older policies are rebuilt now and after each policy.put. */
+	struct summary_thread *summaries =
+		rc == 0 && config->store != NULL ? summary_thread_start(config->store, &srv->shared.policy_generation)
+						 : NULL;
 	if (rc == 0) {
 		int sig = 0;
 		sigdelset(&signals, SIGPIPE);
@@ -1680,6 +1685,7 @@ int server_run(const struct server_config *config)
 	} else {
 		log_event("event=start_failed errno=%d", -rc);
 	}
+	summary_thread_stop(summaries);
 	threads_stop(srv);
 	if (rc == 0 && atomic_load(&srv->failed)) { /* also a loop that failed while stopping */
 		rc = -EIO;

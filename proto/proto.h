@@ -334,6 +334,7 @@ struct proto_stats {
 	uint64_t uptime_s;
 	uint64_t errors_by_code[PROTO_INTERNAL + 1]; /* summed over methods; [0] unused */
 	uint64_t person_errors;
+	uint64_t persons_summarized; /* persons answered from their settled-part summary */
 	uint64_t connections_open;
 	uint64_t connections_total;
 	uint64_t connections_refused;
@@ -345,7 +346,7 @@ struct proto_stats {
 	uint64_t map_bytes;
 };
 /* server.stats: {version, uptime_s, errors_by_code, person_errors,
- * connections, requests, errors, latency_us, store}. */
+ * persons_summarized, connections, requests, errors, latency_us, store}. */
 void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *stats);
 
 /* An audit record: {time_ms, method, idem, persons}. */

@@ -615,7 +615,7 @@ void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *meth
 
 void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct proto_stats *st)
 {
-	result_header(w, msgid, 9);
+	result_header(w, msgid, 10);
 	str(w, "version");
 	str(w, PROTO_VERSION);
 	key_int(w, "uptime_s", (int64_t)st->uptime_s);
@@ -625,6 +625,7 @@ void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct prot
 		key_int(w, proto_error_name(code), (int64_t)st->errors_by_code[code]);
 	}
 	key_int(w, "person_errors", (int64_t)st->person_errors);
+	key_int(w, "persons_summarized", (int64_t)st->persons_summarized);
 	str(w, "connections");
 	msgpack_pack_map(&w->pk, 3);
 	key_int(w, "open", (int64_t)st->connections_open);

@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "stats.h"
+#include "summary.h"
 
 _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
 
@@ -44,6 +45,8 @@ struct dispatch {
 	struct proto_writer *writer; /* the response */
 	struct proto_writer *aux;    /* audit records and policy documents */
 	struct proto_person_buf person_buf;
+	struct summarizer summarizer;
+	uint64_t summarized; /* persons answered from their summary */
 	/* Scratch sized by the largest person seen. */
 	uint32_t scratch_capacity;
 	struct core_arrears_item *items;
@@ -157,8 +160,8 @@ void dispatch_free(struct dispatch *d)
 	free(d->mem);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
-	proto_writer_free(d->aux);
 	proto_person_buf_free(&d->person_buf);
+	summarizer_free(&d->summarizer);
 	free(d->items);
 	free(d->duplicates);
 	free(d->lines);
@@ -620,9 +623,104 @@ static void elect_month_error(struct proto_error *err, int32_t birth_month, uint
 
 /* Computes one person and writes its result, or its error. path/index name
  * the person in errors ("persons", 3). */
-static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
-			const struct core_timeline *stored, const char *path, uint32_t index)
+/* Runs the request's method on a resolved timeline, or on a summary that
+ * applies (sum not NULL: tl is ignored), and writes the result on success.
+ * Returns the core's code. */
+static int compute_method(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
+			  const struct core_timeline *tl, const struct core_summary *sum)
 {
+	struct core_policy_set set = view_set(d);
+	int rc;
+	switch (req->method) {
+	case PROTO_ARREARS: {
+		struct core_arrears a;
+		uint32_t item_count = 0;
+		rc = core_arrears_compute(&set, sum != NULL ? &sum->exceptions : tl, req->as_of, &a,
+					  req->detail ? d->items : NULL, &item_count);
+		if (rc == CORE_OK) {
+			proto_write_arrears(d->writer, id, &a, req->detail, d->items, item_count);
+		}
+		return rc;
+	}
+	case PROTO_YEARS: {
+		struct core_years y;
+		uint32_t dup_count;
+		rc = sum != NULL ? core_summary_years(sum, &y, d->duplicates, &dup_count)
+				 : core_years_compute(&set, tl, req->as_of, &y, d->duplicates, &dup_count);
+		if (rc == CORE_OK) {
+			proto_write_years(d->writer, id, &y, d->duplicates, dup_count);
+		}
+		return rc;
+	}
+	case PROTO_RETIREMENT: {
+		struct core_retirement r;
+		int32_t birth = core_id_birth_month(id);
+		rc = sum != NULL ? core_summary_retirement(&set, birth, class_, sum, req->as_of, req->elect_month, &r)
+				 : core_retirement_check(&set, birth, class_, tl, req->as_of, req->elect_month, &r);
+		if (rc == CORE_OK) {
+			proto_write_retirement(d->writer, id, &r);
+		}
+		return rc;
+	}
+	case PROTO_HOUSING: {
+		struct core_housing h;
+		ASSERT(sum == NULL);
+		rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
+		if (rc == CORE_OK) {
+			proto_write_housing(d->writer, id, req->city, &h);
+		}
+		return rc;
+	}
+	default: {
+		struct core_medical m;
+		rc = sum != NULL ? core_summary_medical(&set, sum, req->as_of, &m)
+				 : core_medical_status(&set, tl, req->as_of, &m);
+		if (rc == CORE_OK) {
+			proto_write_medical(d->writer, id, &m);
+		}
+		return rc;
+	}
+	}
+}
+
+/* The summary's answer when it applies (as of its horizon or later, under
+ * exactly the revisions it was made with): true with the result written. */
+static bool compute_summarized(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
+			       const uint8_t *bytes, size_t size)
+{
+	struct core_summary sum;
+	struct core_policy_set set = view_set(d);
+	uint32_t bad;
+	/* The exceptions resolve whenever the summary is current; checked all the same, since
+	 * the rules trust resolved slots and a damaged store must not stop the server. */
+	if (bytes == NULL || req->method == PROTO_HOUSING || !core_summary_read(bytes, size, &sum) ||
+	    !core_summary_applies(&sum, req->as_of) || !summary_current(&sum, &set, d->view_revisions) ||
+	    !scratch_reserve(d, sum.exceptions.slot_count > sum.duplicate_count ? sum.exceptions.slot_count
+									 : sum.duplicate_count) ||
+	    core_person_resolve(&set, &sum.exceptions, &bad) != CORE_OK) {
+		return false;
+	}
+	/* Overflow, elect_month, a damaged summary: the full path words the error. */
+	if (compute_method(d, req, id, class_, NULL, &sum) != CORE_OK) {
+		return false;
+	}
+	for (uint32_t i = 0; i < sum.city_count; i++) {
+		uint32_t city;
+		uint32_t revision;
+		core_summary_city(&sum, i, &city, &revision);
+		view_mark(d, city);
+	}
+	d->summarized++;
+	return true;
+}
+
+static void compute_one(struct dispatch *d, const struct proto_compute *req, const char *id, uint8_t class_,
+			const struct core_timeline *stored, const uint8_t *summary, size_t summary_size,
+			const char *path, uint32_t index)
+{
+	if (compute_summarized(d, req, id, class_, summary, summary_size)) {
+		return;
+	}
 	struct core_policy_set set = view_set(d);
 	struct proto_error err;
 	uint32_t bad = 0;
@@ -654,51 +752,7 @@ static void compute_one(struct dispatch *d, const struct proto_compute *req, con
 		}
 	}
 	if (rc == CORE_OK) {
-		switch (req->method) {
-		case PROTO_ARREARS: {
-			struct core_arrears a;
-			uint32_t item_count = 0;
-			rc = core_arrears_compute(&set, tl, req->as_of, &a, req->detail ? d->items : NULL, &item_count);
-			if (rc == CORE_OK) {
-				proto_write_arrears(d->writer, id, &a, req->detail, d->items, item_count);
-			}
-			break;
-		}
-		case PROTO_YEARS: {
-			struct core_years y;
-			uint32_t dup_count;
-			rc = core_years_compute(&set, tl, req->as_of, &y, d->duplicates, &dup_count);
-			if (rc == CORE_OK) {
-				proto_write_years(d->writer, id, &y, d->duplicates, dup_count);
-			}
-			break;
-		}
-		case PROTO_RETIREMENT: {
-			struct core_retirement r;
-			rc = core_retirement_check(&set, core_id_birth_month(id), class_, tl, req->as_of,
-						   req->elect_month, &r);
-			if (rc == CORE_OK) {
-				proto_write_retirement(d->writer, id, &r);
-			}
-			break;
-		}
-		case PROTO_HOUSING: {
-			struct core_housing h;
-			rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
-			if (rc == CORE_OK) {
-				proto_write_housing(d->writer, id, req->city, &h);
-			}
-			break;
-		}
-		default: {
-			struct core_medical m;
-			rc = core_medical_status(&set, tl, req->as_of, &m);
-			if (rc == CORE_OK) {
-				proto_write_medical(d->writer, id, &m);
-			}
-			break;
-		}
-		}
+		rc = compute_method(d, req, id, class_, tl, NULL);
 		if (rc == CORE_ERR_OVERFLOW) {
 			proto_invalid_text(&err, "every amount computed", "at most 2^53 (9007199254740992) fen",
 					   "a larger one", "overflow");
@@ -761,7 +815,7 @@ static void compute_inline(struct dispatch *d, const struct proto_compute *req, 
 			continue;
 		}
 		struct core_timeline tl = { .slots = person.slots, .slot_count = person.slot_count };
-		compute_one(d, req, person.id, person.class_, &tl, "persons", i);
+		compute_one(d, req, person.id, person.class_, &tl, NULL, 0, "persons", i);
 	}
 }
 
@@ -774,7 +828,7 @@ static void compute_stored(struct dispatch *d, struct store_txn *txn, const stru
 	/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
 	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
 	if (rc == STORE_OK) {
-		compute_one(d, req, p.id, stored_class(&p), &p.timeline, path, index);
+		compute_one(d, req, p.id, stored_class(&p), &p.timeline, p.summary, p.summary_size, path, index);
 		return;
 	}
 	if (rc == STORE_NOT_FOUND) {
@@ -865,7 +919,8 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 			r->next = 0;
 			r = NULL;
 		}
-		compute_one(d, req, d->page[i].id, stored_class(&d->page[i]), &d->page[i].timeline, "scan", i);
+		compute_one(d, req, d->page[i].id, stored_class(&d->page[i]), &d->page[i].timeline, d->page[i].summary,
+			    d->page[i].summary_size, "scan", i);
 	}
 	proto_write_results_next(d->writer, full ? d->page[count - 1].id : NULL, full ? CORE_ID_SIZE : 0);
 }
@@ -1226,6 +1281,18 @@ static void handle_policy_put(struct dispatch *d, const struct proto_envelope *e
 	__atomic_fetch_add(&d->shared->policy_generation, 1, __ATOMIC_RELEASE); /* other threads reload */
 }
 
+/* Stores a person's sorted slots with their summary under the latest
+ * policies, in the write's transaction. */
+static int person_store(struct dispatch *d, struct store_txn *txn, const char *id, int retire_class,
+			const struct core_slot *slots, uint32_t slot_count)
+{
+	struct core_policy_set set = { (const struct core_policy *const *)d->policies, d->policy_count };
+	struct core_timeline tl = { .slots = slots, .slot_count = slot_count };
+	size_t size;
+	const uint8_t *summary = summarizer_make(&d->summarizer, &set, d->policy_revisions, &tl, &size);
+	return store_person_put(txn, id, retire_class, slots, slot_count, summary, size);
+}
+
 static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
 			   const struct write_request *w)
 {
@@ -1241,8 +1308,8 @@ static int person_put_body(struct dispatch *d, struct store_txn *txn, const stru
 			continue;
 		}
 		core_slots_sort(person.slots, person.slot_count);
-		int rc = store_person_put(txn, person.id, person.class_given ? person.class_ : -1, person.slots,
-					  person.slot_count);
+		int rc = person_store(d, txn, person.id, person.class_given ? person.class_ : -1, person.slots,
+				      person.slot_count);
 		if (rc != STORE_OK) {
 			return rc;
 		}
@@ -1429,7 +1496,7 @@ static int payment_item(struct dispatch *d, struct store_txn *txn, const struct 
 		} else if (applied == CORE_ERR_OVERFLOW) {
 			rc = paid_cap_error(&err, d->slots, n, &pay, i);
 		} else {
-			int put = store_person_put(txn, p.id, p.retire_class, d->slots, n);
+			int put = person_store(d, txn, p.id, p.retire_class, d->slots, n);
 			if (put != STORE_OK) {
 				return put;
 			}
@@ -1487,7 +1554,7 @@ static int withhold_account(struct dispatch *d, struct store_txn *txn, const str
 		paid |= d->lines[k].paid;
 	}
 	if (paid) {
-		rc = store_person_put(txn, p.id, p.retire_class, d->slots, n);
+		rc = person_store(d, txn, p.id, p.retire_class, d->slots, n);
 		if (rc != STORE_OK) {
 			return rc;
 		}
@@ -1675,6 +1742,7 @@ static void handle_stats(struct dispatch *d, const struct proto_envelope *env)
 			st.errors_by_code[code] = stats_errors_of_code(s, code);
 		}
 		st.person_errors = atomic_load(&s->person_errors);
+		st.persons_summarized = atomic_load(&s->persons_summarized);
 		st.connections_open = atomic_load(&s->connections_open);
 		st.connections_total = atomic_load(&s->connections_total);
 		st.connections_refused = atomic_load(&s->connections_refused);
@@ -1774,6 +1842,11 @@ static void frame_run(struct dispatch *d, struct dispatch_session *session, uint
 		if (person_errors > 0 && d->shared->stats != NULL) {
 			atomic_fetch_add_explicit(&d->shared->stats->person_errors, person_errors, memory_order_relaxed);
 		}
+		if (d->summarized > 0 && d->shared->stats != NULL) {
+			atomic_fetch_add_explicit(&d->shared->stats->persons_summarized, d->summarized,
+						  memory_order_relaxed);
+		}
+		d->summarized = 0;
 		if (env.kind == PROTO_KIND_NOTIFICATION) {
 			proto_writer_reset(d->writer);
 		}

@@ -167,6 +167,9 @@ static void requests(struct text *t, const struct stats *s, const char *const na
 	}
 	family(t, "person_errors_total", "counter", "Per-person errors inside results (the request itself succeeded).");
 	put(t, "arrears_person_errors_total %" PRIu64 "\n", load(&s->person_errors));
+	family(t, "persons_summarized_total", "counter",
+	       "Stored persons answered from their settled-part summary instead of every run.");
+	put(t, "arrears_persons_summarized_total %" PRIu64 "\n", load(&s->persons_summarized));
 }
 
 static void single(struct text *t, const char *type, const char *name, const char *help, uint64_t value)

@@ -24,6 +24,7 @@ struct stats {
 	atomic_uint_fast64_t worker_queue_depth; /* a copy of the queue's length, written under its lock */
 	atomic_size_t answer_bytes;  /* answers held for all clients together (the server's answer budget) */
 	atomic_uint_fast64_t person_errors; /* per-person (and per-item) errors inside results */
+	atomic_uint_fast64_t persons_summarized; /* stored persons answered from their summary */
 	atomic_uint_fast64_t requests[STATS_METHODS_MAX];
 	atomic_uint_fast64_t errors[STATS_METHODS_MAX];
 	atomic_uint_fast64_t error_codes[STATS_METHODS_MAX][STATS_CODES];

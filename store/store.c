@@ -15,6 +15,10 @@
 #include "store.h"
 
 #define PERSON_HEADER_BYTES 2u /* format, retire class */
+/* Format 2 adds, after the header, the runs' size (u32) so that a summary
+ * (core/summary.c) can follow the runs. */
+#define PERSON_FORMAT_SUMMARY 2u
+#define PERSON_SUMMARY_HEADER_BYTES (PERSON_HEADER_BYTES + 4u)
 #define CLASS_DEFAULT 0xffu
 
 enum { DB_PERSONS, DB_POLICIES, DB_IDEM, DB_AUDIT, DB_REVISIONS, DB_COUNT };
@@ -255,7 +259,8 @@ static int put_result(struct store_txn *t, int rc)
 static int decode_person(const MDB_val *key, const MDB_val *val, struct store_person *out)
 {
 	const uint8_t *v = val->mv_data;
-	if (key->mv_size != CORE_ID_SIZE || val->mv_size < PERSON_HEADER_BYTES || v[0] != STORE_PERSON_FORMAT ||
+	if (key->mv_size != CORE_ID_SIZE || val->mv_size < PERSON_HEADER_BYTES ||
+	    (v[0] != STORE_PERSON_FORMAT && v[0] != PERSON_FORMAT_SUMMARY) ||
 	    (v[1] >= CORE_CLASS_COUNT && v[1] != CLASS_DEFAULT)) {
 		return STORE_IO;
 	}
@@ -264,6 +269,22 @@ static int decode_person(const MDB_val *key, const MDB_val *val, struct store_pe
 	out->retire_class = v[1] == CLASS_DEFAULT ? -1 : v[1];
 	out->timeline = (struct core_timeline){ .runs = v + PERSON_HEADER_BYTES,
 						 .runs_size = val->mv_size - PERSON_HEADER_BYTES };
+	out->summary = NULL;
+	out->summary_size = 0;
+	if (v[0] == PERSON_FORMAT_SUMMARY) {
+		uint32_t runs_size;
+		if (val->mv_size < PERSON_SUMMARY_HEADER_BYTES) {
+			return STORE_IO;
+		}
+		memcpy(&runs_size, v + PERSON_HEADER_BYTES, sizeof(runs_size));
+		if (runs_size > val->mv_size - PERSON_SUMMARY_HEADER_BYTES) {
+			return STORE_IO;
+		}
+		out->timeline.runs = v + PERSON_SUMMARY_HEADER_BYTES;
+		out->timeline.runs_size = runs_size;
+		out->summary = out->timeline.runs + runs_size;
+		out->summary_size = val->mv_size - PERSON_SUMMARY_HEADER_BYTES - runs_size;
+	}
 	/* The slot count leads the encoding. */
 	uint64_t count = 0;
 	const uint8_t *p = out->timeline.runs;
@@ -300,27 +321,68 @@ int store_person_get(struct store_txn *t, const char *id, size_t id_size, struct
 	return decode_person(&key, &val, out);
 }
 
-int store_person_put(struct store_txn *t, const char *id, int retire_class, const struct core_slot *slots,
-		     uint32_t slot_count)
+static bool scratch_reserve(struct store *s, size_t need)
 {
-	struct store *s = t->store;
-	size_t need = PERSON_HEADER_BYTES + core_timeline_encode_max(slot_count);
 	if (need > s->scratch_size) {
 		uint8_t *p = realloc(s->scratch, need);
 		if (p == NULL) {
-			return put_result(t, ENOMEM);
+			return false;
 		}
 		s->scratch = p;
 		s->scratch_size = need;
 	}
-	s->scratch[0] = STORE_PERSON_FORMAT;
-	s->scratch[1] = retire_class < 0 ? CLASS_DEFAULT : (uint8_t)retire_class;
-	size_t size = core_timeline_encode(slots, slot_count, s->scratch + PERSON_HEADER_BYTES,
-					   s->scratch_size - PERSON_HEADER_BYTES);
-	ASSERT(size > 0);
+	return true;
+}
+
+/* Writes the value in scratch: header, the runs (already at their place
+ * after the header), then the summary (none: the summary-less format). */
+static int person_value_put(struct store_txn *t, const char *id, int retire_class, size_t runs_size,
+			    const uint8_t *summary, size_t summary_size)
+{
+	struct store *s = t->store;
+	uint8_t *v = s->scratch;
+	v[1] = retire_class < 0 ? CLASS_DEFAULT : (uint8_t)retire_class;
+	size_t size = PERSON_SUMMARY_HEADER_BYTES + runs_size;
+	if (summary_size > 0) {
+		ASSERT(runs_size <= UINT32_MAX);
+		uint32_t runs32 = (uint32_t)runs_size;
+		v[0] = PERSON_FORMAT_SUMMARY;
+		memcpy(v + PERSON_HEADER_BYTES, &runs32, sizeof(runs32));
+		memcpy(v + size, summary, summary_size);
+		size += summary_size;
+	} else {
+		v[0] = STORE_PERSON_FORMAT;
+		memmove(v + PERSON_HEADER_BYTES, v + PERSON_SUMMARY_HEADER_BYTES, runs_size);
+		size -= PERSON_SUMMARY_HEADER_BYTES - PERSON_HEADER_BYTES;
+	}
 	MDB_val key = { CORE_ID_SIZE, (void *)id };
-	MDB_val val = { PERSON_HEADER_BYTES + size, s->scratch };
+	MDB_val val = { size, v };
 	return put_result(t, mdb_put(t->txn, s->dbi[DB_PERSONS], &key, &val, 0));
+}
+
+int store_person_put(struct store_txn *t, const char *id, int retire_class, const struct core_slot *slots,
+		     uint32_t slot_count, const uint8_t *summary, size_t summary_size)
+{
+	struct store *s = t->store;
+	size_t runs_max = core_timeline_encode_max(slot_count);
+	if (!scratch_reserve(s, PERSON_SUMMARY_HEADER_BYTES + runs_max + summary_size)) {
+		return put_result(t, ENOMEM);
+	}
+	size_t size = core_timeline_encode(slots, slot_count, s->scratch + PERSON_SUMMARY_HEADER_BYTES, runs_max);
+	ASSERT(size > 0);
+	return person_value_put(t, id, retire_class, size, summary, summary_size);
+}
+
+int store_summary_put(struct store_txn *t, const struct store_person *p, const uint8_t *summary, size_t summary_size)
+{
+	struct store *s = t->store;
+	size_t runs_size = p->timeline.runs_size;
+	if (!scratch_reserve(s, PERSON_SUMMARY_HEADER_BYTES + runs_size + summary_size)) {
+		return put_result(t, ENOMEM);
+	}
+	/* p borrows the map: copy its runs before the put moves the page. */
+	memcpy(s->scratch + PERSON_SUMMARY_HEADER_BYTES, p->timeline.runs, runs_size);
+	return person_value_put(t, p->id, p->retire_class, runs_size, summary, summary_size);
 }
 
 int store_person_delete(struct store_txn *t, const char *id, size_t id_size)

@@ -51,6 +51,8 @@ struct store_person {
 	char id[CORE_ID_SIZE + 1];
 	int retire_class; /* -1: not given (default from the id) */
 	struct core_timeline timeline;
+	const uint8_t *summary; /* core_summary_read's bytes, NULL when none is stored */
+	size_t summary_size;
 };
 
 int store_person_get(struct store_txn *txn, const char *id, size_t id_size, struct store_person *out);
@@ -60,9 +62,14 @@ int store_person_get(struct store_txn *txn, const char *id, size_t id_size, stru
  * are read, see core_timeline_iter). */
 int store_person_decode(const char *id, size_t id_size, const uint8_t *value, size_t value_size,
 			struct store_person *out);
-/* slots must be sorted by core_slots_sort and valid (SPEC §2.1). */
+/* slots must be sorted by core_slots_sort and valid (SPEC §2.1). summary:
+ * what core_summary_build made of them, stored with them (NULL, 0: none). */
 int store_person_put(struct store_txn *txn, const char *id, int retire_class, const struct core_slot *slots,
-		     uint32_t slot_count);
+		     uint32_t slot_count, const uint8_t *summary, size_t summary_size);
+/* Replaces the summary of a person read in this write transaction (p is
+ * invalid afterwards); summary_size 0 removes it. */
+int store_summary_put(struct store_txn *txn, const struct store_person *p, const uint8_t *summary,
+		      size_t summary_size);
 int store_person_delete(struct store_txn *txn, const char *id, size_t id_size);
 
 /* Persons with id greater than after (NULL: from the first), ascending. */

@@ -1140,6 +1140,89 @@ class TestStream(ServerTest):
 
 # ====================================================================== bulk
 
+class TestSummaries(ServerTest):
+    """Issue 10: a stored person is answered from the summary of its settled
+    part when the as-of date is past its horizon and the policies are the
+    ones it was made under. Every answer must equal the full computation,
+    which a store-less evaluator gives for the same slots sent inline."""
+
+    METHODS = (("arrears.compute", {"detail": True}), ("years.compute", {}), ("retirement.check", {}),
+               ("medical.status", {}), ("housing.check", {"city": "110000"}))
+
+    def walk(self, c, method, params):
+        out, after = [], None
+        while True:
+            r = c.ok(method, dict(params, scan={"after": after, "limit": 1000}))
+            out += r["results"]
+            after = r["next"]
+            if after is None:
+                return out
+
+    def inline(self, docs, persons, method, params):
+        msgs = [req(900 + k, "policy.put", {"policy": d}) for k, d in enumerate(docs)]
+        msgs.append(req(1, method, dict(params, persons=persons)))
+        got = eval_run(msgs)
+        for r in got[:-1]:
+            self.assertIsNone(r[2], r[2])
+        self.assertIsNone(got[-1][2], got[-1][2])
+        return got[-1][3]["results"]
+
+    def check_all(self, c, docs, persons, as_of):
+        """Every method over the whole store against the full path; returns
+        how many persons the server answered from summaries meanwhile."""
+        before = c.ok("server.stats", {})["persons_summarized"]
+        for method, extra in self.METHODS:
+            params = dict(extra, as_of=as_of)
+            got = self.walk(c, method, params)
+            want = self.inline(docs, persons, method, params)
+            self.assertEqual(len(got), len(persons))
+            for a, b in zip(got, want):
+                self.assertEqual(a, b, "%s as of %d for %s" % (method, as_of, a["id"]))
+        return c.ok("server.stats", {})["persons_summarized"] - before
+
+    def wait_walk(self, s, walks):
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(re.findall(r"event=summary_walk status=ok rebuilt=(\d+)", s.log())) < walks:
+            self.assertLess(time.monotonic(), deadline, "no summary walk logged:\n" + s.log()[-2000:])
+            time.sleep(0.05)
+        return [int(n) for n in re.findall(r"event=summary_walk status=ok rebuilt=(\d+)", s.log())]
+
+    def test_summaries_answer_as_the_full_path_across_a_policy_put(self):
+        data = self.path("store")
+        gen_store(data, 150, 23)
+        s = self.start(data)
+        c = self.connect(s)
+        self.assertEqual(self.wait_walk(s, 1), [0], "gen stores every summary itself")
+        ids = [p["id"] for p in self.walk(c, "medical.status", {"as_of": AS_OF})]
+        persons = [c.ok("person.get", {"id": i})["person"] for i in ids]
+        cities = sorted({x["city"] for p in persons for x in p["slots"]})
+        docs = [c.ok("policy.get", {"city": city})["policy"] for city in cities]
+        # Long after the generated city's "today" nearly every person is settled
+        # up to its horizon.
+        late, early = 20301231, 20000115
+        self.assertGreater(self.check_all(c, docs, persons, late), 4 * len(persons) * 9 // 10)
+        # Before it only persons whose every month and payment came earlier (and
+        # some whose later months all owe) may.
+        done_early = sum(1 for p in persons if all(x["month"] < early // 100 and x["paid_date"] < early
+                                                   for x in p["slots"]))
+        self.assertTrue(4 * done_early <= self.check_all(c, docs, persons, early) < 4 * len(persons) // 10)
+        # A new revision of 110000: summaries made under revision 1 are not
+        # used (the answers follow the new rates at once) until the walk has
+        # rebuilt them, after which they are used again.
+        doc = docs[cities.index("110000")]
+        for per in doc["periods"]:
+            for t in per["rates"]:
+                per["rates"][t]["individual"] = min(per["rates"][t]["individual"] + 7000, 1000000)
+                per["rates"][t]["flexible"] = min(per["rates"][t]["flexible"] + 7000, 1000000)
+        self.assertEqual(c.ok("policy.put", {"policy": doc})["revision"], 2)
+        self.check_all(c, docs, persons, late)
+        rebuilt = self.wait_walk(s, 2)[1]
+        in_110000 = sum(1 for p in persons if any(x["city"] == "110000" for x in p["slots"]))
+        self.assertEqual(rebuilt, in_110000)
+        self.assertGreater(self.check_all(c, docs, persons, late), 4 * len(persons) * 9 // 10)
+        self.stop(s)
+
+
 class TestBulk(ServerTest):
 
     def test_no_stall_while_bulk_runs(self):

@@ -125,6 +125,51 @@ static void check_same(const struct answers *x, const struct answers *y, int kx,
 	FUZZ_CHECK(x->rc[5] != CORE_OK || memcmp(&x->medical, &y->medical, sizeof(x->medical)) == 0);
 }
 
+/* The summary's answers against the full path's (x), at an as_of where it applies. */
+static void summary_compare(const struct core_summary *sum, struct core_as_of as_of, uint8_t class_,
+			    const struct answers *x)
+{
+	static struct answers y;
+	uint32_t bad;
+	FUZZ_CHECK(core_person_resolve(&set, &sum->exceptions, &bad) == CORE_OK);
+	y.rc[1] = core_arrears_compute(&set, &sum->exceptions, as_of, &y.arrears, items[2], &y.item_count);
+	FUZZ_CHECK(y.rc[1] == x->rc[1]);
+	FUZZ_CHECK(y.rc[1] != CORE_OK || (memcmp(&x->arrears, &y.arrears, sizeof(y.arrears)) == 0 &&
+					   x->item_count == y.item_count &&
+					   memcmp(items[0], items[2], sizeof(items[0][0]) * y.item_count) == 0));
+	FUZZ_CHECK(core_summary_years(sum, &y.years, duplicates[2], &y.duplicate_count) == CORE_OK);
+	FUZZ_CHECK(memcmp(&x->years, &y.years, sizeof(y.years)) == 0 && x->duplicate_count == y.duplicate_count);
+	FUZZ_CHECK(memcmp(duplicates[0], duplicates[2], sizeof(duplicates[0][0]) * y.duplicate_count) == 0);
+	memset(&y.retirement, 0, sizeof(y.retirement));
+	FUZZ_CHECK(core_summary_retirement(&set, core_id_birth_month(FUZZ_PERSON_ID), class_, sum, as_of, -1,
+					   &y.retirement) == x->rc[3]);
+	FUZZ_CHECK(x->rc[3] != CORE_OK || memcmp(&x->retirement, &y.retirement, sizeof(y.retirement)) == 0);
+	memset(&y.medical, 0, sizeof(y.medical));
+	FUZZ_CHECK(core_summary_medical(&set, sum, as_of, &y.medical) == CORE_OK);
+	FUZZ_CHECK(memcmp(&x->medical, &y.medical, sizeof(y.medical)) == 0);
+}
+
+/* A stored summary read from fuzzed bytes is used only as the server does:
+ * read, its exceptions resolved; then nothing may crash. */
+static void summary_stored(const struct store_person *p, struct core_as_of as_of, uint8_t class_)
+{
+	struct core_summary sum;
+	uint32_t bad;
+	if (p->summary == NULL || !core_summary_read(p->summary, p->summary_size, &sum) ||
+	    sum.exceptions.slot_count > SLOTS_MAX || sum.duplicate_count > SLOTS_MAX || core_person_resolve(&set, &sum.exceptions, &bad) != CORE_OK) {
+		return;
+	}
+	static struct answers y;
+	core_arrears_compute(&set, &sum.exceptions, as_of, &y.arrears, items[2], &y.item_count);
+	core_summary_years(&sum, &y.years, duplicates[2], &y.duplicate_count);
+	core_summary_retirement(&set, core_id_birth_month(FUZZ_PERSON_ID), class_, &sum, as_of, -1, &y.retirement);
+	core_summary_medical(&set, &sum, as_of, &y.medical);
+	for (uint32_t i = 0; i < sum.city_count; i++) {
+		uint32_t city, revision;
+		core_summary_city(&sum, i, &city, &revision);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const int32_t dates[4] = { 20240615, 20250110, 19991231, 21001231 };
@@ -191,6 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	struct core_as_of as_of = core_as_of_make(dates[size % 4]);
+	summary_stored(&p, as_of, class_);
 	static struct answers in_place;
 	static struct answers decoded;
 	static struct answers plain;
@@ -222,5 +268,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		k++;
 	}
 	FUZZ_CHECK(!it.corrupt && k == n);
+
+	/* Its summary answers as the full path wherever it applies. */
+	static struct core_slot scratch_slots[SLOTS_MAX];
+	static struct core_duplicate scratch_dups[SLOTS_MAX];
+	static uint32_t scratch_cities[SLOTS_MAX];
+	static uint8_t summary[1u << 19];
+	static const uint32_t revisions[2] = { 1, 1 };
+	struct core_summary_scratch scratch = { scratch_slots, scratch_dups, scratch_cities, SLOTS_MAX };
+	FUZZ_CHECK(core_summary_size_max(n) <= sizeof(summary));
+	size_t summary_size = core_summary_build(&set, revisions, tl, &scratch, summary, sizeof(summary));
+	FUZZ_CHECK(in_place.rc[0] == CORE_OK || summary_size == 0); /* R1 fails: nothing to summarize */
+	struct core_summary sum;
+	if (summary_size > 0 && core_summary_read(summary, summary_size, &sum) && core_summary_applies(&sum, as_of)) {
+		summary_compare(&sum, as_of, class_, &in_place);
+	}
 	return 0;
 }

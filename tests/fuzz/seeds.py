@@ -179,9 +179,27 @@ def timeline(runs, class_byte=0xff, zz=zigzag):
     return bytes([1, class_byte]) + varint(slots) + varint(len(runs)) + bytes(body)
 
 
+def with_summary(value, exceptions, cities, horizon, years, ranges, medical=0):
+    """A person value of format 2: the runs of value, then a summary of
+    core/summary.c whose exceptions are the runs of the value `exceptions`."""
+    import datetime
+    runs, exc = value[2:], exceptions[2:]
+    days = (datetime.date(horizon // 10000, horizon // 100 % 100, horizon % 100) - datetime.date(1970, 1, 1)).days
+    exc_slots = exc[0]  # one varint byte in these seeds
+    summary = struct.pack("<BBHi", 1, medical, len(cities), days) + struct.pack("<20I", *years)
+    summary += struct.pack("<IIII", 0, len(ranges), exc_slots, len(exc))
+    summary += b"".join(struct.pack("<II", city, rev) for city, rev in cities)
+    summary += b"".join(struct.pack("<ii", dense(a), dense(b)) for a, b in ranges)
+    return bytes([2, value[1]]) + struct.pack("<I", len(runs)) + runs + summary + exc
+
+
 def timelines():
     c = int(CITY)
+    mixed = [("pension", 1, 1, c, 199001, 12, 0, 0, 0, 0), ("pension", 0, 0, c, 202303, 2, 800000, 50000, 1, 10),
+             ("medical", 1, 0, c, 202402, 3, 650000, 52000, 0, 31), ("medical", 1, 0, 310000, 202402, 1, 650000, 0, 0, 0)]
     return {
+        "summarized": with_summary(timeline(mixed, class_byte=2), timeline(mixed[3:]), [(c, 1), (310000, 1)], 20240401,
+                                   [14, 0, 2, 12] + [3, 0, 3, 0] + [0] * 12, [(199001, 199012), (202303, 202304)], 1),
         "empty": timeline([]),
         "one_unpaid": timeline([("pension", 1, 0, c, 202205, 1, 600000, 0, 0, 0)]),
         "payroll_run": timeline([("pension", 0, 0, c, 201601, 96, 800000, 192000, 0, 20)], class_byte=0),

@@ -1,0 +1,339 @@
+/* Settled-part summaries: made with each write, rebuilt by a walk. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../proto/proto.h"
+#include "log.h"
+#include "summary.h"
+
+void summarizer_free(struct summarizer *s)
+{
+	free(s->scratch.slots);
+	free(s->scratch.duplicates);
+	free(s->scratch.cities);
+	free(s->out);
+	memset(s, 0, sizeof(*s));
+}
+
+static bool summarizer_reserve(struct summarizer *s, uint32_t slot_count)
+{
+	if (slot_count > s->scratch.capacity) {
+		struct core_slot *slots = realloc(s->scratch.slots, sizeof(*slots) * slot_count);
+		s->scratch.slots = slots != NULL ? slots : s->scratch.slots;
+		struct core_duplicate *dups = realloc(s->scratch.duplicates, sizeof(*dups) * slot_count);
+		s->scratch.duplicates = dups != NULL ? dups : s->scratch.duplicates;
+		uint32_t *cities = realloc(s->scratch.cities, sizeof(*cities) * slot_count);
+		s->scratch.cities = cities != NULL ? cities : s->scratch.cities;
+		if (slots == NULL || dups == NULL || cities == NULL) {
+			return false;
+		}
+		s->scratch.capacity = slot_count;
+	}
+	size_t need = core_summary_size_max(slot_count);
+	if (need > s->out_size) {
+		uint8_t *out = realloc(s->out, need);
+		if (out == NULL) {
+			return false;
+		}
+		s->out = out;
+		s->out_size = need;
+	}
+	return true;
+}
+
+const uint8_t *summarizer_make(struct summarizer *s, const struct core_policy_set *set, const uint32_t *revisions,
+			       const struct core_timeline *tl, size_t *size)
+{
+	*size = 0;
+	if (!summarizer_reserve(s, tl->slot_count)) {
+		return NULL;
+	}
+	*size = core_summary_build(set, revisions, tl, &s->scratch, s->out, s->out_size);
+	return *size > 0 ? s->out : NULL;
+}
+
+bool summary_current(const struct core_summary *summary, const struct core_policy_set *set, const uint32_t *revisions)
+{
+	uint32_t j = 0;
+	for (uint32_t i = 0; i < summary->city_count; i++) {
+		uint32_t city;
+		uint32_t revision;
+		core_summary_city(summary, i, &city, &revision);
+		while (j < set->count && set->items[j]->city < city) { /* both ascend */
+			j++;
+		}
+		if (j == set->count || set->items[j]->city != city || revisions[j] != revision) {
+			return false;
+		}
+	}
+	return true;
+}
+
+void summary_policies_free(struct summary_policies *p)
+{
+	for (uint32_t i = 0; i < p->count; i++) {
+		free(p->items[i]);
+	}
+	free(p->items);
+	free(p->revisions);
+	memset(p, 0, sizeof(*p));
+}
+
+struct policies_load {
+	struct store_txn *txn;
+	struct summary_policies *out;
+	uint32_t capacity;
+};
+
+static int policy_load(void *ctx, uint32_t city, const uint8_t *doc, size_t size)
+{
+	struct policies_load *l = ctx;
+	struct summary_policies *p = l->out;
+	if (p->count == l->capacity) {
+		uint32_t capacity = l->capacity * 2 + 8;
+		struct core_policy **items = realloc(p->items, sizeof(*items) * capacity);
+		p->items = items != NULL ? items : p->items;
+		uint32_t *revisions = realloc(p->revisions, sizeof(*revisions) * capacity);
+		p->revisions = revisions != NULL ? revisions : p->revisions;
+		if (items == NULL || revisions == NULL) {
+			return STORE_IO;
+		}
+		l->capacity = capacity;
+	}
+	struct store_revision r;
+	struct proto_error err;
+	struct core_policy *policy = proto_policy_from_doc(doc, size, &err);
+	if (policy == NULL || store_revision_get(l->txn, city, 0, &r) != STORE_OK) {
+		free(policy);
+		return STORE_IO;
+	}
+	p->items[p->count] = policy;
+	p->revisions[p->count++] = r.revision;
+	return STORE_OK;
+}
+
+int summary_policies_load(struct store *store, struct summary_policies *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct store_txn *txn;
+	int rc = store_read_begin(store, &txn);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	struct policies_load l = { txn, out, 0 };
+	rc = store_policy_each(txn, policy_load, &l); /* by city ascending, as a policy set wants */
+	store_txn_end(txn);
+	if (rc != STORE_OK) {
+		summary_policies_free(out);
+	}
+	return rc;
+}
+
+int summary_bulk_open(struct summary_bulk *b, struct store *store)
+{
+	memset(&b->summarizer, 0, sizeof(b->summarizer));
+	return summary_policies_load(store, &b->policies);
+}
+
+const uint8_t *summary_bulk_make(struct summary_bulk *b, const struct core_slot *slots, uint32_t slot_count,
+				 size_t *size)
+{
+	struct core_policy_set set = { (const struct core_policy *const *)b->policies.items, b->policies.count };
+	struct core_timeline tl = { .slots = slots, .slot_count = slot_count };
+	return summarizer_make(&b->summarizer, &set, b->policies.revisions, &tl, size);
+}
+
+void summary_bulk_close(struct summary_bulk *b)
+{
+	summarizer_free(&b->summarizer);
+	summary_policies_free(&b->policies);
+}
+
+struct walk_state {
+	char resume[CORE_ID_SIZE];
+	bool started;
+	bool done;
+	uint64_t rebuilt;
+};
+
+/* One write transaction of the walk. */
+static int walk_step(struct store *store, struct summarizer *sz, const struct summary_policies *policies,
+		     struct walk_state *st)
+{
+	struct core_policy_set set = { (const struct core_policy *const *)policies->items, policies->count };
+	struct store_txn *txn;
+	struct store_scan *scan;
+	int rc = store_write_begin(store, &txn);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	rc = store_scan_open(txn, st->started ? st->resume : NULL, st->started ? CORE_ID_SIZE : 0, &scan);
+	if (rc != STORE_OK) {
+		store_txn_end(txn);
+		return rc;
+	}
+	uint32_t looked = 0;
+	uint32_t changed = 0;
+	struct store_person p;
+	while (looked < SUMMARY_LOOK_MAX && changed < SUMMARY_CHANGE_MAX && rc == STORE_OK) {
+		rc = store_scan_next(scan, &p);
+		if (rc == STORE_IO) {
+			rc = STORE_OK; /* a value that does not decode: verify's business, not ours */
+			continue;
+		}
+		if (rc != STORE_OK) {
+			break;
+		}
+		looked++;
+		memcpy(st->resume, p.id, CORE_ID_SIZE);
+		st->started = true;
+		struct core_summary summary;
+		if (p.summary != NULL && core_summary_read(p.summary, p.summary_size, &summary) &&
+		    summary_current(&summary, &set, policies->revisions)) {
+			continue;
+		}
+		size_t size;
+		const uint8_t *bytes = summarizer_make(sz, &set, policies->revisions, &p.timeline, &size);
+		if (bytes == NULL && p.summary == NULL) {
+			continue; /* none then, none now */
+		}
+		rc = store_summary_put(txn, &p, bytes, size);
+		changed++;
+	}
+	store_scan_close(scan);
+	if (rc == STORE_NOT_FOUND) {
+		st->done = true;
+		rc = STORE_OK;
+	}
+	if (rc != STORE_OK) {
+		store_txn_end(txn);
+		return rc;
+	}
+	if (changed == 0) {
+		store_txn_end(txn); /* nothing written: no commit to sync */
+		return STORE_OK;
+	}
+	rc = store_write_commit(txn);
+	if (rc == STORE_OK) {
+		st->rebuilt += changed;
+	}
+	return rc;
+}
+
+int summary_walk(struct store *store, const bool *stop, uint64_t *rebuilt)
+{
+	struct summary_policies policies;
+	int rc = summary_policies_load(store, &policies);
+	if (rc != STORE_OK) {
+		return rc;
+	}
+	struct summarizer sz = { 0 };
+	struct walk_state st = { 0 };
+	while (rc == STORE_OK && !st.done && (stop == NULL || !__atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
+		uint64_t before = st.rebuilt;
+		rc = walk_step(store, &sz, &policies, &st);
+		if (rc == STORE_OK && !st.done && st.rebuilt > before) {
+			struct timespec pause = { 0, SUMMARY_PAUSE_US * 1000L };
+			nanosleep(&pause, NULL);
+		}
+	}
+	summarizer_free(&sz);
+	summary_policies_free(&policies);
+	if (rebuilt != NULL) {
+		*rebuilt = st.rebuilt;
+	}
+	return rc;
+}
+
+struct summary_thread {
+	struct store *store;
+	const uint64_t *generation;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;
+};
+
+#define SUMMARY_POLL_MS 200 /* how soon after a policy.put the walk starts */
+
+static void *summary_main(void *arg)
+{
+	struct summary_thread *t = arg;
+	uint64_t walked = UINT64_MAX;
+	pthread_mutex_lock(&t->lock);
+	while (!t->stop) {
+		uint64_t generation = __atomic_load_n(t->generation, __ATOMIC_ACQUIRE);
+		if (generation != walked) {
+			pthread_mutex_unlock(&t->lock);
+			struct timespec t0, t1;
+			uint64_t rebuilt = 0;
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			int rc = summary_walk(t->store, &t->stop, &rebuilt);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			log_event("event=summary_walk status=%s rebuilt=%llu ms=%lld",
+				  rc == STORE_OK ? "ok" : rc == STORE_FULL ? "storage_full" : "storage_fault",
+				  (unsigned long long)rebuilt,
+				  (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+			pthread_mutex_lock(&t->lock);
+			walked = rc == STORE_OK ? generation : walked;
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += SUMMARY_POLL_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		while (!t->stop && pthread_cond_timedwait(&t->wake, &t->lock, &until) != ETIMEDOUT) {
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+struct summary_thread *summary_thread_start(struct store *store, const uint64_t *generation)
+{
+	struct summary_thread *t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		log_event("event=summary_walk status=not_started reason=out_of_memory");
+		return NULL;
+	}
+	t->store = store;
+	t->generation = generation;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->wake, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_init(&t->lock, NULL);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&t->thread, NULL, summary_main, t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		log_event("event=summary_walk status=not_started reason=%s", strerror(rc));
+		pthread_cond_destroy(&t->wake);
+		pthread_mutex_destroy(&t->lock);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void summary_thread_stop(struct summary_thread *t)
+{
+	if (t == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	__atomic_store_n(&t->stop, true, __ATOMIC_RELEASE);
+	pthread_cond_signal(&t->wake);
+	pthread_mutex_unlock(&t->lock);
+	pthread_join(t->thread, NULL);
+	pthread_cond_destroy(&t->wake);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
