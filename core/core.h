@@ -434,9 +434,11 @@ struct core_summary {
 	struct core_years years;      /* as of the horizon, and of any later D */
 	uint32_t duplicate_count;
 	uint32_t range_count;         /* counted pension months, as ranges */
+	uint32_t housing_count;       /* months that qualify for housing, as ranges by city */
 	const uint8_t *cities;
 	const uint8_t *duplicates;
 	const uint8_t *ranges;
+	const uint8_t *housing;
 	struct core_timeline exceptions; /* slots paid below their due: the only ones a later D can owe */
 };
 
@@ -472,6 +474,9 @@ int core_summary_retirement(const struct core_policy_set *set, int32_t birth_mon
 			    struct core_retirement *out);
 int core_summary_medical(const struct core_policy_set *set, const struct core_summary *summary,
 			 struct core_as_of as_of, struct core_medical *out);
+/* policy: the requested city's, in the set the summary is current under. */
+int core_summary_housing(const struct core_policy *policy, const struct core_summary *summary,
+			 struct core_as_of as_of, struct core_housing *out);
 
 /* ---- payments (R13) and withholding (R12) ---- */
 

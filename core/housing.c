@@ -85,12 +85,26 @@ static bool would_qualify(const struct core_policy *p, const struct month_bits *
 int core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_timeline *tl,
 		       struct core_as_of as_of, struct core_housing *out)
 {
-	ASSERT(p->housing_window_months >= 1 && p->housing_window_months <= CORE_WINDOW_MAX);
-	ASSERT(p->housing_required_months <= p->housing_window_months);
 	struct month_bits q;
 	if (!qualifying_months(set, p, tl, as_of, &q)) {
 		return CORE_ERR_CORRUPT;
 	}
+	housing_of_months(p, &q, as_of, out);
+	return CORE_OK;
+}
+
+bool housing_qualifying(const struct core_policy_set *set, const struct core_policy *p, const struct core_timeline *tl,
+			struct core_as_of as_of, struct month_bits *out)
+{
+	return qualifying_months(set, p, tl, as_of, out);
+}
+
+void housing_of_months(const struct core_policy *p, const struct month_bits *qualifying, struct core_as_of as_of,
+		       struct core_housing *out)
+{
+	ASSERT(p->housing_window_months >= 1 && p->housing_window_months <= CORE_WINDOW_MAX);
+	ASSERT(p->housing_required_months <= p->housing_window_months);
+	const struct month_bits *q = qualifying;
 	int32_t window = (int32_t)p->housing_window_months;
 	int32_t end = as_of.month - (int32_t)p->housing_end_offset_months;
 	out->window_to = end;
@@ -99,7 +113,7 @@ int core_housing_check(const struct core_policy_set *set, const struct core_poli
 	out->qualifying = 0;
 	out->missing_count = 0;
 	for (int32_t m = out->window_from; m <= end; m++) {
-		if (qualifies(p, &q, m)) {
+		if (qualifies(p, q, m)) {
 			out->qualifying++;
 		} else {
 			out->missing[out->missing_count++] = m;
@@ -113,15 +127,14 @@ int core_housing_check(const struct core_policy_set *set, const struct core_poli
 			   (int64_t)as_of.days <= (int64_t)core_date_to_days(deadline) + p->housing_grace_days;
 	uint32_t count = 0;
 	for (int32_t m = out->window_from; m <= end; m++) {
-		count += would_qualify(p, &q, m, current_can, as_of);
+		count += would_qualify(p, q, m, current_can, as_of);
 	}
 	int32_t t = as_of.month;
 	while (count < out->required) {
 		t++;
 		end++;
-		count += would_qualify(p, &q, end, current_can, as_of);
-		count -= would_qualify(p, &q, end - window, current_can, as_of);
+		count += would_qualify(p, q, end, current_can, as_of);
+		count -= would_qualify(p, q, end - window, current_can, as_of);
 	}
 	out->eligible_from = t;
-	return CORE_OK;
 }

@@ -321,6 +321,13 @@ static inline int run_on_time(const struct core_policy *p, const struct core_run
 	return -1;
 }
 
+/* R10 in two steps: the months of p's city that qualify as of D (false
+ * when tl is corrupt), then the window and eligible_from from them. */
+bool housing_qualifying(const struct core_policy_set *set, const struct core_policy *p, const struct core_timeline *tl,
+			struct core_as_of as_of, struct month_bits *out);
+void housing_of_months(const struct core_policy *p, const struct month_bits *qualifying, struct core_as_of as_of,
+		       struct core_housing *out);
+
 /* R9 with the pension months counted_before already counted (a summary's
  * settled part) besides those of tl. */
 int retirement_compute(const struct core_policy_set *set, int32_t birth_month, uint8_t class_,

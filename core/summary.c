@@ -12,7 +12,8 @@
  *   paid stays below its due until a write rebuilds the summary);
  * - retirement's counted pension months are the settled ones;
  * - medical: a settled medical slot makes the person enrolled, and no
- *   settled slot is back-paid on D itself (D is after every payment day).
+ *   settled slot is back-paid on D itself (D is after every payment day);
+ * - housing: the months that qualify in each city are those of the horizon.
  * Before the horizon, or under other policies, the full computation runs. */
 #include "core.h"
 #include "internal.h"
@@ -29,14 +30,17 @@ enum {
 	AT_RANGES = 92,	     /* u32: counted pension months as ranges */
 	AT_EXCEPTIONS = 96,  /* u32 slots */
 	AT_EXCEPTION_BYTES = 100, /* u32 */
-	HEADER_BYTES = 104,
+	AT_HOUSING = 104,    /* u32: months that qualify for housing, as ranges by city */
+	HEADER_BYTES = 108,
 };
 /* then cities (u32 city, u32 revision), duplicates (i32 month, u32 city, u32
- * type), ranges (i32 from, i32 to), and the exceptions' run encoding. */
+ * type), pension ranges (i32 from, i32 to), housing ranges (u32 city, i32
+ * from, i32 to), and the exceptions' run encoding. */
 #define CITY_BYTES 8u
 #define DUPLICATE_BYTES 12u
 #define RANGE_BYTES 8u
-#define RANGES_MAX (CORE_MONTH_COUNT / 2)
+#define HOUSING_BYTES 12u
+#define RANGES_MAX ((CORE_MONTH_COUNT + 1) / 2) /* of one month set */
 
 static uint32_t get_u32(const uint8_t *p)
 {
@@ -52,8 +56,47 @@ static void put_u32(uint8_t *p, uint32_t v)
 
 size_t core_summary_size_max(uint32_t slot_count)
 {
-	return HEADER_BYTES + (size_t)slot_count * (CITY_BYTES + DUPLICATE_BYTES) + RANGES_MAX * RANGE_BYTES +
-	       core_timeline_encode_max(slot_count);
+	/* a city's qualifying months need a slot each */
+	return HEADER_BYTES + (size_t)slot_count * (CITY_BYTES + DUPLICATE_BYTES + HOUSING_BYTES) +
+	       RANGES_MAX * RANGE_BYTES + core_timeline_encode_max(slot_count);
+}
+
+/* Writes the months of b as ranges (from, to), each after city when city
+ * is not NULL; counts them in *count. Returns the end. */
+static uint8_t *ranges_put(uint8_t *p, const struct month_bits *b, const uint32_t *city, uint32_t *count)
+{
+	for (int32_t m = CORE_MONTH_FIRST; m < CORE_MONTH_FIRST + (int32_t)CORE_MONTH_COUNT; m++) {
+		if (!month_bits_test(b, m)) {
+			continue;
+		}
+		int32_t to = m;
+		while (month_bits_test(b, to + 1)) {
+			to++;
+		}
+		if (city != NULL) {
+			put_u32(p, *city);
+			p += 4;
+		}
+		put_u32(p, (uint32_t)m);
+		put_u32(p + 4, (uint32_t)to);
+		p += RANGE_BYTES;
+		(*count)++;
+		m = to;
+	}
+	return p;
+}
+
+/* Adds the range at p (from, to) to b; false when it is not a valid range. */
+static bool range_get(const uint8_t *p, struct month_bits *b)
+{
+	int32_t from = (int32_t)get_u32(p);
+	int32_t to = (int32_t)get_u32(p + 4);
+	if ((uint32_t)(from - CORE_MONTH_FIRST) >= CORE_MONTH_COUNT || (uint32_t)(to - CORE_MONTH_FIRST) >= CORE_MONTH_COUNT ||
+	    to < from) {
+		return false;
+	}
+	month_bits_set_range(b, from, to);
+	return true;
 }
 
 /* The index of city's policy in set (core_person_resolve found it). */
@@ -140,19 +183,15 @@ size_t core_summary_build(const struct core_policy_set *set, const uint32_t *rev
 		put_u32(p + 8, scratch->duplicates[i].type);
 	}
 	uint32_t range_count = 0;
-	for (int32_t m = CORE_MONTH_FIRST; m < CORE_MONTH_FIRST + (int32_t)CORE_MONTH_COUNT; m++) {
-		if (!month_bits_test(&pension, m)) {
-			continue;
+	p = ranges_put(p, &pension, NULL, &range_count);
+	uint32_t housing_count = 0;
+	for (uint32_t i = 0; i < city_count; i++) {
+		struct month_bits q;
+		const struct core_policy *policy = core_policy_find(set, scratch->cities[i]);
+		if (!housing_qualifying(set, policy, tl, core_as_of_make(horizon_date), &q)) {
+			return 0;
 		}
-		int32_t to = m;
-		while (month_bits_test(&pension, to + 1)) {
-			to++;
-		}
-		put_u32(p, (uint32_t)m);
-		put_u32(p + 4, (uint32_t)to);
-		p += RANGE_BYTES;
-		range_count++;
-		m = to;
+		p = ranges_put(p, &q, &scratch->cities[i], &housing_count);
 	}
 	size_t exception_bytes = core_timeline_encode(scratch->slots, exception_count, p, capacity - (size_t)(p - out));
 	ASSERT(exception_bytes > 0);
@@ -173,6 +212,7 @@ size_t core_summary_build(const struct core_policy_set *set, const uint32_t *rev
 	put_u32(out + AT_RANGES, range_count);
 	put_u32(out + AT_EXCEPTIONS, exception_count);
 	put_u32(out + AT_EXCEPTION_BYTES, (uint32_t)exception_bytes);
+	put_u32(out + AT_HOUSING, housing_count);
 	return (size_t)(p - out);
 }
 
@@ -188,10 +228,11 @@ bool core_summary_read(const uint8_t *bytes, size_t size, struct core_summary *o
 	out->horizon_days = (int32_t)get_u32(bytes + AT_HORIZON);
 	out->duplicate_count = get_u32(bytes + AT_DUPLICATES);
 	out->range_count = get_u32(bytes + AT_RANGES);
+	out->housing_count = get_u32(bytes + AT_HOUSING);
 	uint32_t exception_bytes = get_u32(bytes + AT_EXCEPTION_BYTES);
 	uint64_t need = HEADER_BYTES + (uint64_t)out->city_count * CITY_BYTES +
 			(uint64_t)out->duplicate_count * DUPLICATE_BYTES + (uint64_t)out->range_count * RANGE_BYTES +
-			exception_bytes;
+			(uint64_t)out->housing_count * HOUSING_BYTES + exception_bytes;
 	if (need != size || out->range_count > RANGES_MAX) {
 		return false;
 	}
@@ -203,8 +244,9 @@ bool core_summary_read(const uint8_t *bytes, size_t size, struct core_summary *o
 	out->cities = bytes + HEADER_BYTES;
 	out->duplicates = out->cities + (size_t)out->city_count * CITY_BYTES;
 	out->ranges = out->duplicates + (size_t)out->duplicate_count * DUPLICATE_BYTES;
+	out->housing = out->ranges + (size_t)out->range_count * RANGE_BYTES;
 	out->exceptions = (struct core_timeline){ .slot_count = get_u32(bytes + AT_EXCEPTIONS),
-						  .runs = out->ranges + (size_t)out->range_count * RANGE_BYTES,
+						  .runs = out->housing + (size_t)out->housing_count * HOUSING_BYTES,
 						  .runs_size = exception_bytes };
 	return true;
 }
@@ -244,13 +286,9 @@ int core_summary_retirement(const struct core_policy_set *set, int32_t birth_mon
 {
 	struct month_bits counted = { { 0 } };
 	for (uint32_t i = 0; i < summary->range_count; i++) {
-		int32_t from = (int32_t)get_u32(summary->ranges + i * RANGE_BYTES);
-		int32_t to = (int32_t)get_u32(summary->ranges + i * RANGE_BYTES + 4);
-		if ((uint32_t)(from - CORE_MONTH_FIRST) >= CORE_MONTH_COUNT ||
-		    (uint32_t)(to - CORE_MONTH_FIRST) >= CORE_MONTH_COUNT || to < from) {
+		if (!range_get(summary->ranges + i * RANGE_BYTES, &counted)) {
 			return CORE_ERR_CORRUPT;
 		}
-		month_bits_set_range(&counted, from, to);
 	}
 	return retirement_compute(set, birth_month, class_, &summary->exceptions, as_of, elect_month, &counted, out);
 }
@@ -263,4 +301,18 @@ int core_summary_medical(const struct core_policy_set *set, const struct core_su
 		out->status = CORE_MEDICAL_ACTIVE;
 	}
 	return rc;
+}
+
+int core_summary_housing(const struct core_policy *policy, const struct core_summary *summary,
+			 struct core_as_of as_of, struct core_housing *out)
+{
+	struct month_bits q = { { 0 } };
+	for (uint32_t i = 0; i < summary->housing_count; i++) {
+		const uint8_t *h = summary->housing + i * HOUSING_BYTES;
+		if (get_u32(h) == policy->city && !range_get(h + 4, &q)) {
+			return CORE_ERR_CORRUPT;
+		}
+	}
+	housing_of_months(policy, &q, as_of, out);
+	return CORE_OK;
 }

@@ -664,8 +664,9 @@ static int compute_method(struct dispatch *d, const struct proto_compute *req, c
 	}
 	case PROTO_HOUSING: {
 		struct core_housing h;
-		ASSERT(sum == NULL);
-		rc = core_housing_check(&set, core_policy_find(&set, req->city), tl, req->as_of, &h);
+		const struct core_policy *policy = core_policy_find(&set, req->city);
+		rc = sum != NULL ? core_summary_housing(policy, sum, req->as_of, &h)
+				 : core_housing_check(&set, policy, tl, req->as_of, &h);
 		if (rc == CORE_OK) {
 			proto_write_housing(d->writer, id, req->city, &h);
 		}
@@ -693,7 +694,7 @@ static bool compute_summarized(struct dispatch *d, const struct proto_compute *r
 	uint32_t bad;
 	/* The exceptions resolve whenever the summary is current; checked all the same, since
 	 * the rules trust resolved slots and a damaged store must not stop the server. */
-	if (bytes == NULL || req->method == PROTO_HOUSING || !core_summary_read(bytes, size, &sum) ||
+	if (bytes == NULL || !core_summary_read(bytes, size, &sum) ||
 	    !core_summary_applies(&sum, req->as_of) || !summary_current(&sum, &set, d->view_revisions) ||
 	    !scratch_reserve(d, sum.exceptions.slot_count > sum.duplicate_count ? sum.exceptions.slot_count
 									 : sum.duplicate_count) ||

@@ -2,7 +2,8 @@
  * timelines (gaps, partial, late and back payments, several cities,
  * deemed months, flexible windows) under random policies go through the
  * full computation and through the summary at as-of dates on both sides
- * of every payment, deadline and the horizon; wherever the summary says
+ * of every payment, deadline and the horizon (housing under every city's
+ * policy); wherever the summary says
  * it applies, every field must agree. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -66,6 +67,8 @@ struct world {
 	struct core_arrears_item items_fast[SLOTS_MAX];
 	struct core_duplicate dups_full[SLOTS_MAX];
 	struct core_duplicate dups_fast[SLOTS_MAX];
+	struct core_housing housing_full;
+	struct core_housing housing_fast;
 	int32_t dates[DATES_MAX];
 	uint32_t date_count;
 };
@@ -107,6 +110,12 @@ static void random_policy(struct world *w, uint32_t i)
 	p->backpay_verify_max_months = p->backpay_direct_max_months + rnd(60);
 	p->backpay_legacy_before = M(200001) + (int32_t)rnd(200);
 	p->backpay_flexible_window_months = rnd(3) == 0 ? 0 : 12 + rnd(48);
+	p->housing_types = (uint8_t)rnd(1u << CORE_TYPE_COUNT);
+	p->housing_window_months = 1 + rnd(120);
+	p->housing_required_months = rnd(p->housing_window_months + 1);
+	p->housing_end_offset_months = rnd(13);
+	p->housing_backpay_counts = rnd(2);
+	p->housing_grace_days = rnd(3) == 0 ? 0 : rnd(90);
 	core_policy_prepare(p);
 	w->items[i] = p;
 	w->revisions[i] = 1 + rnd(5);
@@ -263,6 +272,18 @@ static void compare_medical(struct world *w, const struct core_timeline *tl, con
 	assert_memory_equal(&full, &fast, sizeof(full));
 }
 
+static void compare_housing(struct world *w, const struct core_timeline *tl, const struct core_summary *sum,
+			    struct core_as_of as_of)
+{
+	for (uint32_t i = 0; i < CITIES; i++) {
+		memset(&w->housing_full, 0, sizeof(w->housing_full));
+		memset(&w->housing_fast, 0, sizeof(w->housing_fast));
+		assert_int_equal(core_housing_check(&w->set, &w->policies[i], tl, as_of, &w->housing_full), CORE_OK);
+		assert_int_equal(core_summary_housing(&w->policies[i], sum, as_of, &w->housing_fast), CORE_OK);
+		assert_memory_equal(&w->housing_full, &w->housing_fast, sizeof(w->housing_full));
+	}
+}
+
 static void test_summary_answers_as_the_full_path_after_its_horizon(void **state)
 {
 	struct world *w = *state;
@@ -306,6 +327,7 @@ static void test_summary_answers_as_the_full_path_after_its_horizon(void **state
 			compare_years(w, &tl, &sum, as_of);
 			compare_retirement(w, &tl, &sum, as_of);
 			compare_medical(w, &tl, &sum, as_of);
+			compare_housing(w, &tl, &sum, as_of);
 		}
 	}
 	/* the test means something only if both sides of the horizon were seen often */

@@ -147,6 +147,9 @@ static void summary_compare(const struct core_summary *sum, struct core_as_of as
 	memset(&y.medical, 0, sizeof(y.medical));
 	FUZZ_CHECK(core_summary_medical(&set, sum, as_of, &y.medical) == CORE_OK);
 	FUZZ_CHECK(memcmp(&x->medical, &y.medical, sizeof(y.medical)) == 0);
+	memset(&y.housing, 0, sizeof(y.housing));
+	FUZZ_CHECK(core_summary_housing(policies[0], sum, as_of, &y.housing) == x->rc[4]);
+	FUZZ_CHECK(x->rc[4] != CORE_OK || memcmp(&x->housing, &y.housing, sizeof(y.housing)) == 0);
 }
 
 /* A stored summary read from fuzzed bytes is used only as the server does:
@@ -164,6 +167,7 @@ static void summary_stored(const struct store_person *p, struct core_as_of as_of
 	core_summary_years(&sum, &y.years, duplicates[2], &y.duplicate_count);
 	core_summary_retirement(&set, core_id_birth_month(FUZZ_PERSON_ID), class_, &sum, as_of, -1, &y.retirement);
 	core_summary_medical(&set, &sum, as_of, &y.medical);
+	core_summary_housing(policies[0], &sum, as_of, &y.housing);
 	for (uint32_t i = 0; i < sum.city_count; i++) {
 		uint32_t city, revision;
 		core_summary_city(&sum, i, &city, &revision);
