@@ -142,25 +142,37 @@ size_t core_summary_build(const struct core_policy_set *set, const uint32_t *rev
 	int32_t horizon = core_date_to_days(19000101);
 	bool medical = false;
 	struct core_timeline_iter it;
-	const struct core_slot *s;
+	const struct core_run *r;
 	core_timeline_iter_init(&it, tl);
-	while ((s = core_timeline_next(&it)) != NULL) {
-		city_add(scratch->cities, &city_count, s->city);
-		const struct core_policy *p = slot_cursor_policy(&cursor, s->city);
-		struct core_due due = slot_cursor_due(&cursor, p, s);
-		int64_t due_fen = due.employer_fen + due.individual_fen;
-		if (!s->deemed && s->paid_fen < due_fen) {
-			scratch->slots[exception_count++] = *s;
+	while ((r = core_timeline_next_run(&it)) != NULL) {
+		city_add(scratch->cities, &city_count, r->first.city);
+		const struct core_policy *p = slot_cursor_policy(&cursor, r->first.city);
+		/* Month by month only the due (cached by the cursor while the period holds). */
+		struct core_slot s = r->first;
+		int64_t last_settled = -1;
+		for (uint32_t k = 0; k < r->count; k++) {
+			s.month = r->first.month + (int32_t)k;
+			struct core_due due = slot_cursor_due(&cursor, p, &s);
+			int64_t due_fen = due.employer_fen + due.individual_fen;
+			if (!s.deemed && s.paid_fen < due_fen) {
+				core_run_slot(r, k, &scratch->slots[exception_count++]);
+				continue;
+			}
+			last_settled = k;
+			if (s.type == CORE_PENSION && (s.deemed || due_fen > 0)) {
+				month_bits_set(&pension, s.month);
+			}
+		}
+		if (last_settled < 0) {
 			continue;
 		}
-		int32_t begins = core_date_to_days(core_month_yyyymm(s->month) * 100 + 1);
-		int32_t paid = s->paid_date > 0 ? core_date_to_days(s->paid_date) + 1 : begins;
+		/* Payment dates rise with the months of a run: its last settled month sets its horizon. */
+		core_run_slot(r, (uint32_t)last_settled, &s);
+		int32_t begins = core_date_to_days(core_month_yyyymm(s.month) * 100 + 1);
+		int32_t paid = s.paid_date > 0 ? core_date_to_days(s.paid_date) + 1 : begins;
 		horizon = begins > horizon ? begins : horizon;
 		horizon = paid > horizon ? paid : horizon;
-		medical = medical || s->type == CORE_MEDICAL;
-		if (s->type == CORE_PENSION && (s->deemed || due_fen > 0)) {
-			month_bits_set(&pension, s->month);
-		}
+		medical = medical || s.type == CORE_MEDICAL;
 	}
 	int32_t horizon_date = core_days_to_date(horizon);
 	if (it.corrupt || city_count > UINT16_MAX || horizon_date > 21001231) {

@@ -34,9 +34,7 @@ static int sink_person(void *ctx, const struct gen_person *p)
 	if (s->txn == NULL && (s->rc = store_write_begin(s->store, &s->txn)) != STORE_OK) {
 		return 1;
 	}
-	size_t summary_size;
-	const uint8_t *summary = summary_bulk_make(&s->summaries, p->slots, p->slot_count, &summary_size);
-	s->rc = store_person_put(s->txn, p->id, p->retire_class, p->slots, p->slot_count, summary, summary_size);
+	s->rc = summary_bulk_put(&s->summaries, s->txn, p->id, p->retire_class, p->slots, p->slot_count);
 	if (s->rc != STORE_OK) {
 		return 1;
 	}

@@ -752,9 +752,7 @@ static int person_put(struct import *im, struct store_txn *txn, const struct imp
 	char id[CORE_ID_SIZE + 1];
 	memcpy(id, rows[0].id, CORE_ID_SIZE);
 	id[CORE_ID_SIZE] = '\0';
-	size_t summary_size;
-	const uint8_t *summary = summary_bulk_make(&im->summaries, im->slots_buf, (uint32_t)count, &summary_size);
-	int rc = store_person_put(txn, id, -1, im->slots_buf, (uint32_t)count, summary, summary_size);
+	int rc = summary_bulk_put(&im->summaries, txn, id, -1, im->slots_buf, (uint32_t)count);
 	if (rc == STORE_OK) {
 		im->persons++;
 		im->slots += count;

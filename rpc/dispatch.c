@@ -1288,10 +1288,7 @@ static int person_store(struct dispatch *d, struct store_txn *txn, const char *i
 			const struct core_slot *slots, uint32_t slot_count)
 {
 	struct core_policy_set set = { (const struct core_policy *const *)d->policies, d->policy_count };
-	struct core_timeline tl = { .slots = slots, .slot_count = slot_count };
-	size_t size;
-	const uint8_t *summary = summarizer_make(&d->summarizer, &set, d->policy_revisions, &tl, &size);
-	return store_person_put(txn, id, retire_class, slots, slot_count, summary, size);
+	return summarizer_put(&d->summarizer, txn, id, retire_class, &set, d->policy_revisions, slots, slot_count);
 }
 
 static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,

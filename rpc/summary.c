@@ -16,6 +16,7 @@ void summarizer_free(struct summarizer *s)
 	free(s->scratch.duplicates);
 	free(s->scratch.cities);
 	free(s->out);
+	free(s->runs);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -42,6 +43,15 @@ static bool summarizer_reserve(struct summarizer *s, uint32_t slot_count)
 		s->out = out;
 		s->out_size = need;
 	}
+	need = core_timeline_encode_max(slot_count);
+	if (need > s->runs_size) {
+		uint8_t *runs = realloc(s->runs, need);
+		if (runs == NULL) {
+			return false;
+		}
+		s->runs = runs;
+		s->runs_size = need;
+	}
 	return true;
 }
 
@@ -54,6 +64,23 @@ const uint8_t *summarizer_make(struct summarizer *s, const struct core_policy_se
 	}
 	*size = core_summary_build(set, revisions, tl, &s->scratch, s->out, s->out_size);
 	return *size > 0 ? s->out : NULL;
+}
+
+int summarizer_put(struct summarizer *s, struct store_txn *txn, const char *id, int retire_class,
+		   const struct core_policy_set *set, const uint32_t *revisions, const struct core_slot *slots,
+		   uint32_t slot_count)
+{
+	if (!summarizer_reserve(s, slot_count)) {
+		return store_person_put(txn, id, retire_class, slots, slot_count, NULL, 0); /* reports the memory */
+	}
+	/* Encoded once, for the store and for the rules, which go run by run (a plain
+	 * array would read as runs of one month). */
+	struct core_timeline tl = { .slot_count = slot_count, .runs = s->runs,
+				    .runs_size = core_timeline_encode(slots, slot_count, s->runs, s->runs_size) };
+	ASSERT(tl.runs_size > 0);
+	size_t size;
+	const uint8_t *summary = summarizer_make(s, set, revisions, &tl, &size);
+	return store_person_put_runs(txn, id, retire_class, tl.runs, tl.runs_size, summary, size);
 }
 
 bool summary_current(const struct core_summary *summary, const struct core_policy_set *set, const uint32_t *revisions)
@@ -139,12 +166,11 @@ int summary_bulk_open(struct summary_bulk *b, struct store *store)
 	return summary_policies_load(store, &b->policies);
 }
 
-const uint8_t *summary_bulk_make(struct summary_bulk *b, const struct core_slot *slots, uint32_t slot_count,
-				 size_t *size)
+int summary_bulk_put(struct summary_bulk *b, struct store_txn *txn, const char *id, int retire_class,
+		     const struct core_slot *slots, uint32_t slot_count)
 {
 	struct core_policy_set set = { (const struct core_policy *const *)b->policies.items, b->policies.count };
-	struct core_timeline tl = { .slots = slots, .slot_count = slot_count };
-	return summarizer_make(&b->summarizer, &set, b->policies.revisions, &tl, size);
+	return summarizer_put(&b->summarizer, txn, id, retire_class, &set, b->policies.revisions, slots, slot_count);
 }
 
 void summary_bulk_close(struct summary_bulk *b)
@@ -201,7 +227,7 @@ static int walk_step(struct store *store, struct summarizer *sz, const struct su
 		if (bytes == NULL && p.summary == NULL) {
 			continue; /* none then, none now */
 		}
-		rc = store_summary_put(txn, &p, bytes, size);
+		rc = store_person_put_runs(txn, p.id, p.retire_class, p.timeline.runs, p.timeline.runs_size, bytes, size);
 		changed++;
 	}
 	store_scan_close(scan);

@@ -22,12 +22,20 @@ struct summarizer {
 	struct core_summary_scratch scratch;
 	uint8_t *out;
 	size_t out_size;
+	uint8_t *runs; /* slots encoded by summarizer_put */
+	size_t runs_size;
 };
 void summarizer_free(struct summarizer *s);
 /* The summary of tl under set (items[i] is revision revisions[i]); NULL
  * with *size 0 when there is none to keep or memory ran out. */
 const uint8_t *summarizer_make(struct summarizer *s, const struct core_policy_set *set, const uint32_t *revisions,
 			       const struct core_timeline *tl, size_t *size);
+
+/* store_person_put of sorted, valid slots with their summary under set
+ * (as summarizer_make), the slots encoded once for both. */
+int summarizer_put(struct summarizer *s, struct store_txn *txn, const char *id, int retire_class,
+		   const struct core_policy_set *set, const uint32_t *revisions, const struct core_slot *slots,
+		   uint32_t slot_count);
 
 /* True when the summary was made under exactly the revisions of set. */
 bool summary_current(const struct core_summary *summary, const struct core_policy_set *set, const uint32_t *revisions);
@@ -49,8 +57,8 @@ struct summary_bulk {
 	struct summarizer summarizer;
 };
 int summary_bulk_open(struct summary_bulk *b, struct store *store);
-const uint8_t *summary_bulk_make(struct summary_bulk *b, const struct core_slot *slots, uint32_t slot_count,
-				 size_t *size);
+int summary_bulk_put(struct summary_bulk *b, struct store_txn *txn, const char *id, int retire_class,
+		     const struct core_slot *slots, uint32_t slot_count);
 void summary_bulk_close(struct summary_bulk *b);
 
 /* One whole walk: rebuilds every summary that is missing or not current

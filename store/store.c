@@ -373,16 +373,16 @@ int store_person_put(struct store_txn *t, const char *id, int retire_class, cons
 	return person_value_put(t, id, retire_class, size, summary, summary_size);
 }
 
-int store_summary_put(struct store_txn *t, const struct store_person *p, const uint8_t *summary, size_t summary_size)
+int store_person_put_runs(struct store_txn *t, const char *id, int retire_class, const uint8_t *runs,
+			  size_t runs_size, const uint8_t *summary, size_t summary_size)
 {
 	struct store *s = t->store;
-	size_t runs_size = p->timeline.runs_size;
 	if (!scratch_reserve(s, PERSON_SUMMARY_HEADER_BYTES + runs_size + summary_size)) {
 		return put_result(t, ENOMEM);
 	}
-	/* p borrows the map: copy its runs before the put moves the page. */
-	memcpy(s->scratch + PERSON_SUMMARY_HEADER_BYTES, p->timeline.runs, runs_size);
-	return person_value_put(t, p->id, p->retire_class, runs_size, summary, summary_size);
+	/* runs may borrow the map: copied before the put moves the page. */
+	memcpy(s->scratch + PERSON_SUMMARY_HEADER_BYTES, runs, runs_size);
+	return person_value_put(t, id, retire_class, runs_size, summary, summary_size);
 }
 
 int store_person_delete(struct store_txn *t, const char *id, size_t id_size)

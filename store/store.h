@@ -66,10 +66,10 @@ int store_person_decode(const char *id, size_t id_size, const uint8_t *value, si
  * what core_summary_build made of them, stored with them (NULL, 0: none). */
 int store_person_put(struct store_txn *txn, const char *id, int retire_class, const struct core_slot *slots,
 		     uint32_t slot_count, const uint8_t *summary, size_t summary_size);
-/* Replaces the summary of a person read in this write transaction (p is
- * invalid afterwards); summary_size 0 removes it. */
-int store_summary_put(struct store_txn *txn, const struct store_person *p, const uint8_t *summary,
-		      size_t summary_size);
+/* The same with the slots already run-encoded (core_timeline_encode), which
+ * may be a stored person's, read in this transaction. */
+int store_person_put_runs(struct store_txn *txn, const char *id, int retire_class, const uint8_t *runs,
+			  size_t runs_size, const uint8_t *summary, size_t summary_size);
 int store_person_delete(struct store_txn *txn, const char *id, size_t id_size);
 
 /* Persons with id greater than after (NULL: from the first), ascending. */
