@@ -11,6 +11,7 @@
 #include "../proto/proto.h"
 #include "../rpc/dispatch.h"
 #include "../rpc/log.h"
+#include "../rpc/summary.h"
 #include "../store/store.h"
 
 #define VERIFY_REPORTS_MAX 1000u /* problems printed; past it only counted */
@@ -201,6 +202,8 @@ struct verify {
 	uint32_t revision_city; /* the city and number of the last revision seen */
 	uint32_t revision_last;
 	struct store_txn *txn;
+	struct summary_policies policies; /* the latest, to remake current summaries */
+	struct summarizer summarizer;
 };
 
 static void problem(struct verify *v, const char *key, const char *what)
@@ -208,6 +211,26 @@ static void problem(struct verify *v, const char *key, const char *what)
 	v->problems++;
 	if (v->problems <= VERIFY_REPORTS_MAX) {
 		printf("%s: %s: %s\n", v->table, key, what);
+	}
+}
+
+/* A summary reads, and one made under the latest policies is what they
+ * make of the timeline now (a stale one is the summary walk's business). */
+static void verify_summary(struct verify *v, const char *masked, const struct store_person *p)
+{
+	struct core_summary sum;
+	struct core_policy_set set = { (const struct core_policy *const *)v->policies.items, v->policies.count };
+	if (!core_summary_read(p->summary, p->summary_size, &sum)) {
+		problem(v, masked, "the summary does not decode");
+		return;
+	}
+	if (!summary_current(&sum, &set, v->policies.revisions)) {
+		return;
+	}
+	size_t size;
+	const uint8_t *again = summarizer_make(&v->summarizer, &set, v->policies.revisions, &p->timeline, &size);
+	if (again == NULL || size != p->summary_size || memcmp(again, p->summary, size) != 0) {
+		problem(v, masked, "the summary is not what its timeline and policies make");
 	}
 }
 
@@ -236,6 +259,8 @@ static int verify_person(void *ctx, const uint8_t *key, size_t key_size, const u
 		problem(v, masked, "the timeline does not decode");
 	} else if (slots != p.timeline.slot_count) {
 		problem(v, masked, "the timeline holds another number of slots than its header says");
+	} else if (p.summary != NULL) {
+		verify_summary(v, masked, &p);
 	}
 	return 0;
 }
@@ -383,8 +408,12 @@ int ops_verify_command(int argc, char **argv)
 	}
 	struct store_txn *txn;
 	struct verify v = { 0 };
+	/* A policy that does not load is the policies table's problem: summaries are then only read. */
+	if (summary_policies_load(store, &v.policies) != STORE_OK) {
+		memset(&v.policies, 0, sizeof(v.policies));
+	}
 	int rc = store_read_begin(store, &txn);
-	v.txn = txn;
+	v.txn = rc == STORE_OK ? txn : NULL;
 	for (uint32_t t = 0; rc == STORE_OK && store_table_name(t) != NULL; t++) {
 		const char *name = store_table_name(t);
 		size_t k = 0;
@@ -400,7 +429,9 @@ int ops_verify_command(int argc, char **argv)
 		fprintf(stderr, "arrears verify: %s: %llu records%s\n", name, (unsigned long long)(v.records - before),
 			ruled ? "" : " (read; verify has no rule for this table yet)");
 	}
-	store_txn_end(txn);
+	store_txn_end(v.txn);
+	summarizer_free(&v.summarizer);
+	summary_policies_free(&v.policies);
 	store_close(store);
 	if (rc != STORE_OK) {
 		printf("store: the walk failed: storage fault\n");

@@ -107,6 +107,19 @@ class Lmdb:
             assert self.lib.mdb_put(txn, dbi, ctypes.byref(k), ctypes.byref(v), 0) == 0
         assert self.lib.mdb_txn_commit(txn) == 0
 
+    def first(self, db):
+        """The first (key, value) of a database."""
+        txn, dbi, cur = ctypes.c_void_p(), ctypes.c_uint(), ctypes.c_void_p()
+        assert self.lib.mdb_txn_begin(self.env, None, 0x20000, ctypes.byref(txn)) == 0  # MDB_RDONLY
+        assert self.lib.mdb_dbi_open(txn, db.encode(), 0, ctypes.byref(dbi)) == 0
+        assert self.lib.mdb_cursor_open(txn, dbi, ctypes.byref(cur)) == 0
+        k, v = self.Val(), self.Val()
+        assert self.lib.mdb_cursor_get(cur, ctypes.byref(k), ctypes.byref(v), 0) == 0  # MDB_FIRST
+        out = ctypes.string_at(k.data, k.size), ctypes.string_at(v.data, v.size)
+        self.lib.mdb_cursor_close(cur)
+        self.lib.mdb_txn_abort(txn)
+        return out
+
     def close(self):
         self.lib.mdb_env_close(self.env)
 
@@ -328,6 +341,36 @@ class TestBackupVerify(ServerTest):
             "audit: seq 3: a gap in the sequence: the previous record is 1",
             "policy_revisions: 990000 revision 2: the revisions of the city have a gap",
             "policy_revisions: 990000 revision 2: the revision does not parse"])
+
+
+    def test_verify_names_a_summary_its_timeline_does_not_make(self):
+        """Issue 10: a person's value is format 2 (runs size, runs, summary,
+        core/summary.c); verify remakes each summary made under the latest
+        policies and names one that differs, or one that does not decode."""
+        data = self.path("store")
+        ts.gen_store(data, 10, 2)
+        db = Lmdb(data)
+        key, value = db.first("persons")
+        self.assertEqual(value[0], 2, "gen stores a summary with every person")
+        runs_size = int.from_bytes(value[2:6], "little")
+        at = 6 + runs_size + 8  # the summary's years: pension months first
+        months = int.from_bytes(value[at:at + 4], "little")
+        db.change("persons", key, value[:at] + (months + 1).to_bytes(4, "little") + value[at + 4:])
+        db.close()
+        masked = "%s********%s" % (key[:6].decode(), key[14:].decode())
+        v = arrears("verify", "--data", data, check=False)
+        self.assertEqual(v.returncode, 1)
+        self.assertEqual(v.stdout.decode().splitlines(),
+                         ["persons: %s: the summary is not what its timeline and policies make" % masked])
+        db = Lmdb(data)
+        db.change("persons", key, value[:-1])  # one byte short: the sizes no longer add up
+        db.close()
+        v = arrears("verify", "--data", data, check=False)
+        self.assertEqual(v.stdout.decode().splitlines(), ["persons: %s: the summary does not decode" % masked])
+        db = Lmdb(data)
+        db.change("persons", key, value)
+        db.close()
+        self.assertEqual(arrears("verify", "--data", data, check=False).returncode, 0)
 
 
 class TestRetention(ServerTest):
