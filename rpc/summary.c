@@ -17,6 +17,7 @@ void summarizer_free(struct summarizer *s)
 	free(s->scratch.cities);
 	free(s->out);
 	free(s->runs);
+	free(s->run_list);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -29,7 +30,9 @@ static bool summarizer_reserve(struct summarizer *s, uint32_t slot_count)
 		s->scratch.duplicates = dups != NULL ? dups : s->scratch.duplicates;
 		uint32_t *cities = realloc(s->scratch.cities, sizeof(*cities) * slot_count);
 		s->scratch.cities = cities != NULL ? cities : s->scratch.cities;
-		if (slots == NULL || dups == NULL || cities == NULL) {
+		struct core_run *run_list = realloc(s->run_list, sizeof(*run_list) * slot_count);
+		s->run_list = run_list != NULL ? run_list : s->run_list;
+		if (slots == NULL || dups == NULL || cities == NULL || run_list == NULL) {
 			return false;
 		}
 		s->scratch.capacity = slot_count;
@@ -62,7 +65,18 @@ const uint8_t *summarizer_make(struct summarizer *s, const struct core_policy_se
 	if (!summarizer_reserve(s, tl->slot_count)) {
 		return NULL;
 	}
-	*size = core_summary_build(set, revisions, tl, &s->scratch, s->out, s->out_size);
+	/* The build reads the timeline several times (R1, settled part, years, each city's
+	 * housing): decoded once. */
+	struct core_timeline decoded = *tl;
+	if (tl->runs != NULL) {
+		int64_t count = core_timeline_decode(tl, s->run_list, tl->slot_count);
+		if (count < 0) {
+			return NULL;
+		}
+		decoded = (struct core_timeline){ .slot_count = tl->slot_count, .run_list = s->run_list,
+						  .run_count = (uint32_t)count };
+	}
+	*size = core_summary_build(set, revisions, &decoded, &s->scratch, s->out, s->out_size);
 	return *size > 0 ? s->out : NULL;
 }
 

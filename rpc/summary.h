@@ -24,6 +24,7 @@ struct summarizer {
 	size_t out_size;
 	uint8_t *runs; /* slots encoded by summarizer_put */
 	size_t runs_size;
+	struct core_run *run_list; /* a timeline decoded for the build's passes */
 };
 void summarizer_free(struct summarizer *s);
 /* The summary of tl under set (items[i] is revision revisions[i]); NULL
