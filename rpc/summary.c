@@ -85,7 +85,7 @@ int summarizer_put(struct summarizer *s, struct store_txn *txn, const char *id, 
 		   uint32_t slot_count)
 {
 	if (!summarizer_reserve(s, slot_count)) {
-		return store_person_put(txn, id, retire_class, slots, slot_count, NULL, 0); /* reports the memory */
+		return STORE_IO; /* out of memory: the write fails whole */
 	}
 	/* Encoded once, for the store and for the rules, which go run by run (a plain
 	 * array would read as runs of one month). */
@@ -94,7 +94,7 @@ int summarizer_put(struct summarizer *s, struct store_txn *txn, const char *id, 
 	ASSERT(tl.runs_size > 0);
 	size_t size;
 	const uint8_t *summary = summarizer_make(s, set, revisions, &tl, &size);
-	return store_person_put_runs(txn, id, retire_class, tl.runs, tl.runs_size, summary, size);
+	return store_person_put(txn, id, retire_class, tl.runs, tl.runs_size, summary, size);
 }
 
 bool summary_current(const struct core_summary *summary, const struct core_policy_set *set, const uint32_t *revisions)
@@ -241,7 +241,7 @@ static int walk_step(struct store *store, struct summarizer *sz, const struct su
 		if (bytes == NULL && p.summary == NULL) {
 			continue; /* none then, none now */
 		}
-		rc = store_person_put_runs(txn, p.id, p.retire_class, p.timeline.runs, p.timeline.runs_size, bytes, size);
+		rc = store_person_put(txn, p.id, p.retire_class, p.timeline.runs, p.timeline.runs_size, bytes, size);
 		changed++;
 	}
 	store_scan_close(scan);

@@ -15,8 +15,9 @@
 #include "store.h"
 
 #define PERSON_HEADER_BYTES 2u /* format, retire class */
-/* Format 2 adds, after the header, the runs' size (u32) so that a summary
- * (core/summary.c) can follow the runs. */
+/* Format 2 puts a summary (core/summary.c) between the header and the runs,
+ * its size (u32) first: a query that reads only the summary touches the
+ * value's first page, not the runs'. */
 #define PERSON_FORMAT_SUMMARY 2u
 #define PERSON_SUMMARY_HEADER_BYTES (PERSON_HEADER_BYTES + 4u)
 #define CLASS_DEFAULT 0xffu
@@ -272,18 +273,18 @@ static int decode_person(const MDB_val *key, const MDB_val *val, struct store_pe
 	out->summary = NULL;
 	out->summary_size = 0;
 	if (v[0] == PERSON_FORMAT_SUMMARY) {
-		uint32_t runs_size;
+		uint32_t summary_size;
 		if (val->mv_size < PERSON_SUMMARY_HEADER_BYTES) {
 			return STORE_IO;
 		}
-		memcpy(&runs_size, v + PERSON_HEADER_BYTES, sizeof(runs_size));
-		if (runs_size > val->mv_size - PERSON_SUMMARY_HEADER_BYTES) {
+		memcpy(&summary_size, v + PERSON_HEADER_BYTES, sizeof(summary_size));
+		if (summary_size > val->mv_size - PERSON_SUMMARY_HEADER_BYTES) {
 			return STORE_IO;
 		}
-		out->timeline.runs = v + PERSON_SUMMARY_HEADER_BYTES;
-		out->timeline.runs_size = runs_size;
-		out->summary = out->timeline.runs + runs_size;
-		out->summary_size = val->mv_size - PERSON_SUMMARY_HEADER_BYTES - runs_size;
+		out->summary = v + PERSON_SUMMARY_HEADER_BYTES;
+		out->summary_size = summary_size;
+		out->timeline.runs = out->summary + summary_size;
+		out->timeline.runs_size = val->mv_size - PERSON_SUMMARY_HEADER_BYTES - summary_size;
 	}
 	/* The slot count leads the encoding. */
 	uint64_t count = 0;
@@ -336,53 +337,28 @@ static bool scratch_reserve(struct store *s, size_t need)
 
 /* Writes the value in scratch: header, the runs (already at their place
  * after the header), then the summary (none: the summary-less format). */
-static int person_value_put(struct store_txn *t, const char *id, int retire_class, size_t runs_size,
-			    const uint8_t *summary, size_t summary_size)
+int store_person_put(struct store_txn *t, const char *id, int retire_class, const uint8_t *runs, size_t runs_size,
+		     const uint8_t *summary, size_t summary_size)
 {
 	struct store *s = t->store;
+	size_t head = summary_size > 0 ? PERSON_SUMMARY_HEADER_BYTES + summary_size : PERSON_HEADER_BYTES;
+	if (!scratch_reserve(s, head + runs_size)) {
+		return put_result(t, ENOMEM);
+	}
 	uint8_t *v = s->scratch;
+	v[0] = summary_size > 0 ? PERSON_FORMAT_SUMMARY : STORE_PERSON_FORMAT;
 	v[1] = retire_class < 0 ? CLASS_DEFAULT : (uint8_t)retire_class;
-	size_t size = PERSON_SUMMARY_HEADER_BYTES + runs_size;
 	if (summary_size > 0) {
-		ASSERT(runs_size <= UINT32_MAX);
-		uint32_t runs32 = (uint32_t)runs_size;
-		v[0] = PERSON_FORMAT_SUMMARY;
-		memcpy(v + PERSON_HEADER_BYTES, &runs32, sizeof(runs32));
-		memcpy(v + size, summary, summary_size);
-		size += summary_size;
-	} else {
-		v[0] = STORE_PERSON_FORMAT;
-		memmove(v + PERSON_HEADER_BYTES, v + PERSON_SUMMARY_HEADER_BYTES, runs_size);
-		size -= PERSON_SUMMARY_HEADER_BYTES - PERSON_HEADER_BYTES;
-	}
-	MDB_val key = { CORE_ID_SIZE, (void *)id };
-	MDB_val val = { size, v };
-	return put_result(t, mdb_put(t->txn, s->dbi[DB_PERSONS], &key, &val, 0));
-}
-
-int store_person_put(struct store_txn *t, const char *id, int retire_class, const struct core_slot *slots,
-		     uint32_t slot_count, const uint8_t *summary, size_t summary_size)
-{
-	struct store *s = t->store;
-	size_t runs_max = core_timeline_encode_max(slot_count);
-	if (!scratch_reserve(s, PERSON_SUMMARY_HEADER_BYTES + runs_max + summary_size)) {
-		return put_result(t, ENOMEM);
-	}
-	size_t size = core_timeline_encode(slots, slot_count, s->scratch + PERSON_SUMMARY_HEADER_BYTES, runs_max);
-	ASSERT(size > 0);
-	return person_value_put(t, id, retire_class, size, summary, summary_size);
-}
-
-int store_person_put_runs(struct store_txn *t, const char *id, int retire_class, const uint8_t *runs,
-			  size_t runs_size, const uint8_t *summary, size_t summary_size)
-{
-	struct store *s = t->store;
-	if (!scratch_reserve(s, PERSON_SUMMARY_HEADER_BYTES + runs_size + summary_size)) {
-		return put_result(t, ENOMEM);
+		ASSERT(summary_size <= UINT32_MAX);
+		uint32_t size32 = (uint32_t)summary_size;
+		memcpy(v + PERSON_HEADER_BYTES, &size32, sizeof(size32));
+		memcpy(v + PERSON_SUMMARY_HEADER_BYTES, summary, summary_size);
 	}
 	/* runs may borrow the map: copied before the put moves the page. */
-	memcpy(s->scratch + PERSON_SUMMARY_HEADER_BYTES, runs, runs_size);
-	return person_value_put(t, id, retire_class, runs_size, summary, summary_size);
+	memcpy(v + head, runs, runs_size);
+	MDB_val key = { CORE_ID_SIZE, (void *)id };
+	MDB_val val = { head + runs_size, v };
+	return put_result(t, mdb_put(t->txn, s->dbi[DB_PERSONS], &key, &val, 0));
 }
 
 int store_person_delete(struct store_txn *t, const char *id, size_t id_size)

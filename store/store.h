@@ -62,14 +62,12 @@ int store_person_get(struct store_txn *txn, const char *id, size_t id_size, stru
  * are read, see core_timeline_iter). */
 int store_person_decode(const char *id, size_t id_size, const uint8_t *value, size_t value_size,
 			struct store_person *out);
-/* slots must be sorted by core_slots_sort and valid (SPEC §2.1). summary:
- * what core_summary_build made of them, stored with them (NULL, 0: none). */
-int store_person_put(struct store_txn *txn, const char *id, int retire_class, const struct core_slot *slots,
-		     uint32_t slot_count, const uint8_t *summary, size_t summary_size);
-/* The same with the slots already run-encoded (core_timeline_encode), which
- * may be a stored person's, read in this transaction. */
-int store_person_put_runs(struct store_txn *txn, const char *id, int retire_class, const uint8_t *runs,
-			  size_t runs_size, const uint8_t *summary, size_t summary_size);
+/* Stores a person: runs are its sorted, valid slots (SPEC §2.1) as
+ * core_timeline_encode writes them, and may borrow this transaction (a
+ * stored person's); summary is what core_summary_build made of them (NULL,
+ * 0: none). */
+int store_person_put(struct store_txn *txn, const char *id, int retire_class, const uint8_t *runs, size_t runs_size,
+		     const uint8_t *summary, size_t summary_size);
 int store_person_delete(struct store_txn *txn, const char *id, size_t id_size);
 
 /* Persons with id greater than after (NULL: from the first), ascending. */

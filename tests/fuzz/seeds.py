@@ -180,8 +180,8 @@ def timeline(runs, class_byte=0xff, zz=zigzag):
 
 
 def with_summary(value, exceptions, cities, horizon, years, ranges, medical=0):
-    """A person value of format 2: the runs of value, then a summary of
-    core/summary.c whose exceptions are the runs of the value `exceptions`."""
+    """A person value of format 2: a summary of core/summary.c whose
+    exceptions are the runs of the value `exceptions`, then the runs of value."""
     import datetime
     runs, exc = value[2:], exceptions[2:]
     days = (datetime.date(horizon // 10000, horizon // 100 % 100, horizon % 100) - datetime.date(1970, 1, 1)).days
@@ -190,7 +190,8 @@ def with_summary(value, exceptions, cities, horizon, years, ranges, medical=0):
     summary += struct.pack("<IIII", 0, len(ranges), exc_slots, len(exc))
     summary += b"".join(struct.pack("<II", city, rev) for city, rev in cities)
     summary += b"".join(struct.pack("<ii", dense(a), dense(b)) for a, b in ranges)
-    return bytes([2, value[1]]) + struct.pack("<I", len(runs)) + runs + summary + exc
+    summary += exc
+    return bytes([2, value[1]]) + struct.pack("<I", len(summary)) + summary + runs
 
 
 def timelines():
