@@ -157,13 +157,17 @@ static int arrears_slot(struct arrears_acc *acc, const struct core_slot *s, cons
 int core_arrears_compute(const struct core_policy_set *set, const struct core_timeline *tl, struct core_as_of as_of,
 			 struct core_arrears *out, struct core_arrears_item *items, uint32_t *item_count)
 {
+	memset(out, 0, sizeof(*out));
+	out->first_month = -1;
+	out->last_month = -1;
+	*item_count = 0;
+	if (tl->slot_count == 0) {
+		return CORE_OK; /* most summaries' owing part: skip the month sets below */
+	}
 	struct arrears_acc acc;
 	memset(&acc, 0, sizeof(acc));
 	acc.out = out;
 	acc.items = items;
-	memset(out, 0, sizeof(*out));
-	out->first_month = -1;
-	out->last_month = -1;
 	struct slot_cursor cursor;
 	slot_cursor_init(&cursor, set);
 	struct core_timeline_iter it;
