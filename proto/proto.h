@@ -166,7 +166,9 @@ struct proto_compute {
 	const char *scan_after;  /* NULL: from the start */
 	size_t scan_after_size;
 	uint32_t scan_limit;
-	const void *list;        /* ids or persons array */
+	const void *list;        /* ids: the array; persons: the params holding their bytes */
+	uint32_t next;           /* persons: where persons[next] begins, so that decoding */
+	const uint8_t *next_at;  /* them in order reads each byte once */
 };
 
 /* Request-level checks of a compute method's params (SPEC Appendix A order). */
@@ -189,9 +191,11 @@ struct proto_person {
 	struct core_slot *slots; /* borrows the buf */
 };
 
-/* Structure checks of SPEC §2.1 for one inline person (persons[index]).
- * id/id_size get the raw id when it is a string (for the error entry). */
-int proto_person_decode(const struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
+/* Structure checks of SPEC §2.1 for one inline person (persons[index]),
+ * read from the frame's bytes. id/id_size get the raw id when it is a
+ * string (for the error entry). Going forward from the last index decoded
+ * costs that person's bytes only (req keeps the place); any index may come. */
+int proto_person_decode(struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
 			struct proto_person *out, const char **id, size_t *id_size, struct proto_error *err);
 /* The string at ids[index], or false (err set) when it is not a string. */
 bool proto_compute_id(const struct proto_compute *req, uint32_t index, const char **id, size_t *id_size,
