@@ -7,34 +7,34 @@
 
 #include "internal.h"
 
-/* What a value's first byte says about its size. */
-enum { HEAD_BAD, HEAD_FIXED, HEAD_BYTES, HEAD_EXT, HEAD_ARRAY, HEAD_MAP };
-struct head {
-	uint8_t kind;
-	uint8_t size; /* HEAD_FIXED: the whole value's bytes; otherwise the bytes of its length (0: in the first byte) */
-};
+/* What a value's first byte says about its size, in one byte: below
+ * HEAD_BYTES the whole value's size (0: 0xc1, never used); otherwise a kind
+ * and, in the low bits, the bytes of its length field (0: in the first byte). */
+#define heads proto_msgpack_heads
+_Static_assert(PROTO_HEAD_SCALAR_MAX + 1 == 0x40, "scalars below HEAD_BYTES");
+enum { HEAD_BYTES = 0x40, HEAD_EXT = 0x50, HEAD_ARRAY = 0x60, HEAD_MAP = 0x70 };
+#define HEAD_KIND(h) ((h) & 0xf0)
+#define HEAD_WIDTH(h) ((h) & 0x0fu)
 
-#define FIXSTR(k) [0xa0 + (k)] = { HEAD_FIXED, 1 + (k) }
+#define FIXSTR(k) [0xa0 + (k)] = 1 + (k)
 #define FIXSTR8(k) FIXSTR(k), FIXSTR(k + 1), FIXSTR(k + 2), FIXSTR(k + 3), FIXSTR(k + 4), FIXSTR(k + 5), \
 		   FIXSTR(k + 6), FIXSTR(k + 7)
-static const struct head heads[256] = {
-	[0x00 ... 0x7f] = { HEAD_FIXED, 1 }, /* positive fixint */
-	[0x80 ... 0x8f] = { HEAD_MAP, 0 },
-	[0x90 ... 0x9f] = { HEAD_ARRAY, 0 },
+const uint8_t proto_msgpack_heads[256] = {
+	[0x00 ... 0x7f] = 1, /* positive fixint */
+	[0x80 ... 0x8f] = HEAD_MAP,
+	[0x90 ... 0x9f] = HEAD_ARRAY,
 	FIXSTR8(0), FIXSTR8(8), FIXSTR8(16), FIXSTR8(24),
-	[0xc0] = { HEAD_FIXED, 1 }, /* nil; 0xc1 is never used: HEAD_BAD */
-	[0xc2] = { HEAD_FIXED, 1 }, [0xc3] = { HEAD_FIXED, 1 },
-	[0xc4] = { HEAD_BYTES, 1 }, [0xc5] = { HEAD_BYTES, 2 }, [0xc6] = { HEAD_BYTES, 4 }, /* bin */
-	[0xc7] = { HEAD_EXT, 1 },   [0xc8] = { HEAD_EXT, 2 },	[0xc9] = { HEAD_EXT, 4 },
-	[0xca] = { HEAD_FIXED, 5 }, [0xcb] = { HEAD_FIXED, 9 }, /* float32, float64 */
-	[0xcc] = { HEAD_FIXED, 2 }, [0xcd] = { HEAD_FIXED, 3 }, [0xce] = { HEAD_FIXED, 5 }, [0xcf] = { HEAD_FIXED, 9 },
-	[0xd0] = { HEAD_FIXED, 2 }, [0xd1] = { HEAD_FIXED, 3 }, [0xd2] = { HEAD_FIXED, 5 }, [0xd3] = { HEAD_FIXED, 9 },
-	[0xd4] = { HEAD_FIXED, 3 }, [0xd5] = { HEAD_FIXED, 4 }, [0xd6] = { HEAD_FIXED, 6 }, /* fixext */
-	[0xd7] = { HEAD_FIXED, 10 }, [0xd8] = { HEAD_FIXED, 18 },
-	[0xd9] = { HEAD_BYTES, 1 }, [0xda] = { HEAD_BYTES, 2 }, [0xdb] = { HEAD_BYTES, 4 }, /* str */
-	[0xdc] = { HEAD_ARRAY, 2 }, [0xdd] = { HEAD_ARRAY, 4 },
-	[0xde] = { HEAD_MAP, 2 },   [0xdf] = { HEAD_MAP, 4 },
-	[0xe0 ... 0xff] = { HEAD_FIXED, 1 }, /* negative fixint */
+	[0xc0] = 1, [0xc2] = 1, [0xc3] = 1, /* nil, false, true; 0xc1 stays 0 */
+	[0xc4] = HEAD_BYTES | 1, [0xc5] = HEAD_BYTES | 2, [0xc6] = HEAD_BYTES | 4, /* bin */
+	[0xc7] = HEAD_EXT | 1, [0xc8] = HEAD_EXT | 2, [0xc9] = HEAD_EXT | 4,
+	[0xca] = 5, [0xcb] = 9, /* float32, float64 */
+	[0xcc] = 2, [0xcd] = 3, [0xce] = 5, [0xcf] = 9, /* uint */
+	[0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9, /* int */
+	[0xd4] = 3, [0xd5] = 4, [0xd6] = 6, [0xd7] = 10, [0xd8] = 18, /* fixext */
+	[0xd9] = HEAD_BYTES | 1, [0xda] = HEAD_BYTES | 2, [0xdb] = HEAD_BYTES | 4, /* str */
+	[0xdc] = HEAD_ARRAY | 2, [0xdd] = HEAD_ARRAY | 4,
+	[0xde] = HEAD_MAP | 2, [0xdf] = HEAD_MAP | 4,
+	[0xe0 ... 0xff] = 1, /* negative fixint */
 };
 
 static uint64_t be(const uint8_t *p, uint32_t n)
@@ -46,47 +46,66 @@ static uint64_t be(const uint8_t *p, uint32_t n)
 	return v;
 }
 
+/* The length field of the value at p (h not HEAD_FIXED): the string's,
+ * extension's or binary's bytes, or the container's count. */
+static uint64_t length_of(const uint8_t *p, uint8_t h)
+{
+	return HEAD_WIDTH(h) > 0 ? be(p + 1, HEAD_WIDTH(h)) : *p & 0x0fu; /* fixstr is a size: never here */
+}
+
 /* The rules of msgpack-c's unpacker, which the whole frame met before it
  * was read in place: a container with elements opens a level, and the
- * 33rd open level fails (as proto_frame_scan counts them). */
+ * 33rd open level fails (as proto_frame_scan counts them). The elements
+ * left at the current level stay in a register: scalars, most of a
+ * request, cost a load, a table lookup and an add. */
 bool proto_msgpack_valid(const uint8_t *buf, size_t size)
 {
-	uint64_t left[PROTO_DEPTH_MAX + 1]; /* elements still to come at each open level */
+	uint64_t outer[PROTO_DEPTH_MAX]; /* elements still to come at each enclosing level */
 	uint32_t depth = 0;
+	uint64_t left = 1;
 	size_t at = 0;
-	left[0] = 1;
 	while (true) {
-		while (left[depth] == 0) {
+		/* The scalars of this level: a load, a lookup, an add. */
+		for (size_t n = left < size - at ? left : size - at; n > 0; n--) {
+			uint8_t h = heads[buf[at]];
+			if ((uint8_t)(h - 1) >= HEAD_BYTES - 1) { /* 0xc1 (0) or not a scalar */
+				break;
+			}
+			at += h;
+			left--;
+			if (at >= size) {
+				break;
+			}
+		}
+		if (left == 0) {
 			if (depth == 0) {
 				return at == size;
 			}
-			depth--;
+			left = outer[--depth];
+			continue;
 		}
-		left[depth]--;
+		left--;
 		if (at >= size) {
 			return false;
 		}
-		uint8_t b = buf[at];
-		struct head h = heads[b];
-		if (h.kind == HEAD_FIXED) {
-			at += h.size; /* past size: the next read or the end says so */
-			continue;
+		uint8_t h = heads[buf[at]];
+		if (h < HEAD_BYTES) {
+			return false; /* 0xc1 */
 		}
-		if (h.kind == HEAD_BAD || size - at - 1 < h.size) {
+		if (size - at - 1 < HEAD_WIDTH(h)) {
 			return false;
 		}
-		uint64_t n = h.size == 0 ? b & (h.kind == HEAD_MAP || h.kind == HEAD_ARRAY ? 0x0f : 0x1f)
-					 : be(buf + at + 1, h.size);
-		at += 1u + h.size;
-		if (h.kind == HEAD_BYTES || h.kind == HEAD_EXT) {
-			n += h.kind == HEAD_EXT; /* the extension's type byte */
+		uint64_t n = length_of(buf + at, h);
+		at += 1u + HEAD_WIDTH(h);
+		if (HEAD_KIND(h) == HEAD_BYTES || HEAD_KIND(h) == HEAD_EXT) {
+			n += HEAD_KIND(h) == HEAD_EXT; /* the extension's type byte */
 			if (n > size - at) {
 				return false;
 			}
 			at += n;
 			continue;
 		}
-		n *= h.kind == HEAD_MAP ? 2 : 1;
+		n *= HEAD_KIND(h) == HEAD_MAP ? 2 : 1;
 		if (n == 0) {
 			continue;
 		}
@@ -94,21 +113,36 @@ bool proto_msgpack_valid(const uint8_t *buf, size_t size)
 		if (n > size - at || depth == PROTO_DEPTH_MAX) {
 			return false;
 		}
-		left[++depth] = n;
+		outer[depth++] = left;
+		left = n;
 	}
 }
 
 size_t proto_msgpack_head(const uint8_t *p)
 {
-	ASSERT(heads[*p].kind == HEAD_ARRAY || heads[*p].kind == HEAD_MAP);
-	return 1u + heads[*p].size;
+	ASSERT(HEAD_KIND(heads[*p]) == HEAD_ARRAY || HEAD_KIND(heads[*p]) == HEAD_MAP);
+	return 1u + HEAD_WIDTH(heads[*p]);
 }
 
 const uint8_t *proto_msgpack_skip(const uint8_t *p)
 {
-	const char *c = (const char *)p;
-	mp_next(&c); /* counts fit its int: a frame's elements are fewer than its bytes */
-	return (const uint8_t *)c;
+	uint64_t left = 1;
+	while (left > 0) {
+		left--;
+		uint8_t h = heads[*p];
+		if (h < HEAD_BYTES) {
+			p += h;
+			continue;
+		}
+		uint64_t n = length_of(p, h);
+		p += 1u + HEAD_WIDTH(h);
+		if (HEAD_KIND(h) == HEAD_BYTES || HEAD_KIND(h) == HEAD_EXT) {
+			p += n + (HEAD_KIND(h) == HEAD_EXT);
+		} else {
+			left += HEAD_KIND(h) == HEAD_MAP ? 2 * n : n;
+		}
+	}
+	return p;
 }
 
 void proto_msgpack_shallow(const uint8_t *p, msgpack_object *o)

@@ -40,20 +40,15 @@ bool proto_msgpack_valid(const uint8_t *buf, size_t size);
 size_t proto_msgpack_head(const uint8_t *p);
 /* The end of the (valid) value at p. */
 const uint8_t *proto_msgpack_skip(const uint8_t *p);
-/* The end of the (valid) value at p, the scalars every slot holds without a call. */
+/* What each first byte says of a value's size (proto/cursor.c): up to
+ * PROTO_HEAD_SCALAR_MAX, a scalar's whole size (0 for 0xc1). */
+extern const uint8_t proto_msgpack_heads[256];
+#define PROTO_HEAD_SCALAR_MAX 0x3fu
+/* The end of the (valid) value at p: a scalar's without a call. */
 static inline const uint8_t *proto_msgpack_next(const uint8_t *p)
 {
-	uint8_t b = *p;
-	if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3)) {
-		return p + 1;
-	}
-	if ((b & 0xe0) == 0xa0) {
-		return p + 1 + (b & 0x1f);
-	}
-	if (b == 0xce || b == 0xd2) {
-		return p + 5;
-	}
-	return proto_msgpack_skip(p);
+	uint8_t h = proto_msgpack_heads[*p];
+	return h <= PROTO_HEAD_SCALAR_MAX ? p + h : proto_msgpack_skip(p);
 }
 /* The (valid) value at p as msgpack-c would unpack it, but an array's or a
  * map's elements left out (ptr NULL): for an envelope's fields and for the

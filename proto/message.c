@@ -333,10 +333,12 @@ static bool is_persons(const msgpack_object *key)
 	return key->type == MSGPACK_OBJECT_STR && key->via.str.size == 7 && memcmp(key->via.str.ptr, "persons", 7) == 0;
 }
 
-/* The params map at p (valid, a map of n entries after its header at p):
- * keys and values unpacked, but for the first "persons" key's array, which
- * stays bytes (struct proto_params). */
-static bool params_unpack(struct proto_message *m, const uint8_t *frame, const uint8_t *p, uint32_t n)
+/* The params map's n entries from p (valid): keys and values unpacked, but
+ * for the first "persons" key's array, which stays bytes (struct
+ * proto_params). end: where the map ends when it ends the frame, else NULL
+ * (a last persons array then needs no walk to find its end). */
+static bool params_unpack(struct proto_message *m, const uint8_t *frame, const uint8_t *p, uint32_t n,
+			  const uint8_t *end)
 {
 	struct proto_params *params = &m->params;
 	params->map.type = MSGPACK_OBJECT_MAP;
@@ -362,16 +364,17 @@ static bool params_unpack(struct proto_message *m, const uint8_t *frame, const u
 		}
 		persons_seen = true; /* proto_map_get reads the first one only */
 		proto_msgpack_shallow(p, &kv[i].val);
-		const uint8_t *end = proto_msgpack_skip(p);
-		if (kv[i].val.type == MSGPACK_OBJECT_ARRAY) {
-			params->persons = &kv[i].val;
-			params->persons_array = p;
-			params->persons_bytes = p + proto_msgpack_head(p);
-			params->persons_end = end;
-		} else if (!unpack_at(m, frame, &p, &kv[i].val)) {
-			return false;
+		if (kv[i].val.type != MSGPACK_OBJECT_ARRAY) {
+			if (!unpack_at(m, frame, &p, &kv[i].val)) {
+				return false;
+			}
+			continue;
 		}
-		p = end;
+		params->persons = &kv[i].val;
+		params->persons_array = p;
+		params->persons_bytes = p + proto_msgpack_head(p);
+		p = i + 1 == n && end != NULL ? end : proto_msgpack_skip(p);
+		params->persons_end = p;
 	}
 	return true;
 }
@@ -430,7 +433,8 @@ int proto_message_parse(struct proto_message *m, const uint8_t *frame, size_t fr
 		if (o.type != MSGPACK_OBJECT_MAP) {
 			return proto_error_set(err, PROTO_MALFORMED, "params must hold one map", NULL);
 		}
-		if (!params_unpack(m, frame, map + proto_msgpack_head(map), o.via.map.size)) {
+		const uint8_t *end = params->via.array.size == 1 ? frame + frame_size : NULL;
+		if (!params_unpack(m, frame, map + proto_msgpack_head(map), o.via.map.size, end)) {
 			return proto_error_set(err, PROTO_MALFORMED, "not msgpack", NULL); /* out of memory, as msgpack-c said */
 		}
 	}

@@ -212,38 +212,55 @@ static inline bool str_at(const uint8_t *p, const uint8_t **s, uint32_t *size)
 	return true;
 }
 
-/* proto_read_int of the value at p (NULL: absent): an integer of any width, by value. */
+/* An integer of any width other than fixint and uint32, by value. */
+static bool int_other(const uint8_t *p, int64_t *v)
+{
+	const char *c = (const char *)p;
+	if (mp_typeof(*c) == MP_UINT) {
+		uint64_t u = mp_decode_uint(&c);
+		*v = (int64_t)u;
+		return u <= (uint64_t)INT64_MAX;
+	}
+	if (mp_typeof(*c) == MP_INT) {
+		*v = mp_decode_int(&c);
+		return true;
+	}
+	return false;
+}
+
+/* proto_read_int of the value at p (NULL: absent): an integer of any
+ * width, by value; fixint and uint32 (months, dates, money) read inline. */
 static inline bool int_at(const uint8_t *p, int64_t lo, int64_t hi, int64_t *v)
 {
 	if (p == NULL) {
 		return false;
 	}
-	const char *c = (const char *)p;
 	int64_t x;
 	if (*p <= 0x7f) {
 		x = *p;
-	} else if (mp_typeof(*c) == MP_UINT) {
-		uint64_t u = mp_decode_uint(&c);
-		if (u > (uint64_t)INT64_MAX) {
-			return false;
-		}
-		x = (int64_t)u;
-	} else if (mp_typeof(*c) == MP_INT) {
-		x = mp_decode_int(&c);
-	} else {
+	} else if (*p == 0xce) {
+		x = (int64_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+	} else if (!int_other(p, &x)) {
 		return false;
 	}
 	*v = x;
 	return x >= lo && x <= hi;
 }
 
-static inline bool map_at(const uint8_t *p, uint32_t *size)
+/* A map's size and the bytes of its header, or false for anything else. */
+static inline bool map_at(const uint8_t *p, uint32_t *size, size_t *head)
 {
+	if ((*p & 0xf0) == 0x80) {
+		*size = *p & 0x0fu;
+		*head = 1;
+		return true;
+	}
 	const char *c = (const char *)p;
 	if (mp_typeof(*c) != MP_MAP) {
 		return false;
 	}
 	*size = mp_decode_map(&c);
+	*head = (size_t)((const uint8_t *)c - p);
 	return true;
 }
 
@@ -316,35 +333,80 @@ static int slot_field(const uint8_t *s, uint32_t size)
 	}
 }
 
-/* One pass over a slot map's n entries from p: each known key's first
- * non-nil value by field (NULL: none). Returns the map's end. */
-static const uint8_t *slot_fields_find(const uint8_t *p, uint32_t n, const uint8_t *field[F_COUNT])
+/* The field of a key written as encoders write it, a fixstr: its header
+ * and first three letters read as one word, then the rest; -1 for anything
+ * else (another field, another form: slot_field then decides). */
+#define WORD(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+static inline int slot_key(const uint8_t *p)
+{
+	switch (WORD(p[0], p[1], p[2], p[3])) {
+	case WORD(0xa5, 'm', 'o', 'n'):
+		return p[4] == 't' && p[5] == 'h' ? F_MONTH : -1;
+	case WORD(0xa4, 'c', 'i', 't'):
+		return p[4] == 'y' ? F_CITY : -1;
+	case WORD(0xa4, 't', 'y', 'p'):
+		return p[4] == 'e' ? F_TYPE : -1;
+	case WORD(0xa8, 'c', 'a', 't'):
+		return memcmp(p + 4, "egory", 5) == 0 ? F_CATEGORY : -1;
+	case WORD(0xa4, 'b', 'a', 's'):
+		return p[4] == 'e' ? F_BASE : -1;
+	case WORD(0xa4, 'p', 'a', 'i'):
+		return p[4] == 'd' ? F_PAID : -1;
+	case WORD(0xa9, 'p', 'a', 'i'):
+		return memcmp(p + 4, "d_date", 6) == 0 ? F_PAID_DATE : -1;
+	case WORD(0xa6, 'd', 'e', 'e'):
+		return memcmp(p + 4, "med", 3) == 0 ? F_DEEMED : -1;
+	default:
+		return -1;
+	}
+}
+
+/* One pass over a slot map's n entries from p (the persons end at end):
+ * each known key's first non-nil value by field (NULL: none). Returns the
+ * map's end. */
+static const uint8_t *slot_fields_find(const uint8_t *p, const uint8_t *end, uint32_t n,
+				       const uint8_t *field[F_COUNT])
 {
 	memset(field, 0, sizeof(*field) * F_COUNT);
 	for (uint32_t i = 0; i < n; i++) {
-		const uint8_t *key = NULL;
-		uint32_t key_size = 0;
-		bool named = str_at(p, &key, &key_size);
-		const uint8_t *value = proto_msgpack_next(p);
-		p = proto_msgpack_next(value);
-		if (!named || *value == 0xc0) {
-			continue;
+		/* A key and its value take 2 bytes at least: the word may pass the value only inside the persons. */
+		int f = end - p >= 4 ? slot_key(p) : -1;
+		const uint8_t *value;
+		if (f >= 0) {
+			value = p + 1 + (*p & 0x1fu);
+		} else {
+			const uint8_t *key = NULL;
+			uint32_t key_size = 0;
+			bool named = str_at(p, &key, &key_size);
+			value = named ? key + key_size : proto_msgpack_next(p);
+			f = named ? slot_field(key, key_size) : -1;
 		}
-		int f = slot_field(key, key_size);
-		if (f >= 0 && field[f] == NULL) {
+		p = proto_msgpack_next(value);
+		if (f >= 0 && field[f] == NULL && *value != 0xc0) {
 			field[f] = value;
 		}
 	}
 	return p;
 }
 
-/* proto_read_city of the value at p. */
-static inline bool city_at(const uint8_t *p, uint32_t *city)
+/* proto_read_city of the value at p. A person's slots name few cities:
+ * the last one read is compared before digits are parsed again. */
+struct city_memo {
+	uint8_t text[6];
+	uint32_t value;
+	bool set;
+};
+
+static inline bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
 {
 	const uint8_t *s;
 	uint32_t size;
 	if (p == NULL || !str_at(p, &s, &size) || size != 6) {
 		return false;
+	}
+	if (memo->set && memcmp(s, memo->text, 6) == 0) {
+		*city = memo->value;
+		return true;
 	}
 	uint32_t v = 0;
 	for (uint32_t i = 0; i < 6; i++) {
@@ -354,14 +416,24 @@ static inline bool city_at(const uint8_t *p, uint32_t *city)
 		}
 		v = v * 10 + digit;
 	}
+	memcpy(memo->text, s, 6);
+	memo->value = v;
+	memo->set = true;
 	*city = v;
 	return true;
 }
 
+/* proto_read_date of the value at p: a day up to 28 of a month 1..12 is a
+ * date whatever the year, and needs no calendar. */
 static inline bool date_at(const uint8_t *p, int32_t *date)
 {
 	int64_t v;
-	if (!int_at(p, 19000101, 21001231, &v) || !core_date_valid(v)) {
+	if (!int_at(p, 19000101, 21001231, &v)) {
+		return false;
+	}
+	int64_t dd = v % 100;
+	int64_t mm = v / 100 % 100;
+	if (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)) {
 		return false;
 	}
 	*date = (int32_t)v;
@@ -378,7 +450,7 @@ enum { RULE_PAID_DATE = F_COUNT + 1, RULE_DEEMED };
 
 /* Checks slot fields in document order; returns the failing field, a
  * RULE_*, or F_COUNT. */
-static int slot_decode(const uint8_t *const field[F_COUNT], struct core_slot *s)
+static int slot_decode(const uint8_t *const field[F_COUNT], struct city_memo *cities, struct core_slot *s)
 {
 	int64_t v;
 	int type;
@@ -387,7 +459,7 @@ static int slot_decode(const uint8_t *const field[F_COUNT], struct core_slot *s)
 	if (!int_at(field[F_MONTH], 195001, 209912, &v) || !core_month_parse(v, &s->month)) {
 		return F_MONTH;
 	}
-	if (!city_at(field[F_CITY], &s->city)) {
+	if (!city_at(field[F_CITY], cities, &s->city)) {
 		return F_CITY;
 	}
 	if ((type = name_at(field[F_TYPE], type_index)) < 0) {
@@ -479,7 +551,7 @@ static void person_fields_find(const uint8_t *p, uint32_t n, struct person_field
 		const uint8_t *key = NULL;
 		uint32_t key_size = 0;
 		bool named = str_at(p, &key, &key_size);
-		const uint8_t *value = proto_msgpack_next(p);
+		const uint8_t *value = named ? key + key_size : proto_msgpack_next(p);
 		int k = !named			  ? -1
 			: key_size == 2		  ? (memcmp(key, "id", 2) == 0 ? 0 : -1)
 			: key_size == 12	  ? (memcmp(key, "retire_class", 12) == 0 ? 1 : -1)
@@ -540,9 +612,10 @@ static const uint8_t *person_at(struct proto_compute *req, uint32_t index)
 	return req->next_at;
 }
 
-/* The slots array at p of persons[index] into buf; *end gets its end. */
-static int slots_decode(const uint8_t *p, uint32_t index, struct proto_person_buf *buf, uint32_t *count,
-			const uint8_t **end, struct proto_error *err)
+/* The slots array at p of persons[index] into buf; *slots_end gets its
+ * end. The persons' bytes end at end. */
+static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, struct proto_person_buf *buf,
+			uint32_t *count, const uint8_t **slots_end, struct proto_error *err)
 {
 	msgpack_object o;
 	if (p == NULL || mp_typeof(*(const char *)p) != MP_ARRAY) {
@@ -559,15 +632,17 @@ static int slots_decode(const uint8_t *p, uint32_t index, struct proto_person_bu
 	}
 	struct core_slot_keys keys;
 	core_slot_keys_init(&keys, buf->keys, buf->key_capacity);
+	struct city_memo cities = { .set = false };
 	for (uint32_t j = 0; j < *count; j++) {
 		uint32_t n;
-		if (!map_at(p, &n)) {
+		size_t head;
+		if (!map_at(p, &n, &head)) {
 			return proto_invalid(err, "slot", "a map", found_at(p, &o), "persons[%u].slots[%u]", index, j);
 		}
 		const uint8_t *field[F_COUNT];
-		p = slot_fields_find(p + proto_msgpack_head(p), n, field);
+		p = slot_fields_find(p + head, end, n, field);
 		struct core_slot *s = &buf->slots[j];
-		int bad = slot_decode(field, s);
+		int bad = slot_decode(field, &cities, s);
 		if (bad != F_COUNT) {
 			return slot_invalid(field, s, bad, index, j, err);
 		}
@@ -579,7 +654,7 @@ static int slots_decode(const uint8_t *p, uint32_t index, struct proto_person_bu
 						  "persons[%u].slots[%u]", index, j);
 		}
 	}
-	*end = p;
+	*slots_end = p;
 	return PROTO_OK;
 }
 
@@ -589,19 +664,21 @@ int proto_person_decode(struct proto_compute *req, uint32_t index, struct proto_
 	const uint8_t *p = person_at(req, index);
 	msgpack_object o;
 	uint32_t n;
+	size_t head;
 	*id = NULL;
 	*id_size = 0;
-	if (!map_at(p, &n)) {
+	if (!map_at(p, &n, &head)) {
 		return proto_invalid(err, "person", "a map {id, retire_class, slots}", found_at(p, &o), "persons[%u]",
 				     index);
 	}
 	struct person_fields f;
-	person_fields_find(p + proto_msgpack_head(p), n, &f);
+	person_fields_find(p + head, n, &f);
 	if (person_head(&f, index, out, id, id_size, err) != PROTO_OK) {
 		return err->code;
 	}
 	const uint8_t *slots_end = NULL;
-	if (slots_decode(f.slots, index, buf, &out->slot_count, &slots_end, err) != PROTO_OK) {
+	const uint8_t *end = ((const struct proto_params *)req->list)->persons_end;
+	if (slots_decode(f.slots, end, index, buf, &out->slot_count, &slots_end, err) != PROTO_OK) {
 		return err->code;
 	}
 	out->slots = buf->slots;
