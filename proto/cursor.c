@@ -46,11 +46,15 @@ static uint64_t be(const uint8_t *p, uint32_t n)
 	return v;
 }
 
-/* The length field of the value at p (h not HEAD_FIXED): the string's,
- * extension's or binary's bytes, or the container's count. */
-static uint64_t length_of(const uint8_t *p, uint8_t h)
+/* The value at p that is not a scalar (h its first byte's entry; its length
+ * field is there): the bytes after its header that are its own (a
+ * string's, a binary's, an extension's with its type byte), and its
+ * elements (a map's keys and values). */
+static inline void head_parts(const uint8_t *p, uint8_t h, uint64_t *bytes, uint64_t *children)
 {
-	return HEAD_WIDTH(h) > 0 ? be(p + 1, HEAD_WIDTH(h)) : *p & 0x0fu; /* fixstr is a size: never here */
+	uint64_t n = HEAD_WIDTH(h) > 0 ? be(p + 1, HEAD_WIDTH(h)) : *p & 0x0fu; /* fixstr is a scalar: never here */
+	*bytes = HEAD_KIND(h) == HEAD_BYTES ? n : HEAD_KIND(h) == HEAD_EXT ? n + 1 : 0;
+	*children = HEAD_KIND(h) == HEAD_MAP ? 2 * n : HEAD_KIND(h) == HEAD_ARRAY ? n : 0;
 }
 
 /* The rules of msgpack-c's unpacker, which the whole frame met before it
@@ -95,17 +99,14 @@ bool proto_msgpack_valid(const uint8_t *buf, size_t size)
 		if (size - at - 1 < HEAD_WIDTH(h)) {
 			return false;
 		}
-		uint64_t n = length_of(buf + at, h);
+		uint64_t bytes;
+		uint64_t n;
+		head_parts(buf + at, h, &bytes, &n);
 		at += 1u + HEAD_WIDTH(h);
-		if (HEAD_KIND(h) == HEAD_BYTES || HEAD_KIND(h) == HEAD_EXT) {
-			n += HEAD_KIND(h) == HEAD_EXT; /* the extension's type byte */
-			if (n > size - at) {
-				return false;
-			}
-			at += n;
-			continue;
+		if (bytes > size - at) {
+			return false;
 		}
-		n *= HEAD_KIND(h) == HEAD_MAP ? 2 : 1;
+		at += bytes;
 		if (n == 0) {
 			continue;
 		}
@@ -134,13 +135,11 @@ const uint8_t *proto_msgpack_skip(const uint8_t *p)
 			p += h;
 			continue;
 		}
-		uint64_t n = length_of(p, h);
-		p += 1u + HEAD_WIDTH(h);
-		if (HEAD_KIND(h) == HEAD_BYTES || HEAD_KIND(h) == HEAD_EXT) {
-			p += n + (HEAD_KIND(h) == HEAD_EXT);
-		} else {
-			left += HEAD_KIND(h) == HEAD_MAP ? 2 * n : n;
-		}
+		uint64_t bytes;
+		uint64_t n;
+		head_parts(p, h, &bytes, &n);
+		p += 1u + HEAD_WIDTH(h) + bytes;
+		left += n;
 	}
 	return p;
 }
