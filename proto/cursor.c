@@ -81,6 +81,9 @@ bool proto_msgpack_valid(const uint8_t *buf, size_t size)
 				break;
 			}
 		}
+		if (at > size) {
+			return false; /* the last scalar was cut short */
+		}
 		if (left == 0) {
 			if (depth == 0) {
 				return at == size;

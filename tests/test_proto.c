@@ -1895,6 +1895,27 @@ static void test_message_parse_fills_the_envelope(void **state)
 	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_MALFORMED);
 	assert_int_equal(err.code, PROTO_MALFORMED);
 	assert_int_equal(env.msgid, 42); /* proto.h: set when it could be read */
+	/* Not one whole value: the parse says so itself, reading nothing past
+	 * the bytes (a heap copy of exactly their size, for the sanitizers).
+	 * [[uint16 cut short], 1]; 0xc1 inside; one byte too many; 33 levels. */
+	static const uint8_t *const bad[] = { (const uint8_t *)"\x92\x91\xcd\x00", (const uint8_t *)"\x92\x91\xc1\x01",
+					      (const uint8_t *)"\x91\x01\x01" };
+	static const size_t bad_size[] = { 4, 4, 3 };
+	for (uint32_t i = 0; i < 3; i++) {
+		uint8_t *copy = malloc(bad_size[i]);
+		assert_non_null(copy);
+		memcpy(copy, bad[i], bad_size[i]);
+		assert_int_equal(proto_message_parse(m, copy, bad_size[i], &env, &err), PROTO_MALFORMED);
+		assert_string_equal(err.message, "not msgpack");
+		free(copy);
+	}
+	uint8_t deep[34];
+	memset(deep, 0x91, 33);
+	deep[33] = 0x01;
+	assert_int_equal(proto_message_parse(m, deep, 34, &env, &err), PROTO_MALFORMED);
+	assert_string_equal(err.message, "not msgpack");
+	assert_int_equal(proto_message_parse(m, deep + 1, 33, &env, &err), PROTO_MALFORMED); /* 32 levels: the envelope */
+	assert_string_equal(err.message, "not a msgpack-RPC request");
 	msgpack_sbuffer_destroy(&sb);
 	proto_message_free(m);
 }
