@@ -9,7 +9,7 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sani
 PYTHON  := /usr/bin/python3
 
 # Debian packages the build and the tests need; installed only when missing.
-PACKAGES := gcc g++ make libmsgpack-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev valgrind libmicrohttpd-dev python3 python3-msgpack python3-prometheus-client
+PACKAGES := gcc g++ make libmsgpack-dev libmsgpuck-dev liblmdb-dev libjansson-dev libsodium-dev liburing-dev libcmocka-dev libbenchmark-dev libcsv-dev valgrind libmicrohttpd-dev python3 python3-msgpack python3-prometheus-client
 
 # The request path every front end shares; the server links only this, its
 # loop and cli/flags.c. JSON (proto/json.c), the generator, import and the
@@ -22,7 +22,7 @@ RPC_OBJ  := $(RPC_SRC:%.c=build/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 SAN_RPC_OBJ := $(RPC_SRC:%.c=build/asan/obj/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/asan/obj/%.o)
-RPC_LIBS := -lmsgpackc -llmdb -lsodium
+RPC_LIBS := -lmsgpackc -lmsgpuck -llmdb -lsodium
 LIBS     := $(RPC_LIBS) -ljansson -lcsv
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 

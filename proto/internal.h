@@ -6,6 +6,55 @@
 
 #include "proto.h"
 
+/* A message's params map as msgpack-c unpacked it, but for one value kept
+ * as bytes: the array under the first "persons" key, which may hold
+ * 100,000 persons of thousands of slots each. Its entry in map is an array
+ * of its element count with no elements (ptr NULL); request.c reads the
+ * persons from persons_bytes with the cursor of proto/cursor.c, and the
+ * payload digest unpacks them. */
+struct proto_params {
+	msgpack_object map;
+	const msgpack_object *persons; /* that entry's value, or NULL */
+	const uint8_t *persons_array;   /* the array's header */
+	const uint8_t *persons_bytes;   /* its first element */
+	const uint8_t *persons_end;     /* the end of the array */
+};
+
+static inline const msgpack_object *proto_params_map(const struct proto_params *params)
+{
+	return &params->map;
+}
+
+/* The persons array of compute and person.put params into out (selector,
+ * person_count, list): an array of at most PROTO_PERSONS_MAX, at "persons". */
+int proto_persons_list(const struct proto_params *params, struct proto_compute *out, struct proto_error *err);
+
+/* ---- msgpack read in place (proto/cursor.c) ---- */
+
+/* Whether buf holds exactly one msgpack value that msgpack-c unpacks: no
+ * 0xc1, nothing cut short, containers nested at most PROTO_DEPTH_MAX deep,
+ * no byte after it. Every value inside one that passed may be read with
+ * the functions below and msgpuck's decoders without bounds checks. */
+bool proto_msgpack_valid(const uint8_t *buf, size_t size);
+/* The bytes of the header of the (valid) array or map at p: 1, 3 or 5. */
+size_t proto_msgpack_head(const uint8_t *p);
+/* The end of the (valid) value at p. */
+const uint8_t *proto_msgpack_skip(const uint8_t *p);
+/* What each first byte says of a value's size (proto/cursor.c): up to
+ * PROTO_HEAD_SCALAR_MAX, a scalar's whole size (0 for 0xc1). */
+extern const uint8_t proto_msgpack_heads[256];
+#define PROTO_HEAD_SCALAR_MAX 0x3fu
+/* The end of the (valid) value at p: a scalar's without a call. */
+static inline const uint8_t *proto_msgpack_next(const uint8_t *p)
+{
+	uint8_t h = proto_msgpack_heads[*p];
+	return h <= PROTO_HEAD_SCALAR_MAX ? p + h : proto_msgpack_skip(p);
+}
+/* The (valid) value at p as msgpack-c would unpack it, but an array's or a
+ * map's elements left out (ptr NULL): for an envelope's fields and for the
+ * found part of an error message. */
+void proto_msgpack_shallow(const uint8_t *p, msgpack_object *o);
+
 /* The value under key, or NULL when absent or nil (nil means absent). */
 const msgpack_object *proto_map_get(const msgpack_object *map, const char *key);
 /* False unless o is a msgpack integer in lo..hi (floats are never integers). */

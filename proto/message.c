@@ -288,7 +288,7 @@ _Static_assert(sizeof(msgpack_object) <= PROTO_PARSE_BYTES_PER_ELEMENT, "parse c
 
 struct proto_message {
 	msgpack_zone zone;
-	msgpack_object data;
+	struct proto_params params;
 };
 
 struct proto_message *proto_message_new(void)
@@ -318,53 +318,127 @@ void proto_message_trim(struct proto_message *m)
 	}
 }
 
-static const msgpack_object empty_map = { .type = MSGPACK_OBJECT_MAP };
+/* The (valid) value at *p unpacked by msgpack-c into the zone; *p moves past it. */
+static bool unpack_at(struct proto_message *m, const uint8_t *frame, const uint8_t **p, msgpack_object *o)
+{
+	const uint8_t *end = proto_msgpack_skip(*p);
+	size_t offset = (size_t)(*p - frame);
+	*p = end;
+	return msgpack_unpack((const char *)frame, (size_t)(end - frame), &offset, &m->zone, o) ==
+	       MSGPACK_UNPACK_SUCCESS;
+}
+
+static bool is_persons(const msgpack_object *key)
+{
+	return key->type == MSGPACK_OBJECT_STR && key->via.str.size == 7 && memcmp(key->via.str.ptr, "persons", 7) == 0;
+}
+
+/* The params map's n entries from p (valid): keys and values unpacked, but
+ * for the first "persons" key's array, which stays bytes (struct
+ * proto_params). end: where the map ends when it ends the frame, else NULL
+ * (a last persons array then needs no walk to find its end). */
+static bool params_unpack(struct proto_message *m, const uint8_t *frame, const uint8_t *p, uint32_t n,
+			  const uint8_t *end)
+{
+	struct proto_params *params = &m->params;
+	params->map.type = MSGPACK_OBJECT_MAP;
+	params->map.via.map.size = n;
+	if (n == 0) {
+		return true;
+	}
+	msgpack_object_kv *kv = msgpack_zone_malloc(&m->zone, sizeof(*kv) * n); /* n < the frame's bytes */
+	if (kv == NULL) {
+		return false;
+	}
+	params->map.via.map.ptr = kv;
+	bool persons_seen = false;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!unpack_at(m, frame, &p, &kv[i].key)) {
+			return false;
+		}
+		if (persons_seen || !is_persons(&kv[i].key)) {
+			if (!unpack_at(m, frame, &p, &kv[i].val)) {
+				return false;
+			}
+			continue;
+		}
+		persons_seen = true; /* proto_map_get reads the first one only */
+		proto_msgpack_shallow(p, &kv[i].val);
+		if (kv[i].val.type != MSGPACK_OBJECT_ARRAY) {
+			if (!unpack_at(m, frame, &p, &kv[i].val)) {
+				return false;
+			}
+			continue;
+		}
+		params->persons = &kv[i].val;
+		params->persons_array = p;
+		params->persons_bytes = p + proto_msgpack_head(p);
+		p = i + 1 == n && end != NULL ? end : proto_msgpack_skip(p);
+		params->persons_end = p;
+	}
+	return true;
+}
 
 int proto_message_parse(struct proto_message *m, const uint8_t *frame, size_t frame_size,
 			struct proto_envelope *env, struct proto_error *err)
 {
 	memset(env, 0, sizeof(*env));
-	size_t offset = 0;
+	memset(&m->params, 0, sizeof(m->params));
+	m->params.map.type = MSGPACK_OBJECT_MAP;
 	msgpack_zone_clear(&m->zone);
-	msgpack_unpack_return rc = msgpack_unpack((const char *)frame, frame_size, &offset, &m->zone, &m->data);
-	if (rc != MSGPACK_UNPACK_SUCCESS || offset != frame_size) {
+	if (!proto_msgpack_valid(frame, frame_size)) {
 		return proto_error_set(err, PROTO_MALFORMED, "not msgpack", NULL);
 	}
-	const msgpack_object *o = &m->data;
-	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3 ||
-	    o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+	/* The envelope read in place, its fields as msgpack-c would show them;
+	 * the last one read is not skipped (params: all the persons). */
+	msgpack_object o;
+	msgpack_object a[4];
+	const uint8_t *at[4];
+	proto_msgpack_shallow(frame, &o);
+	uint32_t size = o.type == MSGPACK_OBJECT_ARRAY ? o.via.array.size : 0;
+	uint32_t n = size < 4 ? size : 4;
+	const uint8_t *p = size > 0 ? frame + proto_msgpack_head(frame) : frame;
+	for (uint32_t i = 0; i < n; i++) {
+		at[i] = p;
+		proto_msgpack_shallow(p, &a[i]);
+		p = i + 1 < n ? proto_msgpack_skip(p) : p;
+	}
+	if (size < 3 || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		return proto_error_set(err, PROTO_MALFORMED, "not a msgpack-RPC request", NULL);
 	}
-	const msgpack_object *a = o->via.array.ptr;
-	const msgpack_object *method;
-	const msgpack_object *params;
-	if (a[0].via.u64 == 0 && o->via.array.size == 4) {
+	uint32_t first; /* the method's index */
+	if (a[0].via.u64 == 0 && size == 4) {
 		if (a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[1].via.u64 > UINT32_MAX) {
 			return proto_error_set(err, PROTO_MALFORMED, "msgid is not a uint32", NULL);
 		}
 		env->kind = PROTO_KIND_REQUEST;
 		env->msgid = (uint32_t)a[1].via.u64;
-		method = &a[2];
-		params = &a[3];
-	} else if (a[0].via.u64 == 2 && o->via.array.size == 3) {
+		first = 2;
+	} else if (a[0].via.u64 == 2 && size == 3) {
 		env->kind = PROTO_KIND_NOTIFICATION;
-		method = &a[1];
-		params = &a[2];
+		first = 1;
 	} else {
 		return proto_error_set(err, PROTO_MALFORMED, "not a msgpack-RPC request", NULL);
 	}
+	const msgpack_object *method = &a[first];
+	const msgpack_object *params = &a[first + 1];
 	if (method->type != MSGPACK_OBJECT_STR || params->type != MSGPACK_OBJECT_ARRAY) {
 		return proto_error_set(err, PROTO_MALFORMED, "method must be a string and params an array", NULL);
 	}
 	env->method = method->via.str.ptr;
 	env->method_size = method->via.str.size;
-	if (params->via.array.size == 0) {
-		env->params = (const struct proto_params *)&empty_map;
-	} else if (params->via.array.ptr[0].type == MSGPACK_OBJECT_MAP) {
-		env->params = (const struct proto_params *)&params->via.array.ptr[0];
-	} else {
-		return proto_error_set(err, PROTO_MALFORMED, "params must hold one map", NULL);
+	if (params->via.array.size > 0) {
+		const uint8_t *map = at[first + 1] + proto_msgpack_head(at[first + 1]);
+		proto_msgpack_shallow(map, &o);
+		if (o.type != MSGPACK_OBJECT_MAP) {
+			return proto_error_set(err, PROTO_MALFORMED, "params must hold one map", NULL);
+		}
+		const uint8_t *end = params->via.array.size == 1 ? frame + frame_size : NULL;
+		if (!params_unpack(m, frame, map + proto_msgpack_head(map), o.via.map.size, end)) {
+			return proto_error_set(err, PROTO_MALFORMED, "not msgpack", NULL); /* out of memory, as msgpack-c said */
+		}
 	}
+	env->params = &m->params;
 	return PROTO_OK;
 }
 

@@ -369,7 +369,7 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 
 struct core_policy *proto_policy_decode(const struct proto_params *params, struct proto_error *err)
 {
-	const msgpack_object *doc = proto_map_get((const msgpack_object *)params, "policy");
+	const msgpack_object *doc = proto_map_get(proto_params_map(params), "policy");
 	if (doc == NULL || doc->type != MSGPACK_OBJECT_MAP) {
 		proto_invalid(err, "policy", "a map", doc, "policy");
 		return NULL;
@@ -444,7 +444,7 @@ static struct core_policy *policy_from_object(const msgpack_object *doc, struct 
 
 int proto_city_decode(const struct proto_params *params, const char *key, uint32_t *city, struct proto_error *err)
 {
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, key);
+	const msgpack_object *o = proto_map_get(proto_params_map(params), key);
 	if (!proto_read_city(o, city)) {
 		return proto_invalid_echo(err, key, PROTO_EXPECT_CITY, o, "%s", key);
 	}

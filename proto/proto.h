@@ -102,9 +102,13 @@ struct proto_message *proto_message_new(void);
 void proto_message_free(struct proto_message *message);
 /* Frees what the last parse took beyond a small zone (its objects go too). */
 void proto_message_trim(struct proto_message *message);
-/* Unpacks a complete frame (its bytes must outlive the envelope's use) and
- * checks the msgpack-RPC envelope. Returns PROTO_OK or PROTO_MALFORMED (err
- * set, env->msgid set when it could be read). */
+/* Checks that a complete frame is one msgpack value as msgpack-c would
+ * unpack it, reads the msgpack-RPC envelope in place and unpacks the
+ * params, but for the persons array of compute methods and person.put,
+ * which proto_person_decode reads from the frame's bytes (so the frame
+ * must outlive the envelope's use and the persons' decoding). Returns
+ * PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it could be
+ * read). */
 int proto_message_parse(struct proto_message *message, const uint8_t *frame, size_t frame_size,
 			struct proto_envelope *env, struct proto_error *err);
 
@@ -166,7 +170,9 @@ struct proto_compute {
 	const char *scan_after;  /* NULL: from the start */
 	size_t scan_after_size;
 	uint32_t scan_limit;
-	const void *list;        /* ids or persons array */
+	const void *list;        /* ids: the array; persons: the params holding their bytes */
+	uint32_t next;           /* persons: where persons[next] begins, so that decoding */
+	const uint8_t *next_at;  /* them in order reads each byte once */
 };
 
 /* Request-level checks of a compute method's params (SPEC Appendix A order). */
@@ -189,9 +195,11 @@ struct proto_person {
 	struct core_slot *slots; /* borrows the buf */
 };
 
-/* Structure checks of SPEC §2.1 for one inline person (persons[index]).
- * id/id_size get the raw id when it is a string (for the error entry). */
-int proto_person_decode(const struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
+/* Structure checks of SPEC §2.1 for one inline person (persons[index]),
+ * read from the frame's bytes. id/id_size get the raw id when it is a
+ * string (for the error entry). Going forward from the last index decoded
+ * costs that person's bytes only (req keeps the place); any index may come. */
+int proto_person_decode(struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
 			struct proto_person *out, const char **id, size_t *id_size, struct proto_error *err);
 /* The string at ids[index], or false (err set) when it is not a string. */
 bool proto_compute_id(const struct proto_compute *req, uint32_t index, const char **id, size_t *id_size,

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <msgpuck.h>
+
 #include "internal.h"
 
 #define SCAN_AFTER_EXPECTED "nil or an id prefix: 1..18 digits, the 18th may be X"
@@ -47,8 +49,27 @@ static const char *selector_found(bool ids, bool persons, bool scan)
 	return found[ids << 2 | persons << 1 | scan];
 }
 
-static int decode_selector(const msgpack_object *params, struct proto_compute *out, struct proto_error *err)
+int proto_persons_list(const struct proto_params *params, struct proto_compute *out, struct proto_error *err)
 {
+	const msgpack_object *persons = proto_map_get(proto_params_map(params), "persons");
+	out->selector = PROTO_SELECT_PERSONS;
+	if (persons == NULL || persons->type != MSGPACK_OBJECT_ARRAY) {
+		return proto_invalid(err, "persons", "an array", persons, "persons");
+	}
+	ASSERT(persons == params->persons); /* an array there stays bytes (message.c) */
+	if (persons->via.array.size > PROTO_PERSONS_MAX) {
+		return proto_too_many(err, "persons", PROTO_PERSONS_MAX, persons->via.array.size, "persons");
+	}
+	out->person_count = persons->via.array.size;
+	out->list = params;
+	out->next = 0;
+	out->next_at = params->persons_bytes;
+	return PROTO_OK;
+}
+
+static int decode_selector(const struct proto_params *params_, struct proto_compute *out, struct proto_error *err)
+{
+	const msgpack_object *params = proto_params_map(params_);
 	const msgpack_object *ids = proto_map_get(params, "ids");
 	const msgpack_object *persons = proto_map_get(params, "persons");
 	const msgpack_object *scan = proto_map_get(params, "scan");
@@ -77,24 +98,25 @@ static int decode_selector(const msgpack_object *params, struct proto_compute *o
 		out->scan_limit = (uint32_t)limit;
 		return PROTO_OK;
 	}
-	const msgpack_object *list = ids != NULL ? ids : persons;
-	const char *name = ids != NULL ? "ids" : "persons";
-	out->selector = ids != NULL ? PROTO_SELECT_IDS : PROTO_SELECT_PERSONS;
-	if (list->type != MSGPACK_OBJECT_ARRAY) {
-		return proto_invalid(err, name, "an array", list, "%s", name);
+	if (persons != NULL) {
+		return proto_persons_list(params_, out, err);
 	}
-	if (list->via.array.size > PROTO_PERSONS_MAX) {
-		return proto_too_many(err, name, PROTO_PERSONS_MAX, list->via.array.size, "%s", name);
+	out->selector = PROTO_SELECT_IDS;
+	if (ids->type != MSGPACK_OBJECT_ARRAY) {
+		return proto_invalid(err, "ids", "an array", ids, "ids");
 	}
-	out->person_count = list->via.array.size;
-	out->list = list;
+	if (ids->via.array.size > PROTO_PERSONS_MAX) {
+		return proto_too_many(err, "ids", PROTO_PERSONS_MAX, ids->via.array.size, "ids");
+	}
+	out->person_count = ids->via.array.size;
+	out->list = ids;
 	return PROTO_OK;
 }
 
 int proto_compute_decode(const struct proto_params *params_, uint8_t method, struct proto_compute *out,
 			 struct proto_error *err)
 {
-	const msgpack_object *params = (const msgpack_object *)params_;
+	const msgpack_object *params = proto_params_map(params_);
 	memset(out, 0, sizeof(*out));
 	out->method = method;
 	out->elect_month = -1;
@@ -104,7 +126,7 @@ int proto_compute_decode(const struct proto_params *params_, uint8_t method, str
 		return proto_invalid(err, "as_of", PROTO_EXPECT_DATE, as_of, "as_of");
 	}
 	out->as_of = core_as_of_make(date);
-	if (decode_selector(params, out, err) != PROTO_OK) {
+	if (decode_selector(params_, out, err) != PROTO_OK) {
 		return err->code;
 	}
 	const msgpack_object *o;
@@ -172,24 +194,250 @@ static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count
 	return true;
 }
 
+/* ---- inline persons, read in place from the frame's bytes ---- */
+
+/* A string of any width at p (valid bytes): its bytes and size; false for anything else. */
+static inline bool str_at(const uint8_t *p, const uint8_t **s, uint32_t *size)
+{
+	if ((*p & 0xe0) == 0xa0) { /* fixstr, what every encoder writes for short strings */
+		*size = *p & 0x1fu;
+		*s = p + 1;
+		return true;
+	}
+	const char *c = (const char *)p;
+	if (mp_typeof(*c) != MP_STR) {
+		return false;
+	}
+	*s = (const uint8_t *)mp_decode_str(&c, size);
+	return true;
+}
+
+/* An integer of any width other than fixint and uint32, by value. */
+static bool int_other(const uint8_t *p, int64_t *v)
+{
+	const char *c = (const char *)p;
+	if (mp_typeof(*c) == MP_UINT) {
+		uint64_t u = mp_decode_uint(&c);
+		*v = (int64_t)u;
+		return u <= (uint64_t)INT64_MAX;
+	}
+	if (mp_typeof(*c) == MP_INT) {
+		*v = mp_decode_int(&c);
+		return true;
+	}
+	return false;
+}
+
+/* proto_read_int of the value at p (NULL: absent): an integer of any
+ * width, by value; fixint and uint32 (months, dates, money) read inline. */
+static inline bool int_at(const uint8_t *p, int64_t lo, int64_t hi, int64_t *v)
+{
+	if (p == NULL) {
+		return false;
+	}
+	int64_t x;
+	if (*p <= 0x7f) {
+		x = *p;
+	} else if (*p == 0xce) {
+		x = (int64_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+	} else if (!int_other(p, &x)) {
+		return false;
+	}
+	*v = x;
+	return x >= lo && x <= hi;
+}
+
+/* A map's size and the bytes of its header, or false for anything else. */
+static inline bool map_at(const uint8_t *p, uint32_t *size, size_t *head)
+{
+	if ((*p & 0xf0) == 0x80) {
+		*size = *p & 0x0fu;
+		*head = 1;
+		return true;
+	}
+	const char *c = (const char *)p;
+	if (mp_typeof(*c) != MP_MAP) {
+		return false;
+	}
+	*size = mp_decode_map(&c);
+	*head = (size_t)((const uint8_t *)c - p);
+	return true;
+}
+
+/* The index of a name among core_*_names (a unit test holds the two
+ * together), by size and first letter, then one compare of known size. */
+#define NAME_IS(lit, index) (memcmp(s, lit, sizeof(lit) - 1) == 0 ? (index) : -1)
+static int type_index(const uint8_t *s, uint32_t size)
+{
+	switch (size) {
+	case 7:
+		return s[0] == 'p' ? NAME_IS("pension", CORE_PENSION) : NAME_IS("medical", CORE_MEDICAL);
+	case 12:
+		return NAME_IS("unemployment", CORE_UNEMPLOYMENT);
+	case 6:
+		return NAME_IS("injury", CORE_INJURY);
+	case 9:
+		return NAME_IS("maternity", CORE_MATERNITY);
+	default:
+		return -1;
+	}
+}
+
+static int category_index(const uint8_t *s, uint32_t size)
+{
+	if (size != 8) {
+		return -1;
+	}
+	return s[0] == 'e' ? NAME_IS("employee", CORE_EMPLOYEE) : NAME_IS("flexible", CORE_FLEXIBLE);
+}
+
+static int class_index(const uint8_t *s, uint32_t size)
+{
+	if (size != 3) {
+		return -1;
+	}
+	return s[0] == 'm' ? NAME_IS("m60", CORE_CLASS_M60) : s[2] == '5' ? NAME_IS("f55", CORE_CLASS_F55)
+									    : NAME_IS("f50", CORE_CLASS_F50);
+}
+
+/* proto_read_name of the value at p against one of the lookups above. */
+static inline int name_at(const uint8_t *p, int (*lookup)(const uint8_t *, uint32_t))
+{
+	const uint8_t *s;
+	uint32_t size;
+	return p != NULL && str_at(p, &s, &size) ? lookup(s, size) : -1;
+}
+
 enum slot_field { F_MONTH, F_CITY, F_TYPE, F_CATEGORY, F_BASE, F_PAID, F_PAID_DATE, F_DEEMED, F_COUNT };
 static const char *const slot_fields[F_COUNT] = { "month", "city",	"type",	     "category",
 						  "base",  "paid", "paid_date", "deemed" };
 
-/* One pass over the slot map: each known key's first value by field. */
-static void slot_fields_find(const msgpack_object *map, const msgpack_object *field[F_COUNT])
+static int slot_field(const uint8_t *s, uint32_t size)
+{
+	switch (size) {
+	case 4:
+		return s[0] == 'c' ? NAME_IS("city", F_CITY)
+		       : s[0] == 't' ? NAME_IS("type", F_TYPE)
+		       : s[0] == 'b' ? NAME_IS("base", F_BASE)
+				     : NAME_IS("paid", F_PAID);
+	case 5:
+		return NAME_IS("month", F_MONTH);
+	case 6:
+		return NAME_IS("deemed", F_DEEMED);
+	case 8:
+		return NAME_IS("category", F_CATEGORY);
+	case 9:
+		return NAME_IS("paid_date", F_PAID_DATE);
+	default:
+		return -1;
+	}
+}
+
+/* The field of a key written as encoders write it, a fixstr: its header
+ * and first three letters read as one word, then the rest; -1 for anything
+ * else (another field, another form: slot_field then decides). */
+#define WORD(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
+static inline int slot_key(const uint8_t *p)
+{
+	switch (WORD(p[0], p[1], p[2], p[3])) {
+	case WORD(0xa5, 'm', 'o', 'n'):
+		return p[4] == 't' && p[5] == 'h' ? F_MONTH : -1;
+	case WORD(0xa4, 'c', 'i', 't'):
+		return p[4] == 'y' ? F_CITY : -1;
+	case WORD(0xa4, 't', 'y', 'p'):
+		return p[4] == 'e' ? F_TYPE : -1;
+	case WORD(0xa8, 'c', 'a', 't'):
+		return memcmp(p + 4, "egory", 5) == 0 ? F_CATEGORY : -1;
+	case WORD(0xa4, 'b', 'a', 's'):
+		return p[4] == 'e' ? F_BASE : -1;
+	case WORD(0xa4, 'p', 'a', 'i'):
+		return p[4] == 'd' ? F_PAID : -1;
+	case WORD(0xa9, 'p', 'a', 'i'):
+		return memcmp(p + 4, "d_date", 6) == 0 ? F_PAID_DATE : -1;
+	case WORD(0xa6, 'd', 'e', 'e'):
+		return memcmp(p + 4, "med", 3) == 0 ? F_DEEMED : -1;
+	default:
+		return -1;
+	}
+}
+
+/* One pass over a slot map's n entries from p (the persons end at end):
+ * each known key's first non-nil value by field (NULL: none). Returns the
+ * map's end. */
+static const uint8_t *slot_fields_find(const uint8_t *p, const uint8_t *end, uint32_t n,
+				       const uint8_t *field[F_COUNT])
 {
 	memset(field, 0, sizeof(*field) * F_COUNT);
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-		if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type == MSGPACK_OBJECT_NIL) {
-			continue;
+	for (uint32_t i = 0; i < n; i++) {
+		/* A key and its value take 2 bytes at least: the word may pass the value only inside the persons. */
+		int f = end - p >= 4 ? slot_key(p) : -1;
+		const uint8_t *value;
+		if (f >= 0) {
+			value = p + 1 + (*p & 0x1fu);
+		} else {
+			const uint8_t *key = NULL;
+			uint32_t key_size = 0;
+			bool named = str_at(p, &key, &key_size);
+			value = named ? key + key_size : proto_msgpack_next(p);
+			f = named ? slot_field(key, key_size) : -1;
 		}
-		int f = core_name_index(slot_fields, F_COUNT, kv->key.via.str.ptr, kv->key.via.str.size);
-		if (f >= 0 && field[f] == NULL) {
-			field[f] = &kv->val;
+		p = proto_msgpack_next(value);
+		if (f >= 0 && field[f] == NULL && *value != 0xc0) {
+			field[f] = value;
 		}
 	}
+	return p;
+}
+
+/* proto_read_city of the value at p. A person's slots name few cities:
+ * the last one read is compared before digits are parsed again. */
+struct city_memo {
+	uint8_t text[6];
+	uint32_t value;
+	bool set;
+};
+
+static inline bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
+{
+	const uint8_t *s;
+	uint32_t size;
+	if (p == NULL || !str_at(p, &s, &size) || size != 6) {
+		return false;
+	}
+	if (memo->set && memcmp(s, memo->text, 6) == 0) {
+		*city = memo->value;
+		return true;
+	}
+	uint32_t v = 0;
+	for (uint32_t i = 0; i < 6; i++) {
+		uint32_t digit = (uint32_t)s[i] - '0';
+		if (digit > 9) {
+			return false;
+		}
+		v = v * 10 + digit;
+	}
+	memcpy(memo->text, s, 6);
+	memo->value = v;
+	memo->set = true;
+	*city = v;
+	return true;
+}
+
+/* proto_read_date of the value at p: a day up to 28 of a month 1..12 is a
+ * date whatever the year, and needs no calendar. */
+static inline bool date_at(const uint8_t *p, int32_t *date)
+{
+	int64_t v;
+	if (!int_at(p, 19000101, 21001231, &v)) {
+		return false;
+	}
+	int64_t dd = v % 100;
+	int64_t mm = v / 100 % 100;
+	if (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)) {
+		return false;
+	}
+	*date = (int32_t)v;
+	return true;
 }
 
 /* What each slot field must be (SPEC §2, §2.1); the names' are echoed. */
@@ -202,39 +450,42 @@ enum { RULE_PAID_DATE = F_COUNT + 1, RULE_DEEMED };
 
 /* Checks slot fields in document order; returns the failing field, a
  * RULE_*, or F_COUNT. */
-static int slot_decode(const msgpack_object *field[F_COUNT], struct core_slot *s)
+static int slot_decode(const uint8_t *const field[F_COUNT], struct city_memo *cities, struct core_slot *s)
 {
 	int64_t v;
 	int type;
 	int category;
 	memset(s, 0, sizeof(*s));
-	if (!proto_read_month(field[F_MONTH], &s->month)) {
+	if (!int_at(field[F_MONTH], 195001, 209912, &v) || !core_month_parse(v, &s->month)) {
 		return F_MONTH;
 	}
-	if (!proto_read_city(field[F_CITY], &s->city)) {
+	if (!city_at(field[F_CITY], cities, &s->city)) {
 		return F_CITY;
 	}
-	if ((type = proto_read_name(field[F_TYPE], core_type_names, CORE_TYPE_COUNT)) < 0) {
+	if ((type = name_at(field[F_TYPE], type_index)) < 0) {
 		return F_TYPE;
 	}
 	s->type = (uint8_t)type;
-	if ((category = proto_read_name(field[F_CATEGORY], core_category_names, CORE_CATEGORY_COUNT)) < 0) {
+	if ((category = name_at(field[F_CATEGORY], category_index)) < 0) {
 		return F_CATEGORY;
 	}
 	s->category = (uint8_t)category;
-	if (!proto_read_int(field[F_BASE], 0, CORE_MONEY_MAX, &v)) {
+	if (!int_at(field[F_BASE], 0, CORE_MONEY_MAX, &v)) {
 		return F_BASE;
 	}
 	s->base_fen = v;
-	if (!proto_read_int(field[F_PAID], 0, CORE_MONEY_MAX, &v)) {
+	if (!int_at(field[F_PAID], 0, CORE_MONEY_MAX, &v)) {
 		return F_PAID;
 	}
 	s->paid_fen = v;
-	if (!proto_read_int(field[F_PAID_DATE], 0, 0, &v) && !proto_read_date(field[F_PAID_DATE], &s->paid_date)) {
+	if (!int_at(field[F_PAID_DATE], 0, 0, &v) && !date_at(field[F_PAID_DATE], &s->paid_date)) {
 		return F_PAID_DATE;
 	}
-	if (field[F_DEEMED] != NULL && !proto_read_bool(field[F_DEEMED], &s->deemed)) {
-		return F_DEEMED;
+	if (field[F_DEEMED] != NULL) {
+		if (*field[F_DEEMED] != 0xc2 && *field[F_DEEMED] != 0xc3) {
+			return F_DEEMED;
+		}
+		s->deemed = *field[F_DEEMED] == 0xc3;
 	}
 	switch (core_slot_rules(s)) {
 	case CORE_RULE_PAID_DATE:
@@ -246,8 +497,18 @@ static int slot_decode(const msgpack_object *field[F_COUNT], struct core_slot *s
 	}
 }
 
+/* The value at p (NULL: nothing) as the found part of a message wants it. */
+static const msgpack_object *found_at(const uint8_t *p, msgpack_object *o)
+{
+	if (p == NULL) {
+		return NULL;
+	}
+	proto_msgpack_shallow(p, o);
+	return o;
+}
+
 /* The message of a slot that slot_decode rejected (bad), at persons[index].slots[j]. */
-static int slot_invalid(const msgpack_object *field[F_COUNT], const struct core_slot *s, int bad, uint32_t index,
+static int slot_invalid(const uint8_t *const field[F_COUNT], const struct core_slot *s, int bad, uint32_t index,
 			uint32_t j, struct proto_error *err)
 {
 	char found[32];
@@ -265,17 +526,54 @@ static int slot_invalid(const msgpack_object *field[F_COUNT], const struct core_
 					  "persons[%u].slots[%u].deemed", index, j);
 	}
 	bool echo = bad == F_CITY || bad == F_TYPE || bad == F_CATEGORY;
-	return (echo ? proto_invalid_echo : proto_invalid)(err, slot_fields[bad], slot_expected[bad], field[bad],
-							   "persons[%u].slots[%u].%s", index, j, slot_fields[bad]);
+	msgpack_object o;
+	return (echo ? proto_invalid_echo : proto_invalid)(err, slot_fields[bad], slot_expected[bad],
+							   found_at(field[bad], &o), "persons[%u].slots[%u].%s",
+							   index, j, slot_fields[bad]);
 }
 
-static int person_head(const msgpack_object *o, uint32_t index, struct proto_person *out, const char **id,
+/* A person map's first value of each of its keys (NULL: absent or nil, as
+ * proto_map_get reads them), and its end: NULL when slots is its last
+ * value, whose reading finds the end without a walk of its own. */
+struct person_fields {
+	const uint8_t *id;
+	const uint8_t *class_;
+	const uint8_t *slots;
+	const uint8_t *end;
+};
+
+static void person_fields_find(const uint8_t *p, uint32_t n, struct person_fields *f)
+{
+	bool seen[3] = { false, false, false };
+	const uint8_t **value_of[3] = { &f->id, &f->class_, &f->slots };
+	memset(f, 0, sizeof(*f));
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *key = NULL;
+		uint32_t key_size = 0;
+		bool named = str_at(p, &key, &key_size);
+		const uint8_t *value = named ? key + key_size : proto_msgpack_next(p);
+		int k = !named			  ? -1
+			: key_size == 2		  ? (memcmp(key, "id", 2) == 0 ? 0 : -1)
+			: key_size == 12	  ? (memcmp(key, "retire_class", 12) == 0 ? 1 : -1)
+			: key_size == 5		  ? (memcmp(key, "slots", 5) == 0 ? 2 : -1)
+						  : -1;
+		if (k >= 0 && !seen[k]) {
+			seen[k] = true;
+			*value_of[k] = *value == 0xc0 ? NULL : value;
+		}
+		if (i + 1 == n && value == f->slots) {
+			return;
+		}
+		p = proto_msgpack_next(value);
+	}
+	f->end = p;
+}
+
+static int person_head(const struct person_fields *f, uint32_t index, struct proto_person *out, const char **id,
 		       size_t *id_size, struct proto_error *err)
 {
-	if (o->type != MSGPACK_OBJECT_MAP) {
-		return proto_invalid(err, "person", "a map {id, retire_class, slots}", o, "persons[%u]", index);
-	}
-	const msgpack_object *id_o = proto_map_get(o, "id");
+	msgpack_object o;
+	const msgpack_object *id_o = found_at(f->id, &o);
 	if (id_o != NULL && id_o->type == MSGPACK_OBJECT_STR) {
 		*id = id_o->via.str.ptr;
 		*id_size = id_o->via.str.size;
@@ -287,11 +585,10 @@ static int person_head(const msgpack_object *o, uint32_t index, struct proto_per
 	out->id[CORE_ID_SIZE] = '\0';
 	out->class_ = core_id_default_class(out->id);
 	out->class_given = false;
-	const msgpack_object *class_o = proto_map_get(o, "retire_class");
-	if (class_o != NULL) {
-		int c = proto_read_name(class_o, core_class_names, CORE_CLASS_COUNT);
+	if (f->class_ != NULL) {
+		int c = name_at(f->class_, class_index);
 		if (c < 0) {
-			return proto_invalid_echo(err, "retire_class", "one of m60, f55, f50", class_o,
+			return proto_invalid_echo(err, "retire_class", "one of m60, f55, f50", found_at(f->class_, &o),
 						  "persons[%u].retire_class", index);
 		}
 		out->class_ = (uint8_t)c;
@@ -300,41 +597,56 @@ static int person_head(const msgpack_object *o, uint32_t index, struct proto_per
 	return PROTO_OK;
 }
 
-int proto_person_decode(const struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
-			struct proto_person *out, const char **id, size_t *id_size, struct proto_error *err)
+/* Where persons[index] begins: from the last one decoded when going forward. */
+static const uint8_t *person_at(struct proto_compute *req, uint32_t index)
 {
-	const msgpack_object *o = &((const msgpack_object *)req->list)->via.array.ptr[index];
-	*id = NULL;
-	*id_size = 0;
-	if (person_head(o, index, out, id, id_size, err) != PROTO_OK) {
-		return err->code;
+	ASSERT(req->selector == PROTO_SELECT_PERSONS && index < req->person_count);
+	if (index < req->next) {
+		req->next = 0;
+		req->next_at = ((const struct proto_params *)req->list)->persons_bytes;
 	}
-	const msgpack_object *slots = proto_map_get(o, "slots");
-	if (slots == NULL || slots->type != MSGPACK_OBJECT_ARRAY) {
-		return proto_invalid(err, "slots", "an array", slots, "persons[%u].slots", index);
+	while (req->next < index) {
+		req->next_at = proto_msgpack_next(req->next_at);
+		req->next++;
 	}
-	uint32_t count = slots->via.array.size;
-	if (count > PROTO_PERSON_SLOTS_MAX) {
-		return proto_too_many(err, "slots", PROTO_PERSON_SLOTS_MAX, count, "persons[%u].slots", index);
+	return req->next_at;
+}
+
+/* The slots array at p of persons[index] into buf; *slots_end gets its
+ * end. The persons' bytes end at end. */
+static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, struct proto_person_buf *buf,
+			uint32_t *count, const uint8_t **slots_end, struct proto_error *err)
+{
+	msgpack_object o;
+	if (p == NULL || mp_typeof(*(const char *)p) != MP_ARRAY) {
+		return proto_invalid(err, "slots", "an array", found_at(p, &o), "persons[%u].slots", index);
 	}
-	if (!person_buf_reserve(buf, count)) {
+	const char *c = (const char *)p;
+	*count = mp_decode_array(&c);
+	p = (const uint8_t *)c;
+	if (*count > PROTO_PERSON_SLOTS_MAX) {
+		return proto_too_many(err, "slots", PROTO_PERSON_SLOTS_MAX, *count, "persons[%u].slots", index);
+	}
+	if (!person_buf_reserve(buf, *count)) {
 		return proto_error_set(err, PROTO_INTERNAL, "out of memory", NULL);
 	}
 	struct core_slot_keys keys;
 	core_slot_keys_init(&keys, buf->keys, buf->key_capacity);
-	for (uint32_t j = 0; j < count; j++) {
-		const msgpack_object *so = &slots->via.array.ptr[j];
-		if (so->type != MSGPACK_OBJECT_MAP) {
-			return proto_invalid(err, "slot", "a map", so, "persons[%u].slots[%u]", index, j);
+	struct city_memo cities = { .set = false };
+	for (uint32_t j = 0; j < *count; j++) {
+		uint32_t n;
+		size_t head;
+		if (!map_at(p, &n, &head)) {
+			return proto_invalid(err, "slot", "a map", found_at(p, &o), "persons[%u].slots[%u]", index, j);
 		}
-		const msgpack_object *field[F_COUNT];
-		slot_fields_find(so, field);
-		int bad = slot_decode(field, &buf->slots[j]);
+		const uint8_t *field[F_COUNT];
+		p = slot_fields_find(p + head, end, n, field);
+		struct core_slot *s = &buf->slots[j];
+		int bad = slot_decode(field, &cities, s);
 		if (bad != F_COUNT) {
-			return slot_invalid(field, &buf->slots[j], bad, index, j, err);
+			return slot_invalid(field, s, bad, index, j, err);
 		}
-		if (!core_slot_keys_insert(&keys, &buf->slots[j])) {
-			const struct core_slot *s = &buf->slots[j];
+		if (!core_slot_keys_insert(&keys, s)) {
 			char found[64];
 			snprintf(found, sizeof(found), "%" PRId32 ", %06" PRIu32 ", %s again", core_month_yyyymm(s->month),
 				 s->city, core_type_names[s->type]);
@@ -342,7 +654,35 @@ int proto_person_decode(const struct proto_compute *req, uint32_t index, struct 
 						  "persons[%u].slots[%u]", index, j);
 		}
 	}
-	out->slot_count = count;
+	*slots_end = p;
+	return PROTO_OK;
+}
+
+int proto_person_decode(struct proto_compute *req, uint32_t index, struct proto_person_buf *buf,
+			struct proto_person *out, const char **id, size_t *id_size, struct proto_error *err)
+{
+	const uint8_t *p = person_at(req, index);
+	msgpack_object o;
+	uint32_t n;
+	size_t head;
+	*id = NULL;
+	*id_size = 0;
+	if (!map_at(p, &n, &head)) {
+		return proto_invalid(err, "person", "a map {id, retire_class, slots}", found_at(p, &o), "persons[%u]",
+				     index);
+	}
+	struct person_fields f;
+	person_fields_find(p + head, n, &f);
+	if (person_head(&f, index, out, id, id_size, err) != PROTO_OK) {
+		return err->code;
+	}
+	const uint8_t *slots_end = NULL;
+	const uint8_t *end = ((const struct proto_params *)req->list)->persons_end;
+	if (slots_decode(f.slots, end, index, buf, &out->slot_count, &slots_end, err) != PROTO_OK) {
+		return err->code;
+	}
 	out->slots = buf->slots;
+	req->next = index + 1; /* the next person begins where this one ends */
+	req->next_at = f.end != NULL ? f.end : slots_end;
 	return PROTO_OK;
 }

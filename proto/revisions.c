@@ -96,7 +96,7 @@ void proto_policy_warnings(const struct proto_params *params, struct proto_warni
 {
 	out->count = 0;
 	out->unlisted = 0;
-	const msgpack_object *doc = sub((const msgpack_object *)params, "policy");
+	const msgpack_object *doc = sub(proto_params_map(params), "policy");
 	if (doc == NULL) {
 		return;
 	}
@@ -129,7 +129,7 @@ static int pin_error(struct proto_error *err, const msgpack_object *key, const c
 int proto_pins_decode(const struct proto_params *params, struct proto_pins *out, struct proto_error *err)
 {
 	out->count = 0;
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "policy_revisions");
+	const msgpack_object *o = proto_map_get(proto_params_map(params), "policy_revisions");
 	if (o == NULL) {
 		return PROTO_OK;
 	}
@@ -161,7 +161,7 @@ int proto_pins_decode(const struct proto_params *params, struct proto_pins *out,
 
 int proto_revision_decode(const struct proto_params *params, uint64_t *revision, struct proto_error *err)
 {
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "revision");
+	const msgpack_object *o = proto_map_get(proto_params_map(params), "revision");
 	*revision = 0;
 	if (o == NULL) {
 		return PROTO_OK;

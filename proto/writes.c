@@ -14,7 +14,7 @@
 int proto_idem_decode(const struct proto_params *params, bool required, struct proto_string *key,
 		      struct proto_error *err)
 {
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "idem");
+	const msgpack_object *o = proto_map_get(proto_params_map(params), "idem");
 	key->ptr = NULL;
 	key->size = 0;
 	char found[64];
@@ -142,16 +142,40 @@ bool proto_params_digest(const struct proto_params *params, const char *method, 
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &state, hash_write);
 	msgpack_pack_str_with_body(&pk, method, method_size);
-	if (!canonical_pack(&pk, (const msgpack_object *)params)) {
+	/* The persons as msgpack-c objects too: a copy of the map's entries,
+	 * the persons' value unpacked from its bytes. */
+	const msgpack_object *map = proto_params_map(params);
+	msgpack_object whole = *map;
+	msgpack_zone zone;
+	if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE)) {
 		return false;
 	}
-	crypto_generichash_final(&state, out, PROTO_DIGEST_BYTES);
-	return true;
+	bool ok = true;
+	if (params->persons != NULL) {
+		msgpack_object_kv *kv = msgpack_zone_malloc(&zone, sizeof(*kv) * map->via.map.size);
+		const uint8_t *array = params->persons_array;
+		size_t offset = 0;
+		ok = kv != NULL;
+		for (uint32_t i = 0; ok && i < map->via.map.size; i++) {
+			kv[i] = map->via.map.ptr[i];
+			if (&map->via.map.ptr[i].val == params->persons) {
+				ok = msgpack_unpack((const char *)array, (size_t)(params->persons_end - array), &offset, &zone,
+						    &kv[i].val) == MSGPACK_UNPACK_SUCCESS;
+			}
+		}
+		whole.via.map.ptr = kv;
+	}
+	ok = ok && canonical_pack(&pk, &whole);
+	msgpack_zone_destroy(&zone);
+	if (ok) {
+		crypto_generichash_final(&state, out, PROTO_DIGEST_BYTES);
+	}
+	return ok;
 }
 
 int proto_id_decode(const struct proto_params *params, struct proto_string *id, struct proto_error *err)
 {
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "id");
+	const msgpack_object *o = proto_map_get(proto_params_map(params), "id");
 	if (proto_id_check_object(o, err, "id") != PROTO_OK) {
 		return err->code;
 	}
@@ -178,20 +202,13 @@ static int list_decode(const msgpack_object *params, const char *key, struct pro
 
 int proto_put_decode(const struct proto_params *params, struct proto_compute *out, struct proto_error *err)
 {
-	struct proto_list list;
 	memset(out, 0, sizeof(*out));
-	if (list_decode((const msgpack_object *)params, "persons", &list, err) != PROTO_OK) {
-		return err->code;
-	}
-	out->selector = PROTO_SELECT_PERSONS;
-	out->list = list.items;
-	out->person_count = list.count;
-	return PROTO_OK;
+	return proto_persons_list(params, out, err);
 }
 
 int proto_payment_decode(const struct proto_params *params, struct proto_list *items, struct proto_error *err)
 {
-	return list_decode((const msgpack_object *)params, "items", items, err);
+	return list_decode(proto_params_map(params), "items", items, err);
 }
 
 int proto_payment_item(const struct proto_list *items, uint32_t i, struct proto_payment *out, struct proto_error *err)
@@ -232,7 +249,7 @@ int proto_payment_item(const struct proto_list *items, uint32_t i, struct proto_
 
 int proto_withhold_decode(const struct proto_params *params_, struct proto_withhold *out, struct proto_error *err)
 {
-	const msgpack_object *params = (const msgpack_object *)params_;
+	const msgpack_object *params = proto_params_map(params_);
 	const msgpack_object *month = proto_map_get(params, "month");
 	const msgpack_object *date = proto_map_get(params, "date");
 	if (!proto_read_month(month, &out->month)) {
@@ -274,7 +291,7 @@ int proto_withhold_account(const struct proto_withhold *req, uint32_t i, struct 
 
 uint32_t proto_params_list_size(const struct proto_params *params_, const char **list_name)
 {
-	const msgpack_object *params = (const msgpack_object *)params_;
+	const msgpack_object *params = proto_params_map(params_);
 	static const char *const lists[] = { "persons", "ids", "items", "accounts" };
 	uint32_t size = 0;
 	*list_name = lists[0];
@@ -292,7 +309,7 @@ uint32_t proto_params_weight(const struct proto_params *params_)
 {
 	const char *name;
 	uint32_t weight = proto_params_list_size(params_, &name);
-	const msgpack_object *scan = proto_map_get((const msgpack_object *)params_, "scan");
+	const msgpack_object *scan = proto_map_get(proto_params_map(params_), "scan");
 	int64_t limit;
 	if (scan != NULL && scan->type == MSGPACK_OBJECT_MAP &&
 	    proto_read_int(proto_map_get(scan, "limit"), 1, UINT32_MAX, &limit) && (uint64_t)limit > weight) {
@@ -303,7 +320,7 @@ uint32_t proto_params_weight(const struct proto_params *params_)
 
 int proto_token_decode(const struct proto_params *params, struct proto_string *token, struct proto_error *err)
 {
-	const msgpack_object *o = proto_map_get((const msgpack_object *)params, "token");
+	const msgpack_object *o = proto_map_get(proto_params_map(params), "token");
 	if (o == NULL || o->type != MSGPACK_OBJECT_STR || !proto_utf8_valid(o->via.str.ptr, o->via.str.size)) {
 		char found[64];
 		return proto_invalid_text(err, "token", "a UTF-8 string", proto_found_string(o, found, sizeof(found)), "token");
@@ -316,7 +333,7 @@ int proto_token_decode(const struct proto_params *params, struct proto_string *t
 int proto_audit_read_decode(const struct proto_params *params_, uint64_t *after, uint32_t *limit,
 			    struct proto_error *err)
 {
-	const msgpack_object *params = (const msgpack_object *)params_;
+	const msgpack_object *params = proto_params_map(params_);
 	const msgpack_object *a = proto_map_get(params, "after");
 	int64_t v = 0;
 	if (a != NULL && !proto_read_int(a, 0, INT64_MAX, &v)) {

@@ -801,7 +801,7 @@ static uint32_t part_begin(struct dispatch *d, uint32_t msgid, uint32_t count, b
 	return first;
 }
 
-static void compute_inline(struct dispatch *d, const struct proto_compute *req, uint32_t msgid)
+static void compute_inline(struct dispatch *d, struct proto_compute *req, uint32_t msgid)
 {
 	for (uint32_t i = part_begin(d, msgid, req->person_count, false); i < req->person_count; i++) {
 		if (part_full(d, i, req->person_count)) {
@@ -1294,7 +1294,8 @@ static int person_store(struct dispatch *d, struct store_txn *txn, const char *i
 static int person_put_body(struct dispatch *d, struct store_txn *txn, const struct proto_envelope *env,
 			   const struct write_request *w)
 {
-	const struct proto_compute *req = &w->put;
+	struct proto_compute put = w->put; /* a retry of the body decodes again from the start */
+	struct proto_compute *req = &put;
 	proto_write_results_begin(d->writer, env->msgid, req->person_count, false);
 	for (uint32_t i = 0; i < req->person_count; i++) {
 		const char *id;

@@ -435,6 +435,76 @@ class Messages(unittest.TestCase):
                 if len(bad) >= 6 and bad != "None":
                     self.assertNotIn(bad, error_of(answer, case[3])["message"], "the id is never echoed")
 
+    def test_inline_person_in_other_msgpack_forms(self):
+        """Inline persons are read from the request's bytes: every encoding
+        of a key or a value means the same (str8/16/32, int64, uint8, ...),
+        a repeated slot field counts at its first value that is not nil, a
+        repeated person key at its first occurrence (nil: absent), keys that
+        are not strings are ignored, and a binary is not a string."""
+        def raw_str(text, head):
+            b = text.encode()
+            width = {0xd9: 1, 0xda: 2, 0xdb: 4, 0xc4: 1}[head]
+            return bytes([head]) + len(b).to_bytes(width, "big") + b
+
+        def raw_map(pairs):
+            assert len(pairs) < 16
+            return bytes([0x80 | len(pairs)]) + b"".join(k + v for k, v in pairs)
+
+        def key(name):
+            return raw_str(name, 0xd9)
+
+        pk = msgpack.packb
+        wide = [(key("month"), b"\xd3" + (202301).to_bytes(8, "big")),
+                (raw_str("city", 0xda), raw_str(CITY, 0xda)),
+                (raw_str("type", 0xdb), raw_str("pension", 0xd9)),
+                (pk("category"), raw_str("flexible", 0xdb)),
+                (key("base"), b"\xcf" + (650000).to_bytes(8, "big")),
+                (key("paid"), b"\xcc\x00"),
+                (key("paid_date"), b"\xd0\x00")]
+        rest = wide[1:]
+        marker = "@@slot@@"
+        cases = [  # (name, slot map bytes, person or None, at, message or None)
+            ("wide forms", raw_map(wide), None, None, None),
+            ("month nil, then a month", raw_map([(key("month"), b"\xc0")] + rest + [wide[0]]), None, None, None),
+            ("month 'x', then a month", raw_map([(key("month"), pk("x"))] + rest + [wide[0]]), None,
+             "persons[0].slots[0].month", "month must be " + MONTH + ", got a string"),
+            ("keys not strings", raw_map([(pk(1), pk("month")), (raw_str("month", 0xc4), pk(5)), (b"\xc0", b"\xc3")]
+                                          + wide), None, None, None),
+            ("city a binary", raw_map(wide[:1] + [(pk("city"), raw_str(CITY, 0xc4))] + wide[2:]), None,
+             "persons[0].slots[0].city", "city must be a city code of 6 digits, got a binary"),
+            ("id nil, then an id", raw_map(wide), [(pk("id"), b"\xc0"), (pk("id"), pk(ID)), (pk("slots"), None)],
+             "persons[0].id", ID_EXPECTED + "nothing"),
+            ("slots nil, then slots", raw_map(wide), [(pk("slots"), b"\xc0"), (pk("id"), pk(ID)), (pk("slots"), None)],
+             "persons[0].slots", "slots must be an array, got nothing"),
+        ]
+        data = tempfile.mkdtemp(dir=self.dir)
+        body = b"".join(pk(m) for m in setup_msgs())
+        for k, (name, slot_bytes, person, _at, _message) in enumerate(cases):
+            frame = pk(req(100 + k, "arrears.compute", inline(marker)))
+            slots = b"\x91" + slot_bytes
+            if person is not None:
+                frame = frame.replace(pk({"id": ID, "slots": [marker]}),
+                                      raw_map([(kk, slots if v is None else v) for kk, v in person]))
+            else:
+                frame = frame.replace(pk(marker), slot_bytes)
+            body += frame
+        proc = subprocess.run([ARREARS, "eval", "--data", data], input=body, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=TIMEOUT_S)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        unp = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unp.feed(proc.stdout)
+        answers = list(unp)[2:]
+        self.assertEqual(len(answers), len(cases))
+        for (name, _slot, _person, at, message), answer in zip(cases, answers):
+            with self.subTest(name):
+                self.assertIsNone(answer[2], name)
+                entry = answer[3]["results"][0]
+                if message is None:
+                    self.assertNotIn("error", entry, name)
+                    self.assertEqual(entry["months_owed"], 1, name)   # 202301 unpaid
+                else:
+                    self.assertEqual((entry["error"]["at"], entry["error"]["message"]), (at, message), name)
+
     def test_stored_person_month_before_the_first_period(self):
         """R1 on a stored person: the path starts with the selector (Appendix A)."""
         early = make_id("11010519700615001")

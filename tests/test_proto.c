@@ -1292,6 +1292,258 @@ static void test_slot_duplicate_month_city_type_at_later_slot(void **state)
 		      "persons[1].slots[1].base", "field before duplicate");
 }
 
+/* The message of persons[1]'s error after expect_person-style requests. */
+static void expect_person_message(const char *bad, const char *at, const char *message, const char *context)
+{
+	rpc("arrears.compute", "{as_of: " AS_OF ", persons: [%s, %s]}", good_person(), bad);
+	const msgpack_object *results = expect_results(2);
+	check_good(&results->via.array.ptr[0]);
+	check_entry(&results->via.array.ptr[1], NULL, PROTO_INVALID_ARGUMENT, at, context);
+	const msgpack_object *m = dig(&results->via.array.ptr[1], "error.message");
+	if (!is_str(m, message)) {
+		fail_msg("%s: message %s, want \"%s\"", context, describe(m), message);
+	}
+}
+
+/* Inline persons are read from the frame's bytes (proto/request.c), not
+ * from msgpack-c's tree: the tree's rules for repeated keys hold there too.
+ * A slot field's first value that is not nil counts (nil is absent); a
+ * person's key counts at its first occurrence, and nil there is absent. */
+static void test_repeated_keys_nil_first_and_keys_that_are_not_strings(void **state)
+{
+	(void)state;
+	static const char rest[] = "city: '110000', type: 'pension', category: 'flexible', base: 650000, "
+				   "paid: 130000, paid_date: 20230220";
+	expect_person(person(ID_F, fmt("{month: nil, %s, month: 202302}", rest)), 0, NULL, "slot: nil, then a month");
+	expect_person(person(ID_F, fmt("{month: 202302, %s, month: 'x'}", rest)), 0, NULL, "slot: a month, then 'x'");
+	expect_person_message(person(ID_F, fmt("{month: 'x', %s, month: 202302}", rest)), "persons[1].slots[0].month",
+			      "month must be a month YYYYMM 195001..209912, got a string", "slot: 'x', then a month");
+	expect_person(person(ID_F, fmt("{1: 'month', nil: 2, true: 3, %s, month: 202302, [1]: {}}", rest)), 0, NULL,
+		      "keys that are not strings are ignored");
+	expect_person(person(ID_F, fmt("{month: nil, %s}", rest)), PROTO_INVALID_ARGUMENT, "persons[1].slots[0].month",
+		      "slot: month nil only");
+	expect_person_message(fmt("{id: nil, id: '%s', slots: []}", ID_F), "persons[1].id",
+			      "id must be " PROTO_ID_EXPECTED ", got nothing", "person: id nil, then an id");
+	expect_person_message(fmt("{slots: nil, id: '%s', slots: []}", ID_F), "persons[1].slots",
+			      "slots must be an array, got nothing", "person: slots nil, then slots");
+	expect_person(fmt("{id: '%s', slots: [], id: 5, slots: 5, retire_class: nil, retire_class: 'x'}", ID_F), 0,
+		      NULL, "person: later repeats ignored");
+	expect_person_message(fmt("{1: 2, id: '%s', slots: [], retire_class: 'x60'}", ID_F), "persons[1].retire_class",
+			      "retire_class must be one of m60, f55, f50, got \"x60\"", "person: retire_class echoed");
+}
+
+/* Every name of SPEC §2 (types, categories) and §3.1 (classes) is found by
+ * the lookups of proto/request.c; one letter off is not. */
+static void test_every_type_category_and_class_name(void **state)
+{
+	(void)state;
+	static const char *const types[] = { "pension", "medical", "unemployment", "injury", "maternity" };
+	static const char *const classes[] = { "m60", "f55", "f50" };
+	char slots[2048] = "";
+	size_t n = 0;
+	for (uint32_t t = 0; t < 5; t++) {
+		for (uint32_t c = 0; c < 2; c++) {
+			n += (size_t)snprintf(slots + n, sizeof(slots) - n, "%s%s", n > 0 ? ", " : "",
+					      slot("month", fmt("%u", 202301 + c), "type", fmt("'%s'", types[t]), "category",
+						   c == 0 ? "'employee'" : "'flexible'", "paid", "0", "paid_date", "0",
+						   NULL));
+		}
+	}
+	for (uint32_t k = 0; k < 3; k++) {
+		expect_person(fmt("{id: '%s', retire_class: '%s', slots: [%s]}", ID_F, classes[k], slots), 0, NULL,
+			      classes[k]);
+	}
+	static const char *const near[] = { "pensioN", "Medical", "unemploymen", "injury ", "maternitx", "" };
+	for (uint32_t i = 0; i < sizeof(near) / sizeof(near[0]); i++) {
+		expect_person_message(person(ID_F, slot("type", fmt("'%s'", near[i]), NULL)), "persons[1].slots[0].type",
+				      fmt("type must be " PROTO_EXPECT_TYPE ", got \"%s\"", near[i]), near[i]);
+	}
+	expect_person(person(ID_F, slot("category", "'flexiblE'", NULL)), PROTO_INVALID_ARGUMENT,
+		      "persons[1].slots[0].category", "flexiblE");
+	expect_person(fmt("{id: '%s', retire_class: 'f51', slots: []}", ID_F), PROTO_INVALID_ARGUMENT,
+		      "persons[1].retire_class", "f51");
+}
+
+/* Bytes of hand-made msgpack (the text packer writes the shortest forms only). */
+struct bytes {
+	uint8_t b[1024];
+	size_t n;
+};
+
+static void put(struct bytes *o, const void *data, size_t size)
+{
+	assert_true(o->n + size <= sizeof(o->b));
+	memcpy(o->b + o->n, data, size);
+	o->n += size;
+}
+
+static void put_be(struct bytes *o, uint8_t head, uint64_t v, uint32_t width)
+{
+	uint8_t b[9] = { head };
+	for (uint32_t i = 0; i < width; i++) {
+		b[1 + i] = (uint8_t)(v >> (8 * (width - 1 - i)));
+	}
+	put(o, b, 1 + width);
+}
+
+/* A string as str8 (0xd9), str16 (0xda), str32 (0xdb), bin8 (0xc4) or fixstr (0xa0). */
+static void put_str(struct bytes *o, uint8_t head, const char *s)
+{
+	size_t len = strlen(s);
+	uint32_t width = head == 0xa0 ? 0 : head == 0xda ? 2 : head == 0xdb ? 4 : 1;
+	put_be(o, head == 0xa0 ? (uint8_t)(0xa0 | len) : head, len, width);
+	put(o, s, len);
+}
+
+/* [0, MSGID, 'arrears.compute', [{as_of: AS_OF, persons: [good, {id, slots: [slot]}]}]]
+ * with the slot's map given as bytes. */
+static void send_slot_bytes(const struct bytes *slot_map)
+{
+	msgpack_sbuffer sb;
+	struct bytes f = { .n = 0 };
+	put(&f, "\x94\x00", 2);
+	put_be(&f, 0xce, MSGID, 4);
+	put_str(&f, 0xa0, "arrears.compute");
+	put(&f, "\x91\x82", 2);
+	put_str(&f, 0xa0, "as_of");
+	put_be(&f, 0xce, 20240310, 4);
+	put_str(&f, 0xa0, "persons");
+	put(&f, "\x92", 1);
+	msgpack_sbuffer_init(&sb);
+	pack_textf(&sb, "%s", good_person());
+	put(&f, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	put(&f, "\x82", 1);
+	put_str(&f, 0xa0, "id");
+	put_str(&f, 0xa0, ID_F);
+	put_str(&f, 0xa0, "slots");
+	put(&f, "\x91", 1);
+	put(&f, slot_map->b, slot_map->n);
+	send_bytes(f.b, f.n);
+}
+
+/* The default slot of slot() (paid in full) with each key and value in
+ * another msgpack form; bad: one field's value replaced by those bytes. */
+static void wide_slot(struct bytes *o, const char *bad, const void *value, size_t value_size)
+{
+	o->n = 0;
+	put(o, "\x87", 1);
+	static const char *const keys[] = { "month", "city", "type", "category", "base", "paid", "paid_date" };
+	static const uint8_t key_heads[] = { 0xd9, 0xda, 0xdb, 0xd9, 0xa0, 0xda, 0xd9 };
+	for (uint32_t k = 0; k < 7; k++) {
+		put_str(o, key_heads[k], keys[k]);
+		if (bad != NULL && strcmp(bad, keys[k]) == 0) {
+			put(o, value, value_size);
+		} else if (k == 0) {
+			put_be(o, 0xd3, 202302, 8); /* int64 */
+		} else if (k == 1) {
+			put_str(o, 0xda, "110000");
+		} else if (k == 2) {
+			put_str(o, 0xd9, "pension");
+		} else if (k == 3) {
+			put_str(o, 0xdb, "flexible");
+		} else if (k == 4) {
+			put_be(o, 0xcf, 650000, 8); /* uint64 */
+		} else if (k == 5) {
+			put_be(o, 0xd2, 130000, 4); /* int32 */
+		} else {
+			put_be(o, 0xd3, 20230220, 8);
+		}
+	}
+}
+
+/* SPEC §5: values are msgpack values, whatever their encoding; Appendix A:
+ * a float is never an integer, and a binary is not a string. */
+static void test_slot_fields_in_every_msgpack_form(void **state)
+{
+	(void)state;
+	struct bytes slot_map;
+	wide_slot(&slot_map, NULL, NULL, 0);
+	send_slot_bytes(&slot_map);
+	const msgpack_object *results = expect_results(2);
+	check_good(&results->via.array.ptr[0]);
+	check_entry(&results->via.array.ptr[1], ID_F, 0, NULL, "wide forms");
+	check_int(dig(&results->via.array.ptr[1], "months_owed"), 0); /* due rh(650000 × 20%) = 130000, all paid */
+	static const struct {
+		const char *field;
+		const char *value;
+		size_t size;
+		const char *message; /* NULL: accepted */
+	} cases[] = {
+		{ "month", "\xcb\x41\x08\xb1\xf0\x00\x00\x00\x00", 9, "month must be " PROTO_EXPECT_MONTH ", got a float" },
+		{ "month", "\xca\x48\x45\x8f\x80", 5, "month must be " PROTO_EXPECT_MONTH ", got a float" },
+		{ "month", "\xcd\x03\x17", 3, "month must be " PROTO_EXPECT_MONTH ", got 791" },
+		{ "month", "\xd2\x00\x03\x16\x3e", 5, NULL }, /* int32 202302 */
+		{ "base", "\xff", 1, "base must be " PROTO_EXPECT_MONEY ", got -1" },
+		{ "base", "\xd0\x7f", 2, NULL }, /* int8 127 */
+		{ "base", "\xd3\xff\xff\xff\xff\xff\xff\xff\xfe", 9, "base must be " PROTO_EXPECT_MONEY ", got -2" },
+		{ "base", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9,
+		  "base must be " PROTO_EXPECT_MONEY ", got 18446744073709551615" },
+		{ "base", "\xcf\x00\x00\x00\x02\x54\x0b\xe4\x01", 9,
+		  "base must be " PROTO_EXPECT_MONEY ", got 10000000001" },
+		{ "base", "\xcf\x00\x00\x00\x02\x54\x0b\xe4\x00", 9, NULL }, /* 10^10, the largest */
+		{ "city", "\xc4\x06" "110000", 8, "city must be " PROTO_EXPECT_CITY ", got a binary" },
+		{ "city", "\xd9\x07" "110000 ", 9, "city must be " PROTO_EXPECT_CITY ", got \"110000 \"" },
+		{ "type", "\xc4\x07" "pension", 9, "type must be " PROTO_EXPECT_TYPE ", got a binary" },
+		{ "category", "\xda\x00\x08" "employee", 11, NULL },
+		{ "paid", "\xcc\x00", 2, "paid_date must be 0 when paid is 0, got 20230220" },
+		{ "paid_date", "\xcb\x41\x73\x4b\x04\xc0\x00\x00\x00", 9,
+		  "paid_date must be " PROTO_EXPECT_DATE_OR_0 ", got a float" },
+		{ "paid_date", "\xce\x01\x34\xb0\x55", 5, "paid_date must be " PROTO_EXPECT_DATE_OR_0 ", got 20230229" },
+		{ "paid_date", "\xd3\x00\x00\x00\x00\x01\x34\xb4\x85", 9,
+		  "paid_date must be " PROTO_EXPECT_DATE_OR_0 ", got 20231301" },
+		{ "paid_date", "\xce\x01\x34\xd7\x65", 5, NULL }, /* 20240229: a leap day */
+		{ "paid_date", "\xc0", 1, "paid_date must be " PROTO_EXPECT_DATE_OR_0 ", got nothing" },
+	};
+	/* The bytes above: 202302 = 0x3163e = 0x1.8b1fp+17 (float64 4108b1f0..., float32 48458f80);
+	 * 20230220 = 0x1.34b04cp+24; 20230229 = 0x134b055, 20231301 = 0x134b485, 20240229 = 0x134d765. */
+	_Static_assert(202302 == 0x3163e && 20230229 == 0x134b055 && 20231301 == 0x134b485 && 20240229 == 0x134d765,
+		       "the integers above");
+	for (uint32_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		wide_slot(&slot_map, cases[i].field, cases[i].value, cases[i].size);
+		send_slot_bytes(&slot_map);
+		results = expect_results(2);
+		const char *context = fmt("%s case %u", cases[i].field, i);
+		const char *field = strcmp(cases[i].field, "paid") == 0 ? "paid_date" : cases[i].field;
+		check_entry(&results->via.array.ptr[1], ID_F, cases[i].message == NULL ? 0 : PROTO_INVALID_ARGUMENT,
+			    fmt("persons[1].slots[0].%s", field), context);
+		const msgpack_object *m = cases[i].message == NULL ? NULL : dig(&results->via.array.ptr[1], "error.message");
+		if (cases[i].message != NULL && !is_str(m, cases[i].message)) {
+			fail_msg("%s: message %s, want \"%s\"", context, describe(m), cases[i].message);
+		}
+	}
+}
+
+/* The persons array anywhere in params: before other keys, in a params
+ * array holding more than the map, with a nil "persons" key before it
+ * (nil is absent: then no selector), and nesting 32 deep inside a slot but
+ * not 33 (msgpack-c's limit, which the frame met before). */
+static void test_persons_anywhere_in_params_and_nesting_inside_them(void **state)
+{
+	(void)state;
+	send_text("[0, %u, 'arrears.compute', [{persons: [%s], as_of: " AS_OF "}]]", MSGID, good_person());
+	check_good(&expect_results(1)->via.array.ptr[0]);
+	send_text("[0, %u, 'arrears.compute', [{persons: [%s], as_of: " AS_OF "}, 5, [1]]]", MSGID, good_person());
+	check_good(&expect_results(1)->via.array.ptr[0]);
+	send_text("[0, %u, 'arrears.compute', [{persons: nil, as_of: " AS_OF ", persons: [%s]}]]", MSGID,
+		  good_person());
+	expect_error(PROTO_INVALID_ARGUMENT, "persons");
+	/* envelope, params, params map, persons, person, slots, slot map: 7 levels, + 25 arrays = 32 */
+	char open[40] = { 0 };
+	char close[40] = { 0 };
+	memset(open, '[', 25);
+	memset(close, ']', 25);
+	const char *deep = person(ID_F, slot("note", fmt("%s1%s", open, close), NULL));
+	send_text("[0, %u, 'arrears.compute', [{as_of: " AS_OF ", persons: [%s, %s]}]]", MSGID, good_person(), deep);
+	check_entry(&expect_results(2)->via.array.ptr[1], ID_F, 0, NULL, "32 deep");
+	open[25] = '[';
+	close[25] = ']';
+	deep = person(ID_F, slot("note", fmt("%s1%s", open, close), NULL));
+	send_text("[0, %u, 'arrears.compute', [{as_of: " AS_OF ", persons: [%s, %s]}]]", MSGID, good_person(), deep);
+	assert_true(R.close);
+	check_error_map(R.error, PROTO_MALFORMED, NULL, "33 deep");
+}
+
 static void test_first_error_wins_in_document_order(void **state)
 {
 	(void)state;
@@ -1643,6 +1895,27 @@ static void test_message_parse_fills_the_envelope(void **state)
 	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_MALFORMED);
 	assert_int_equal(err.code, PROTO_MALFORMED);
 	assert_int_equal(env.msgid, 42); /* proto.h: set when it could be read */
+	/* Not one whole value: the parse says so itself, reading nothing past
+	 * the bytes (a heap copy of exactly their size, for the sanitizers).
+	 * [[uint16 cut short], 1]; 0xc1 inside; one byte too many; 33 levels. */
+	static const uint8_t *const bad[] = { (const uint8_t *)"\x92\x91\xcd\x00", (const uint8_t *)"\x92\x91\xc1\x01",
+					      (const uint8_t *)"\x91\x01\x01" };
+	static const size_t bad_size[] = { 4, 4, 3 };
+	for (uint32_t i = 0; i < 3; i++) {
+		uint8_t *copy = malloc(bad_size[i]);
+		assert_non_null(copy);
+		memcpy(copy, bad[i], bad_size[i]);
+		assert_int_equal(proto_message_parse(m, copy, bad_size[i], &env, &err), PROTO_MALFORMED);
+		assert_string_equal(err.message, "not msgpack");
+		free(copy);
+	}
+	uint8_t deep[34];
+	memset(deep, 0x91, 33);
+	deep[33] = 0x01;
+	assert_int_equal(proto_message_parse(m, deep, 34, &env, &err), PROTO_MALFORMED);
+	assert_string_equal(err.message, "not msgpack");
+	assert_int_equal(proto_message_parse(m, deep + 1, 33, &env, &err), PROTO_MALFORMED); /* 32 levels: the envelope */
+	assert_string_equal(err.message, "not a msgpack-RPC request");
 	msgpack_sbuffer_destroy(&sb);
 	proto_message_free(m);
 }
@@ -1727,6 +2000,21 @@ static void test_idempotency_digest_compares_params_as_values(void **state)
 	assert_memory_equal(d0, d1, PROTO_DIGEST_BYTES);
 	digest_of("person.put", dup12, sizeof(dup12), d0);
 	digest_of("person.put", dup21, sizeof(dup21), d1);
+	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
+	/* persons stay bytes in the parse (proto/message.c); the digest unpacks
+	 * them: {"persons": [{"a": 1, "b": 2}], "z": 5}, then z first, the
+	 * person's keys reversed, 1 as uint16, the array as array16 */
+	static const uint8_t persons[] = { 0x82, 0xa7, 'p', 'e', 'r', 's', 'o', 'n', 's', 0x91, 0x82, 0xa1, 'a', 0x01,
+					   0xa1, 'b', 0x02, 0xa1, 'z', 0x05 };
+	static const uint8_t persons_other_form[] = { 0x82, 0xa1, 'z', 0x05, 0xa7, 'p', 'e', 'r', 's', 'o', 'n', 's',
+						      0xdc, 0x00, 0x01, 0x82, 0xa1, 'b', 0x02, 0xa1, 'a', 0xcd, 0x00, 0x01 };
+	digest_of("person.put", persons, sizeof(persons), d0);
+	digest_of("person.put", persons_other_form, sizeof(persons_other_form), d1);
+	assert_memory_equal(d0, d1, PROTO_DIGEST_BYTES);
+	uint8_t persons_other_value[sizeof(persons)];
+	memcpy(persons_other_value, persons, sizeof(persons));
+	persons_other_value[16] = 0x03; /* b = 3 */
+	digest_of("person.put", persons_other_value, sizeof(persons_other_value), d1);
 	assert_memory_not_equal(d0, d1, PROTO_DIGEST_BYTES);
 }
 
@@ -1832,6 +2120,27 @@ static void test_compute_and_person_decode_fill_the_structs(void **state)
 	assert_int_equal(p.slots[1].category, CORE_EMPLOYEE);
 	assert_int_equal(p.slots[1].paid_fen, 0);
 	assert_int_equal(p.slots[1].paid_date, 0);
+	/* Persons in any order (a retried write begins again; an answer in
+	 * parts resumes): each index reads its own person. */
+	pack_textf(&sb, "[0, 1, 'arrears.compute', [{as_of: 20240310, persons: [{id: '%s', slots: [%s]}, 5, "
+			"{note: [1, {a: 2}], id: '%s', slots: []}, {slots: [], id: '%s'}]}]]",
+		   ID_F, slot(NULL), ID_M, ID_F1980);
+	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_OK);
+	assert_int_equal(proto_compute_decode(env.params, PROTO_ARREARS, &req, &err), PROTO_OK);
+	assert_int_equal(req.person_count, 4);
+	static const uint32_t order[] = { 3, 0, 2, 1, 2, 3, 3, 0, 1 };
+	static const char *const ids[] = { ID_F, NULL, ID_M, ID_F1980 };
+	for (uint32_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+		uint32_t i = order[k];
+		int rc = proto_person_decode(&req, i, &buf, &p, &id, &id_size, &err);
+		assert_int_equal(rc, ids[i] == NULL ? PROTO_INVALID_ARGUMENT : PROTO_OK);
+		if (ids[i] != NULL) {
+			assert_string_equal(p.id, ids[i]);
+			assert_int_equal(p.slot_count, i == 0 ? 1 : 0);
+		} else {
+			assert_string_equal(err.at, "persons[1]");
+		}
+	}
 	proto_person_buf_free(&buf);
 	msgpack_sbuffer_destroy(&sb);
 	proto_message_free(m);
@@ -2295,6 +2604,10 @@ int main(void)
 		D_(test_slot_paid_and_paid_date_rule),
 		D_(test_slot_deemed_rule),
 		D_(test_slot_duplicate_month_city_type_at_later_slot),
+		D_(test_repeated_keys_nil_first_and_keys_that_are_not_strings),
+		D_(test_every_type_category_and_class_name),
+		D_(test_slot_fields_in_every_msgpack_form),
+		D_(test_persons_anywhere_in_params_and_nesting_inside_them),
 		D_(test_first_error_wins_in_document_order),
 		D_(test_r1_city_without_policy_and_month_before_first_period),
 		D_(test_overflow_is_the_persons_error_at_overflow),

@@ -4,8 +4,13 @@
  * the server receives it, in chunks whose sizes come from the seed, with
  * the scan state kept across calls. Asserts: both ways find the same
  * frames and end the same way; a frame lies inside the bytes and is one
- * whole msgpack object to msgpack-c too; its msgid is read within bounds. */
+ * whole msgpack object to msgpack-c too; its msgid is read within bounds.
+ * The parse's own check of a frame (proto_msgpack_valid, which lets inline
+ * persons be read in place) says yes exactly when the scanner finds one
+ * whole value in all the bytes, and skipping a value it passed lands on
+ * its end. */
 #include "fuzz_common.h"
+#include "../../proto/internal.h"
 
 #define FRAMES_MAX 4096u
 #define HEADER_BYTES 5u
@@ -45,7 +50,25 @@ static void check_frame(const uint8_t *frame, size_t size)
 	/* msgpack-c refuses nesting past its own stack: an error, never "more bytes". */
 	FUZZ_CHECK(rc != MSGPACK_UNPACK_CONTINUE);
 	FUZZ_CHECK(rc != MSGPACK_UNPACK_SUCCESS || offset == size);
+	FUZZ_CHECK(proto_msgpack_skip(frame) == frame + size);
 	(void)proto_frame_msgid(frame, size);
+}
+
+/* proto_msgpack_valid against the scanner with the bytes as the limit
+ * (inputs are far below PROTO_ELEMENTS_MAX): the same one value, the same
+ * 0xc1, the same depth; checked on the stream and on each of its prefixes
+ * up to a few. */
+static void check_valid(const uint8_t *bytes, size_t size)
+{
+	for (size_t cut = 0; cut <= size && cut < 4; cut++) {
+		struct proto_frame f;
+		size_t frame_size = 0;
+		proto_frame_reset(&f);
+		int rc = size - cut == 0 ? PROTO_FRAME_MORE
+					 : proto_frame_scan(&f, bytes, size - cut, size - cut, &frame_size);
+		bool one = rc == PROTO_FRAME_COMPLETE && frame_size == size - cut;
+		FUZZ_CHECK(proto_msgpack_valid(bytes, size - cut) == one);
+	}
 }
 
 /* avail(k): bytes present at step k; whole: one step with everything. */
@@ -105,5 +128,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(whole.frame_count == split.frame_count);
 	FUZZ_CHECK(memcmp(whole.frame_end, split.frame_end, sizeof(size_t) * whole.frame_count) == 0);
 	FUZZ_CHECK(whole.last_rc == split.last_rc);
+	check_valid(stream, stream_size);
 	return 0;
 }
