@@ -765,16 +765,14 @@ static void compute_inline(struct dispatch *d, const struct proto_compute *req, 
 	}
 }
 
-/* One stored person by id, computed, or its error at path[index]. */
-static void compute_stored(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, const char *id,
-			   size_t id_size, const char *path, uint32_t index)
+/* A stored person looked up by id (rc: the lookup's), computed, or its
+ * error at path[index]. */
+static void compute_found(struct dispatch *d, const struct proto_compute *req, int rc, const struct store_person *p,
+			  const char *id, size_t id_size, const char *path, uint32_t index)
 {
 	struct proto_error err;
-	struct store_person p;
-	/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
-	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
 	if (rc == STORE_OK) {
-		compute_one(d, req, p.id, stored_class(&p), &p.timeline, path, index);
+		compute_one(d, req, p->id, stored_class(p), &p->timeline, path, index);
 		return;
 	}
 	if (rc == STORE_NOT_FOUND) {
@@ -783,6 +781,21 @@ static void compute_stored(struct dispatch *d, struct store_txn *txn, const stru
 		proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the person", "%s[%u]", path, index);
 	}
 	proto_write_person_error(d->writer, id, id_size, &err);
+}
+
+/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
+static int lookup_unread(const struct dispatch *d)
+{
+	return d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
+}
+
+/* One stored person by id, computed, or its error at path[index]. */
+static void compute_stored(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, const char *id,
+			   size_t id_size, const char *path, uint32_t index)
+{
+	struct store_person p;
+	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : lookup_unread(d);
+	compute_found(d, req, rc, &p, id, id_size, path, index);
 }
 
 static void compute_ids(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
@@ -826,14 +839,22 @@ static bool scan_page_keep(struct dispatch *d, uint32_t from, uint32_t count, bo
 static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
 {
 	struct dispatch_resume *r = d->resume;
-	if (r != NULL && r->next > 0) { /* a later part: the page is known */
+	if (r != NULL && r->next > 0) { /* a later part: the page is known, its ids ascend */
+		struct store_scan *scan = NULL;
+		int open = txn != NULL ? store_scan_open(txn, NULL, 0, &scan) : lookup_unread(d);
 		for (uint32_t i = r->next; i < r->count; i++) {
 			if (part_full(d, i, r->count)) {
-				return;
+				break;
 			}
-			compute_stored(d, txn, req, r->ids[i - r->ids_from], CORE_ID_SIZE, "scan", i);
+			const char *id = r->ids[i - r->ids_from];
+			struct store_person p;
+			int rc = open == STORE_OK ? store_scan_seek(scan, id, CORE_ID_SIZE, &p) : open;
+			compute_found(d, req, rc, &p, id, CORE_ID_SIZE, "scan", i);
 		}
-		proto_write_results_next(d->writer, r->scan_full ? r->last : NULL, r->scan_full ? CORE_ID_SIZE : 0);
+		store_scan_close(scan);
+		if (!d->partial) {
+			proto_write_results_next(d->writer, r->scan_full ? r->last : NULL, r->scan_full ? CORE_ID_SIZE : 0);
+		}
 		return;
 	}
 	uint32_t count = 0;

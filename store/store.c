@@ -380,6 +380,51 @@ int store_scan_next(struct store_scan *sc, struct store_person *out)
 	return decode_person(&sc->key, &val, out);
 }
 
+/* Persons inserted between two parts of a page are stepped over one by
+ * one up to this many; past it the cursor seeks. */
+#define SCAN_SEEK_STEPS_MAX 8u
+
+static int key_order(const MDB_val *key, const char *id, size_t id_size)
+{
+	int order = memcmp(key->mv_data, id, key->mv_size < id_size ? key->mv_size : id_size);
+	return order != 0 ? order : (key->mv_size > id_size) - (key->mv_size < id_size);
+}
+
+int store_scan_seek(struct store_scan *sc, const char *id, size_t id_size, struct store_person *out)
+{
+	MDB_val val;
+	int rc = 0;
+	if (id_size != CORE_ID_SIZE) {
+		return STORE_NOT_FOUND;
+	}
+	if (sc->done) {
+		return STORE_NOT_FOUND; /* the cursor passed the last key: no id after it is stored */
+	}
+	bool placed = sc->key.mv_data != NULL;
+	for (uint32_t step = 0; placed && key_order(&sc->key, id, id_size) < 0 && rc == 0; step++) {
+		if (step == SCAN_SEEK_STEPS_MAX) {
+			placed = false;
+		} else {
+			rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_NEXT);
+		}
+	}
+	if (rc == 0 && placed) {
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_GET_CURRENT);
+	} else if (rc == 0) {
+		sc->key = (MDB_val){ id_size, (void *)id };
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_SET_RANGE);
+	}
+	if (rc != 0) {
+		sc->key = (MDB_val){ 0 };
+		sc->done = rc == MDB_NOTFOUND;
+		return map_error(rc);
+	}
+	if (key_order(&sc->key, id, id_size) != 0) {
+		return STORE_NOT_FOUND;
+	}
+	return decode_person(&sc->key, &val, out);
+}
+
 void store_scan_close(struct store_scan *sc)
 {
 	if (sc != NULL) {

@@ -70,6 +70,15 @@ struct store_scan;
 int store_scan_open(struct store_txn *txn, const char *after, size_t after_size, struct store_scan **out);
 /* STORE_OK with *out filled, STORE_NOT_FOUND at the end. */
 int store_scan_next(struct store_scan *scan, struct store_person *out);
+/* The person `id`, for a walk that looks up ascending ids (a scan page's
+ * later parts, which look up the ids the first part listed): the cursor
+ * steps forward from where the last lookup left it, and seeks afresh only
+ * when the id is further on, so a page costs a cursor walk, not a B-tree
+ * descent a person. Answers exactly as store_person_get in the scan's
+ * transaction: STORE_OK with *out filled, STORE_NOT_FOUND when no person
+ * has that id (deleted since the first part), STORE_IO. Do not mix with
+ * store_scan_next on one scan. */
+int store_scan_seek(struct store_scan *scan, const char *id, size_t id_size, struct store_person *out);
 void store_scan_close(struct store_scan *scan);
 
 /* Policies are stored as opaque documents keyed by city. */
