@@ -1586,15 +1586,23 @@ static int threads_start(struct server *srv)
 			return rc;
 		}
 	}
+	/* Named, so that top -H, perf and /proc/PID/task/N/comm tell them apart
+	 * (15 characters at most; i is below SERVER_THREADS_MAX). */
+	static_assert(SERVER_THREADS_MAX <= 1000, "thread numbers of three digits");
+	char name[16];
 	for (uint32_t i = 0; i < cfg->loops; i++) {
 		if (pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) != 0) {
 			return -EAGAIN;
 		}
+		snprintf(name, sizeof(name), "loop%u", i % 1000u);
+		pthread_setname_np(srv->loops[i].thread, name);
 	}
 	for (uint32_t i = 0; i < cfg->workers; i++) {
 		if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
 			return -EAGAIN;
 		}
+		snprintf(name, sizeof(name), "worker%u", i % 1000u);
+		pthread_setname_np(srv->workers[i].thread, name);
 	}
 	return 0;
 }

@@ -16,6 +16,7 @@ _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps t
 
 struct dispatch {
 	struct store *store;           /* NULL: inline persons only */
+	struct store_reader *reader;   /* the reads of this dispatch's thread, when a store */
 	struct dispatch_shared *shared;
 	struct dispatch_shared own;    /* when the caller shares nothing */
 	uint64_t policy_generation;    /* of the policies held */
@@ -89,7 +90,7 @@ static bool policies_reload(struct dispatch *d)
 	 * again, and the next request reloads. Kept only when everything loaded. */
 	uint64_t generation = __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 	struct store_txn *txn;
-	if (store_read_begin(d->store, &txn) != STORE_OK) {
+	if (store_reader_begin(d->reader, &txn) != STORE_OK) {
 		return false;
 	}
 	struct policy_loader loader = { d, txn };
@@ -127,7 +128,7 @@ struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *share
 		  d->policy_revisions != NULL && d->view != NULL && d->view_cities != NULL &&
 		  d->view_revisions != NULL && d->view_used != NULL && d->owned != NULL && (store != NULL || d->mem != NULL);
 	if (ok && store != NULL) {
-		ok = policies_reload(d);
+		ok = store_reader_new(store, &d->reader) == STORE_OK && policies_reload(d);
 	}
 	if (!ok) {
 		dispatch_free(d);
@@ -155,6 +156,7 @@ void dispatch_free(struct dispatch *d)
 		free(d->mem[i].doc);
 	}
 	free(d->mem);
+	store_reader_free(d->reader);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
 	proto_writer_free(d->aux);
@@ -292,7 +294,7 @@ static int revision_find(struct dispatch *d, struct store_txn *txn, uint32_t cit
 static struct store_txn *revisions_read(struct dispatch *d)
 {
 	struct store_txn *txn = NULL;
-	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
+	if (d->store != NULL && store_reader_begin(d->reader, &txn) != STORE_OK) {
 		txn = NULL;
 	}
 	return txn;
@@ -916,7 +918,7 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 	struct store_txn *txn = NULL;
 	if (d->store != NULL && (req.selector != PROTO_SELECT_PERSONS || pins.count > 0 ||
 				 (d->resume != NULL && d->resume->next > 0)) &&
-	    store_read_begin(d->store, &txn) != STORE_OK) {
+	    store_reader_begin(d->reader, &txn) != STORE_OK) {
 		txn = NULL;
 		if (!later) {
 			write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
@@ -1288,7 +1290,7 @@ static void handle_person_get(struct dispatch *d, const struct proto_envelope *e
 	}
 	struct store_txn *txn;
 	struct store_person p;
-	int rc = store_read_begin(d->store, &txn);
+	int rc = store_reader_begin(d->reader, &txn);
 	if (rc == STORE_OK) {
 		rc = store_person_get(txn, id.ptr, id.size, &p);
 		if (rc == STORE_OK && !proto_write_person(d->writer, env->msgid, p.id, p.retire_class, &p.timeline)) {
@@ -1342,7 +1344,7 @@ static void handle_audit_read(struct dispatch *d, const struct proto_envelope *e
 	}
 	page.entries = calloc(page.limit, sizeof(*page.entries));
 	struct store_txn *txn;
-	int rc = page.entries == NULL ? STORE_IO : store_read_begin(d->store, &txn);
+	int rc = page.entries == NULL ? STORE_IO : store_reader_begin(d->reader, &txn);
 	if (rc == STORE_OK) {
 		rc = store_audit_each(txn, after, audit_page_add, &page);
 		bool full = rc == -1;

@@ -40,6 +40,19 @@ void store_close(struct store *store);
 /* Read transactions see one snapshot; keep them short (they pin pages). */
 int store_read_begin(struct store *store, struct store_txn **txn);
 int store_write_begin(struct store *store, struct store_txn **txn);
+/* A thread's read transaction kept between its reads (mdb_txn_reset at
+ * the end of each, mdb_txn_renew at the next): a read then costs no
+ * allocation and no lock of LMDB's reader table. A reader holds one reader
+ * slot while it lives (STORE_READERS_MAX covers one a server thread and
+ * more), but no snapshot between reads, so it pins no page. One thread at
+ * a time. STORE_OK, or STORE_IO out of memory. */
+struct store_reader;
+int store_reader_new(struct store *store, struct store_reader **reader);
+void store_reader_free(struct store_reader *reader);
+/* store_read_begin through the reader: *txn is its kept transaction, or a
+ * transaction of its own while the kept one is in use. End it with
+ * store_txn_end as any other. */
+int store_reader_begin(struct store_reader *reader, struct store_txn **txn);
 /* Commits a write: STORE_OK, STORE_FULL or STORE_IO. The transaction is
  * gone either way. */
 int store_write_commit(struct store_txn *txn);
