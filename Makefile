@@ -94,7 +94,7 @@ build/walk: bench/walk.c bench/mp.h
 unit: $(addprefix build/,$(UNIT_TESTS))
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./build/$$t || exit 1; done
 
-sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/arrearsd
+sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/arrearsd build/walk
 	@for t in $(UNIT_TESTS); do echo "== $$t (address+undefined sanitizers)"; ./build/asan/$$t || exit 1; done
 	$(PYTHON) tests/test_examples.py --eval build/asan/arrears
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
@@ -106,7 +106,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_ops.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/faults.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears --scenarios 50
 
-e2e: build/arrears build/arrearsd
+e2e: build/arrears build/arrearsd build/walk
 	$(PYTHON) tests/test_examples.py --eval build/arrears
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
