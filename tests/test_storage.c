@@ -80,7 +80,7 @@ static void test_scan_seek_answers_as_a_lookup_whatever_lies_between(void **stat
 	struct store *s = open_store();
 	char ids[40][CORE_ID_SIZE + 1];
 	for (int i = 0; i < 40; i++) {
-		snprintf(ids[i], sizeof(ids[i]), "1101011980010100%02d", i); /* ascending */
+		snprintf(ids[i], sizeof(ids[i]), "1101011980010100%02u", (unsigned)i % 100u); /* ascending */
 		put_person(s, ids[i]);
 	}
 	/* Looked up in ascending order: next to each other, 3 apart (stepped
