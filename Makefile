@@ -26,7 +26,7 @@ RPC_LIBS := -lmsgpackc -lmsgpuck -llmdb -lsodium
 LIBS     := $(RPC_LIBS) -ljansson -lcsv
 UNIT_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run demo test unit sanitize e2e guard bench bench-load clean install uninstall
+.PHONY: all deps run demo test unit sanitize e2e guard bench bench-load bench-city clean install uninstall
 .SECONDARY:
 
 all: build/arrears build/arrearsd
@@ -83,14 +83,18 @@ build/guard: build/obj/bench/guard.o build/obj/bench/fixture.o $(LIB_OBJ)
 build/guard-slow: build/obj/bench/guard.o build/obj/bench/fixture.o $(SLOW_OBJ)
 	$(CC) $(OPT) -o $@ $^ $(LIBS)
 
-build/load: bench/load.c
+build/load: bench/load.c bench/mp.h
 	@mkdir -p build
 	$(CC) $(CFLAGS_ALL) -pthread -o $@ $<
+
+build/walk: bench/walk.c bench/mp.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_ALL) -o $@ $< -lmsgpackc -llmdb
 
 unit: $(addprefix build/,$(UNIT_TESTS))
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./build/$$t || exit 1; done
 
-sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/arrearsd
+sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/arrearsd build/walk
 	@for t in $(UNIT_TESTS); do echo "== $$t (address+undefined sanitizers)"; ./build/asan/$$t || exit 1; done
 	$(PYTHON) tests/test_examples.py --eval build/asan/arrears
 	$(PYTHON) tests/test_differential.py --eval build/asan/arrears --cases 300 --seed 7
@@ -102,7 +106,7 @@ sanitize: $(addprefix build/asan/,$(UNIT_TESTS)) build/asan/arrears build/asan/a
 	$(PYTHON) tests/test_ops.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears
 	$(PYTHON) tests/faults.py --arrearsd build/asan/arrearsd --arrears build/asan/arrears --scenarios 50
 
-e2e: build/arrears build/arrearsd
+e2e: build/arrears build/arrearsd build/walk
 	$(PYTHON) tests/test_examples.py --eval build/arrears
 	$(PYTHON) tests/test_differential.py --eval build/arrears --cases 3000 --seed 1
 	$(PYTHON) tests/test_store.py --arrears build/arrears
@@ -189,6 +193,11 @@ bench: deps build/bench_core
 # The server against redis-server under the same load (installs redis-server if missing).
 bench-load: deps build/arrears build/arrearsd build/load
 	NO_BUILD=1 bash bench/load.sh
+
+# A whole city through the server, each compute method, against a raw LMDB
+# scan of the same store (bench/city.sh; PERSONS, CONNECTIONS, RUNS, CITY_DIR).
+bench-city: deps build/arrears build/arrearsd build/walk
+	NO_BUILD=1 bash bench/city.sh
 
 include tests/soak.mk tests/faults.mk
 

@@ -32,10 +32,9 @@ VALUE_BYTES=${VALUE_BYTES:-300}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 REDIS_KEYS=100000
-PYTHON=/usr/bin/python3
 
-say() { echo "load.sh: $*" >&2; }
-die() { say "$*"; exit 1; }
+SCRIPT=load.sh
+. bench/lib.sh
 
 # ---- what is needed -------------------------------------------------------
 
@@ -73,20 +72,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until something accepts on 127.0.0.1:$1 while process $2 lives.
-wait_port() {
-	for _ in $(seq 200); do
-		kill -0 "$2" 2>/dev/null || return 1
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.05
-	done
-	return 1
-}
-
 say "generating $PERSONS persons into $workdir/store"
 build/arrears gen --persons "$PERSONS" --seed 1 --city 110000 --data "$workdir/store" >&2
 
@@ -111,14 +96,6 @@ keys=$(redis-cli -h 127.0.0.1 -p "$redis_port" dbsize)
 say "redis holds $keys keys"
 
 # ---- runs -------------------------------------------------------------------
-
-field() { # field KEY LINE: the value of KEY=value in a line of key=value
-	tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"
-}
-
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 ours_run() { # ours_run C P: prints the key=value line
 	local out

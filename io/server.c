@@ -37,6 +37,8 @@
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
 #define LISTEN_BACKLOG 4096
 #define SQE_SUBMIT_TRIES 1000     /* a queue that stays full this long means a broken ring */
+#define MMAP_THRESHOLD_BYTES (2 * PART_BYTES + 4096) /* larger blocks are mapped on their own (server_run) */
+static_assert(MMAP_THRESHOLD_BYTES <= (32u << 20), "glibc's M_MMAP_THRESHOLD ceiling (HEAP_MAX / 2 on 64-bit)");
 
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
 
@@ -1587,15 +1589,23 @@ static int threads_start(struct server *srv)
 			return rc;
 		}
 	}
+	/* Named, so that top -H, perf and /proc/PID/task/N/comm tell them apart
+	 * (15 characters at most; i is below SERVER_THREADS_MAX). */
+	static_assert(SERVER_THREADS_MAX <= 1000, "thread numbers of three digits");
+	char name[16];
 	for (uint32_t i = 0; i < cfg->loops; i++) {
 		if (pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]) != 0) {
 			return -EAGAIN;
 		}
+		snprintf(name, sizeof(name), "loop%u", i % 1000u);
+		pthread_setname_np(srv->loops[i].thread, name);
 	}
 	for (uint32_t i = 0; i < cfg->workers; i++) {
 		if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
 			return -EAGAIN;
 		}
+		snprintf(name, sizeof(name), "worker%u", i % 1000u);
+		pthread_setname_np(srv->workers[i].thread, name);
 	}
 	return 0;
 }
@@ -1637,9 +1647,13 @@ int server_run(const struct server_config *config)
 
 	/* Big blocks (a large request's parse, a city-sized answer) are mapped
 	 * and unmapped on their own: glibc's moving threshold would otherwise
-	 * keep them on the heap after every client has gone. */
+	 * keep them on the heap after every client has gone. One part of an
+	 * answer is not big: it passes PART_BYTES by one person's answer, so its
+	 * buffer (doubling) is 2 × PART_BYTES, made and freed a part at a time on
+	 * a bulk pass; mapped, each part cost its pages' faults and an munmap
+	 * (3.5% of a city walk's CPU, BENCH.md). */
 #ifndef __SANITIZE_ADDRESS__ /* glibc's allocator only */
-	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
 #endif
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (srv == NULL) {

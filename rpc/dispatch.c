@@ -17,6 +17,7 @@ _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps t
 
 struct dispatch {
 	struct store *store;           /* NULL: inline persons only */
+	struct store_reader *reader;   /* the reads of this dispatch's thread, when a store */
 	struct dispatch_shared *shared;
 	struct dispatch_shared own;    /* when the caller shares nothing */
 	uint64_t policy_generation;    /* of the policies held */
@@ -92,7 +93,7 @@ static bool policies_reload(struct dispatch *d)
 	 * again, and the next request reloads. Kept only when everything loaded. */
 	uint64_t generation = __atomic_load_n(&d->shared->policy_generation, __ATOMIC_ACQUIRE);
 	struct store_txn *txn;
-	if (store_read_begin(d->store, &txn) != STORE_OK) {
+	if (store_reader_begin(d->reader, &txn) != STORE_OK) {
 		return false;
 	}
 	struct policy_loader loader = { d, txn };
@@ -130,7 +131,7 @@ struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *share
 		  d->policy_revisions != NULL && d->view != NULL && d->view_cities != NULL &&
 		  d->view_revisions != NULL && d->view_used != NULL && d->owned != NULL && (store != NULL || d->mem != NULL);
 	if (ok && store != NULL) {
-		ok = policies_reload(d);
+		ok = store_reader_new(store, &d->reader) == STORE_OK && policies_reload(d);
 	}
 	if (!ok) {
 		dispatch_free(d);
@@ -158,6 +159,7 @@ void dispatch_free(struct dispatch *d)
 		free(d->mem[i].doc);
 	}
 	free(d->mem);
+	store_reader_free(d->reader);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
 	proto_writer_free(d->aux);
@@ -296,7 +298,7 @@ static int revision_find(struct dispatch *d, struct store_txn *txn, uint32_t cit
 static struct store_txn *revisions_read(struct dispatch *d)
 {
 	struct store_txn *txn = NULL;
-	if (d->store != NULL && store_read_begin(d->store, &txn) != STORE_OK) {
+	if (d->store != NULL && store_reader_begin(d->reader, &txn) != STORE_OK) {
 		txn = NULL;
 	}
 	return txn;
@@ -821,16 +823,14 @@ static void compute_inline(struct dispatch *d, struct proto_compute *req, uint32
 	}
 }
 
-/* One stored person by id, computed, or its error at path[index]. */
-static void compute_stored(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, const char *id,
-			   size_t id_size, const char *path, uint32_t index)
+/* A stored person looked up by id (rc: the lookup's), computed, or its
+ * error at path[index]. */
+static void compute_found(struct dispatch *d, const struct proto_compute *req, int rc, const struct store_person *p,
+			  const char *id, size_t id_size, const char *path, uint32_t index)
 {
 	struct proto_error err;
-	struct store_person p;
-	/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
-	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
 	if (rc == STORE_OK) {
-		compute_one(d, req, p.id, stored_class(&p), &p.timeline, p.summary, p.summary_size, path, index);
+		compute_one(d, req, p->id, stored_class(p), &p->timeline, p->summary, p->summary_size, path, index);
 		return;
 	}
 	if (rc == STORE_NOT_FOUND) {
@@ -839,6 +839,21 @@ static void compute_stored(struct dispatch *d, struct store_txn *txn, const stru
 		proto_error_set(&err, PROTO_INTERNAL, "storage fault reading the person", "%s[%u]", path, index);
 	}
 	proto_write_person_error(d->writer, id, id_size, &err);
+}
+
+/* No store: every id is unknown; a store but no read (a later part's failed begin): a fault. */
+static int lookup_unread(const struct dispatch *d)
+{
+	return d->store == NULL ? STORE_NOT_FOUND : STORE_IO;
+}
+
+/* One stored person by id, computed, or its error at path[index]. */
+static void compute_stored(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, const char *id,
+			   size_t id_size, const char *path, uint32_t index)
+{
+	struct store_person p;
+	int rc = txn != NULL ? store_person_get(txn, id, id_size, &p) : lookup_unread(d);
+	compute_found(d, req, rc, &p, id, id_size, path, index);
 }
 
 static void compute_ids(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
@@ -882,14 +897,22 @@ static bool scan_page_keep(struct dispatch *d, uint32_t from, uint32_t count, bo
 static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
 {
 	struct dispatch_resume *r = d->resume;
-	if (r != NULL && r->next > 0) { /* a later part: the page is known */
+	if (r != NULL && r->next > 0) { /* a later part: the page is known, its ids ascend */
+		struct store_scan *scan = NULL;
+		int open = txn != NULL ? store_scan_open(txn, NULL, 0, &scan) : lookup_unread(d);
 		for (uint32_t i = r->next; i < r->count; i++) {
 			if (part_full(d, i, r->count)) {
-				return;
+				break;
 			}
-			compute_stored(d, txn, req, r->ids[i - r->ids_from], CORE_ID_SIZE, "scan", i);
+			const char *id = r->ids[i - r->ids_from];
+			struct store_person p;
+			int rc = open == STORE_OK ? store_scan_seek(scan, id, CORE_ID_SIZE, &p) : open;
+			compute_found(d, req, rc, &p, id, CORE_ID_SIZE, "scan", i);
 		}
-		proto_write_results_next(d->writer, r->scan_full ? r->last : NULL, r->scan_full ? CORE_ID_SIZE : 0);
+		store_scan_close(scan);
+		if (!d->partial) {
+			proto_write_results_next(d->writer, r->scan_full ? r->last : NULL, r->scan_full ? CORE_ID_SIZE : 0);
+		}
 		return;
 	}
 	uint32_t count = 0;
@@ -952,7 +975,7 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 	struct store_txn *txn = NULL;
 	if (d->store != NULL && (req.selector != PROTO_SELECT_PERSONS || pins.count > 0 ||
 				 (d->resume != NULL && d->resume->next > 0)) &&
-	    store_read_begin(d->store, &txn) != STORE_OK) {
+	    store_reader_begin(d->reader, &txn) != STORE_OK) {
 		txn = NULL;
 		if (!later) {
 			write_error(d, env->msgid, PROTO_INTERNAL, "storage fault opening a read", NULL);
@@ -1334,7 +1357,7 @@ static void handle_person_get(struct dispatch *d, const struct proto_envelope *e
 	}
 	struct store_txn *txn;
 	struct store_person p;
-	int rc = store_read_begin(d->store, &txn);
+	int rc = store_reader_begin(d->reader, &txn);
 	if (rc == STORE_OK) {
 		rc = store_person_get(txn, id.ptr, id.size, &p);
 		if (rc == STORE_OK && !proto_write_person(d->writer, env->msgid, p.id, p.retire_class, &p.timeline)) {
@@ -1388,7 +1411,7 @@ static void handle_audit_read(struct dispatch *d, const struct proto_envelope *e
 	}
 	page.entries = calloc(page.limit, sizeof(*page.entries));
 	struct store_txn *txn;
-	int rc = page.entries == NULL ? STORE_IO : store_read_begin(d->store, &txn);
+	int rc = page.entries == NULL ? STORE_IO : store_reader_begin(d->reader, &txn);
 	if (rc == STORE_OK) {
 		rc = store_audit_each(txn, after, audit_page_add, &page);
 		bool full = rc == -1;

@@ -104,6 +104,9 @@ struct retention *retention_start(struct store *store, uint32_t days)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	int rc = pthread_create(&r->thread, NULL, retention_main, r);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0) {
+		pthread_setname_np(r->thread, "idem_purge");
+	}
 	if (rc != 0) {
 		log_event("event=idem_purge status=not_started reason=%s", strerror(rc));
 		pthread_cond_destroy(&r->wake);

@@ -45,6 +45,12 @@ struct store_txn {
 	MDB_txn *txn;
 	bool write;
 	int failed; /* an LMDB error a put met: commit reports it */
+	struct store_reader *reader; /* a reader's kept transaction: reset at its end, not freed */
+};
+
+struct store_reader {
+	struct store_txn txn; /* txn.txn NULL until the first read, or after a renew failed */
+	bool in_use;
 };
 
 struct store_scan {
@@ -172,16 +178,14 @@ static void map_adopt(struct store *s)
 	pthread_rwlock_unlock(&s->resize_lock);
 }
 
-static int txn_begin(struct store *s, bool write, struct store_txn **out)
+/* Begins an LMDB transaction, adopting a map another process grew. On
+ * success the resize lock is held (shared) until the transaction ends. */
+static int txn_open(struct store *s, bool write, MDB_txn **out)
 {
-	struct store_txn *t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		return STORE_IO;
-	}
 	int rc;
 	for (int attempt = 0;; attempt++) {
 		pthread_rwlock_rdlock(&s->resize_lock);
-		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, out);
 		if (rc != MDB_MAP_RESIZED || attempt == 3) {
 			break;
 		}
@@ -190,12 +194,71 @@ static int txn_begin(struct store *s, bool write, struct store_txn **out)
 	}
 	if (rc != 0) {
 		pthread_rwlock_unlock(&s->resize_lock);
+	}
+	return rc;
+}
+
+static int txn_begin(struct store *s, bool write, struct store_txn **out)
+{
+	struct store_txn *t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		return STORE_IO;
+	}
+	int rc = txn_open(s, write, &t->txn);
+	if (rc != 0) {
 		free(t);
 		return map_error(rc);
 	}
 	t->store = s;
 	t->write = write;
 	*out = t;
+	return STORE_OK;
+}
+
+int store_reader_new(struct store *s, struct store_reader **out)
+{
+	struct store_reader *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		return STORE_IO;
+	}
+	r->txn = (struct store_txn){ .store = s, .reader = r };
+	*out = r;
+	return STORE_OK;
+}
+
+void store_reader_free(struct store_reader *r)
+{
+	if (r != NULL) {
+		ASSERT(!r->in_use);
+		if (r->txn.txn != NULL) {
+			mdb_txn_abort(r->txn.txn); /* gives its reader slot back */
+		}
+		free(r);
+	}
+}
+
+int store_reader_begin(struct store_reader *r, struct store_txn **out)
+{
+	struct store *s = r->txn.store;
+	if (r->in_use) {
+		return txn_begin(s, false, out);
+	}
+	int rc = MDB_BAD_TXN;
+	if (r->txn.txn != NULL) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		rc = mdb_txn_renew(r->txn.txn);
+		if (rc != 0) { /* the map was grown elsewhere, or the handle broke: begin afresh */
+			pthread_rwlock_unlock(&s->resize_lock);
+			mdb_txn_abort(r->txn.txn);
+			r->txn.txn = NULL;
+		}
+	}
+	if (rc != 0 && (rc = txn_open(s, false, &r->txn.txn)) != 0) {
+		r->txn.txn = NULL;
+		return map_error(rc);
+	}
+	r->in_use = true;
+	*out = &r->txn;
 	return STORE_OK;
 }
 
@@ -211,7 +274,12 @@ int store_write_begin(struct store *s, struct store_txn **out)
 
 void store_txn_end(struct store_txn *t)
 {
-	if (t != NULL) {
+	if (t != NULL && t->reader != NULL) {
+		ASSERT(t->reader->in_use);
+		mdb_txn_reset(t->txn); /* its snapshot goes: no page stays pinned between reads */
+		pthread_rwlock_unlock(&t->store->resize_lock);
+		t->reader->in_use = false;
+	} else if (t != NULL) {
 		mdb_txn_abort(t->txn);
 		pthread_rwlock_unlock(&t->store->resize_lock);
 		free(t);
@@ -414,6 +482,51 @@ int store_scan_next(struct store_scan *sc, struct store_person *out)
 	if (rc != 0) {
 		sc->done = true;
 		return map_error(rc);
+	}
+	return decode_person(&sc->key, &val, out);
+}
+
+/* Persons inserted between two parts of a page are stepped over one by
+ * one up to this many; past it the cursor seeks. */
+#define SCAN_SEEK_STEPS_MAX 8u
+
+static int key_order(const MDB_val *key, const char *id, size_t id_size)
+{
+	int order = memcmp(key->mv_data, id, key->mv_size < id_size ? key->mv_size : id_size);
+	return order != 0 ? order : (key->mv_size > id_size) - (key->mv_size < id_size);
+}
+
+int store_scan_seek(struct store_scan *sc, const char *id, size_t id_size, struct store_person *out)
+{
+	MDB_val val;
+	int rc = 0;
+	if (id_size != CORE_ID_SIZE) {
+		return STORE_NOT_FOUND;
+	}
+	if (sc->done) {
+		return STORE_NOT_FOUND; /* the cursor passed the last key: no id after it is stored */
+	}
+	bool placed = sc->key.mv_data != NULL;
+	for (uint32_t step = 0; placed && key_order(&sc->key, id, id_size) < 0 && rc == 0; step++) {
+		if (step == SCAN_SEEK_STEPS_MAX) {
+			placed = false;
+		} else {
+			rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_NEXT);
+		}
+	}
+	if (rc == 0 && placed) {
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_GET_CURRENT);
+	} else if (rc == 0) {
+		sc->key = (MDB_val){ id_size, (void *)id };
+		rc = mdb_cursor_get(sc->cursor, &sc->key, &val, MDB_SET_RANGE);
+	}
+	if (rc != 0) {
+		sc->key = (MDB_val){ 0 };
+		sc->done = rc == MDB_NOTFOUND;
+		return map_error(rc);
+	}
+	if (key_order(&sc->key, id, id_size) != 0) {
+		return STORE_NOT_FOUND;
 	}
 	return decode_person(&sc->key, &val, out);
 }

@@ -40,6 +40,19 @@ void store_close(struct store *store);
 /* Read transactions see one snapshot; keep them short (they pin pages). */
 int store_read_begin(struct store *store, struct store_txn **txn);
 int store_write_begin(struct store *store, struct store_txn **txn);
+/* A thread's read transaction kept between its reads (mdb_txn_reset at
+ * the end of each, mdb_txn_renew at the next): a read then costs no
+ * allocation and no lock of LMDB's reader table. A reader holds one reader
+ * slot while it lives (STORE_READERS_MAX covers one a server thread and
+ * more), but no snapshot between reads, so it pins no page. One thread at
+ * a time. STORE_OK, or STORE_IO out of memory. */
+struct store_reader;
+int store_reader_new(struct store *store, struct store_reader **reader);
+void store_reader_free(struct store_reader *reader);
+/* store_read_begin through the reader: *txn is its kept transaction, or a
+ * transaction of its own while the kept one is in use. End it with
+ * store_txn_end as any other. */
+int store_reader_begin(struct store_reader *reader, struct store_txn **txn);
 /* Commits a write: STORE_OK, STORE_FULL or STORE_IO. The transaction is
  * gone either way. */
 int store_write_commit(struct store_txn *txn);
@@ -75,6 +88,15 @@ struct store_scan;
 int store_scan_open(struct store_txn *txn, const char *after, size_t after_size, struct store_scan **out);
 /* STORE_OK with *out filled, STORE_NOT_FOUND at the end. */
 int store_scan_next(struct store_scan *scan, struct store_person *out);
+/* The person `id`, for a walk that looks up ascending ids (a scan page's
+ * later parts, which look up the ids the first part listed): the cursor
+ * steps forward from where the last lookup left it, and seeks afresh only
+ * when the id is further on, so a page costs a cursor walk, not a B-tree
+ * descent a person. Answers exactly as store_person_get in the scan's
+ * transaction: STORE_OK with *out filled, STORE_NOT_FOUND when no person
+ * has that id (deleted since the first part), STORE_IO. Do not mix with
+ * store_scan_next on one scan. */
+int store_scan_seek(struct store_scan *scan, const char *id, size_t id_size, struct store_person *out);
 void store_scan_close(struct store_scan *scan);
 
 /* Policies are stored as opaque documents keyed by city. */

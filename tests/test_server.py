@@ -60,6 +60,7 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARREARSD = os.path.join(HERE, "..", "build", "arrearsd")
 ARREARS = os.path.join(HERE, "..", "build", "arrears")
+WALK = os.path.join(HERE, "..", "build", "walk")  # bench/walk.c: make bench-city's walker
 TIMEOUT_S = 60
 AS_OF = 20251110  # the generated city's "today"
 TYPES = ("pension", "medical", "unemployment", "injury", "maternity")
@@ -555,6 +556,35 @@ class TestWorkedExamples(ServerTest):
         med[2] = slot(202404, "medical", "flexible", 600000, 48000, 20240612)
         self.assertEqual(person_norm(c.ok("person.get", {"id": MAN})), {"person": {"id": MAN, "slots": med}})
         self.stop(s)
+
+
+class TestCityWalk(ServerTest):
+    """make bench-city's walker (bench/walk.c) on a small city: split by id
+    prefix over several connections, pages that end inside another
+    connection's run, answers in parts; every person counted once, and the
+    money summed over the walk is the oracle's."""
+
+    PERSONS = 3000
+
+    def test_walker_counts_every_person_once_and_sums_as_the_oracle(self):
+        data = self.path("store")
+        gen_store(data, self.PERSONS, 4)
+        want = eval_run([req(1, "arrears.compute", {"as_of": AS_OF, "scan": {"after": None, "limit": 100000}})],
+                        data)[0][3]["results"]
+        self.assertEqual(len(want), self.PERSONS)
+        self.assertFalse([r for r in want if "error" in r])
+        server = self.start(data)
+        out = subprocess.run([WALK, "--connect", "127.0.0.1:%d" % server.port, "--method", "arrears.compute",
+                              "--connections", "3", "--page", "400", "--as-of", str(AS_OF), "--sum", "total",
+                              "--expect", str(self.PERSONS)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=TIMEOUT_S)
+        text = out.stdout.decode()
+        self.assertEqual(out.returncode, 0, text)
+        got = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+        self.assertEqual(int(got["persons"]), self.PERSONS, text)
+        self.assertEqual(int(got["connections"]), 3, text)
+        self.assertGreater(int(got["beyond"]), 0, "no run ended inside another's: the split is not tested")
+        self.assertEqual(int(got["sum"]), sum(r["total"] for r in want), text)
 
 
 class TestMethodsAgainstOracle(ServerTest):

@@ -61,6 +61,67 @@ static void test_more_reads_at_once_than_lmdb_default_readers(void **state)
 	store_close(s);
 }
 
+static void put_person(struct store *s, const char *id)
+{
+	struct core_slot slot = { .base_fen = 100000, .month = 2020 * 12, .city = 110000, .type = CORE_PENSION };
+	struct store_txn *t;
+	assert_int_equal(store_write_begin(s, &t), STORE_OK);
+	assert_int_equal(store_person_put(t, id, -1, &slot, 1), STORE_OK);
+	assert_int_equal(store_write_commit(t), STORE_OK);
+}
+
+/* A scan page's later parts look their ids up with store_scan_seek: it
+ * must answer as store_person_get would, whatever was inserted between
+ * the ids (fewer or more than the steps it takes before seeking), deleted,
+ * or stored past the last. */
+static void test_scan_seek_answers_as_a_lookup_whatever_lies_between(void **state)
+{
+	(void)state;
+	struct store *s = open_store();
+	char ids[40][CORE_ID_SIZE + 1];
+	for (int i = 0; i < 40; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "1101011980010100%02u", (unsigned)i % 100u); /* ascending */
+		put_person(s, ids[i]);
+	}
+	/* Looked up in ascending order: next to each other, 3 apart (stepped
+	 * over), one never stored (it sorts between ids[9] and ids[10]), 2 on
+	 * from where that left the cursor, 27 apart (sought), then past the last. */
+	const char *absent = "11010119800101000X";
+	const char *wanted[] = { ids[0], ids[1], ids[4], absent, ids[12], ids[39], "110101198001019999" };
+	int expect[] = { STORE_OK, STORE_OK, STORE_OK, STORE_NOT_FOUND, STORE_OK, STORE_OK, STORE_NOT_FOUND };
+	struct store_txn *t;
+	struct store_scan *scan;
+	assert_int_equal(store_read_begin(s, &t), STORE_OK);
+	assert_int_equal(store_scan_open(t, NULL, 0, &scan), STORE_OK);
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+		struct store_person p;
+		struct store_person q;
+		int rc = store_scan_seek(scan, wanted[i], strlen(wanted[i]), &p);
+		assert_int_equal(rc, expect[i]);
+		assert_int_equal(store_person_get(t, wanted[i], strlen(wanted[i]), &q), expect[i]);
+		if (rc == STORE_OK) {
+			assert_string_equal(p.id, wanted[i]);
+			assert_int_equal(p.timeline.slot_count, 1);
+		}
+	}
+	store_scan_close(scan);
+	store_txn_end(t);
+	/* One deleted between two parts: not_found at its place, its neighbours found. */
+	assert_int_equal(store_write_begin(s, &t), STORE_OK);
+	assert_int_equal(store_person_delete(t, ids[10], CORE_ID_SIZE), STORE_OK);
+	assert_int_equal(store_write_commit(t), STORE_OK);
+	assert_int_equal(store_read_begin(s, &t), STORE_OK);
+	assert_int_equal(store_scan_open(t, NULL, 0, &scan), STORE_OK);
+	struct store_person p;
+	assert_int_equal(store_scan_seek(scan, ids[9], CORE_ID_SIZE, &p), STORE_OK);
+	assert_int_equal(store_scan_seek(scan, ids[10], CORE_ID_SIZE, &p), STORE_NOT_FOUND);
+	assert_int_equal(store_scan_seek(scan, ids[11], CORE_ID_SIZE, &p), STORE_OK);
+	assert_string_equal(p.id, ids[11]);
+	store_scan_close(scan);
+	store_txn_end(t);
+	store_close(s);
+}
+
 static size_t pack_request(msgpack_sbuffer *sb, uint32_t msgid, const char *method)
 {
 	msgpack_sbuffer_clear(sb);
@@ -208,6 +269,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_more_reads_at_once_than_lmdb_default_readers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_seek_answers_as_a_lookup_whatever_lies_between, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policies_that_do_not_reload_answer_with_the_requests_msgid, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_parts_join_to_the_whole_answer_and_a_broken_part_closes, setup,
