@@ -16,10 +16,10 @@
 
 #define PERSON_HEADER_BYTES 2u /* format, retire class */
 /* Format 2 puts a summary (core/summary.c) between the header and the runs,
- * its size (u32) first: a query that reads only the summary touches the
- * value's first page, not the runs'. */
+ * its size (u32) and the slot count (u32, as the runs begin) first: a query
+ * that reads only the summary touches neither the runs nor their page. */
 #define PERSON_FORMAT_SUMMARY 2u
-#define PERSON_SUMMARY_HEADER_BYTES (PERSON_HEADER_BYTES + 4u)
+#define PERSON_SUMMARY_HEADER_BYTES (PERSON_HEADER_BYTES + 8u)
 #define CLASS_DEFAULT 0xffu
 
 enum { DB_PERSONS, DB_POLICIES, DB_IDEM, DB_AUDIT, DB_REVISIONS, DB_COUNT };
@@ -325,6 +325,21 @@ static int put_result(struct store_txn *t, int rc)
 	return map_error(rc);
 }
 
+/* The slot count that leads a run encoding. */
+static bool runs_slot_count(const uint8_t *p, size_t size, uint32_t *count)
+{
+	const uint8_t *end = p + size;
+	uint64_t v = 0;
+	for (uint32_t shift = 0; p < end && shift < 35; shift += 7) {
+		v |= (uint64_t)(*p & 0x7f) << shift;
+		if (*p++ < 0x80) {
+			*count = (uint32_t)v;
+			return v <= UINT32_MAX;
+		}
+	}
+	return false;
+}
+
 static int decode_person(const MDB_val *key, const MDB_val *val, struct store_person *out)
 {
 	const uint8_t *v = val->mv_data;
@@ -340,32 +355,26 @@ static int decode_person(const MDB_val *key, const MDB_val *val, struct store_pe
 						 .runs_size = val->mv_size - PERSON_HEADER_BYTES };
 	out->summary = NULL;
 	out->summary_size = 0;
-	if (v[0] == PERSON_FORMAT_SUMMARY) {
-		uint32_t summary_size;
-		if (val->mv_size < PERSON_SUMMARY_HEADER_BYTES) {
-			return STORE_IO;
-		}
-		memcpy(&summary_size, v + PERSON_HEADER_BYTES, sizeof(summary_size));
-		if (summary_size > val->mv_size - PERSON_SUMMARY_HEADER_BYTES) {
-			return STORE_IO;
-		}
-		out->summary = v + PERSON_SUMMARY_HEADER_BYTES;
-		out->summary_size = summary_size;
-		out->timeline.runs = out->summary + summary_size;
-		out->timeline.runs_size = val->mv_size - PERSON_SUMMARY_HEADER_BYTES - summary_size;
+	if (v[0] == STORE_PERSON_FORMAT) {
+		return runs_slot_count(out->timeline.runs, out->timeline.runs_size, &out->timeline.slot_count)
+			       ? STORE_OK
+			       : STORE_IO;
 	}
-	/* The slot count leads the encoding. */
-	uint64_t count = 0;
-	const uint8_t *p = out->timeline.runs;
-	const uint8_t *end = p + out->timeline.runs_size;
-	for (uint32_t shift = 0; p < end && shift < 35; shift += 7) {
-		count |= (uint64_t)(*p & 0x7f) << shift;
-		if (*p++ < 0x80) {
-			out->timeline.slot_count = (uint32_t)count;
-			return count <= UINT32_MAX ? STORE_OK : STORE_IO;
-		}
+	uint32_t summary_size;
+	if (val->mv_size < PERSON_SUMMARY_HEADER_BYTES) {
+		return STORE_IO;
 	}
-	return STORE_IO;
+	memcpy(&summary_size, v + PERSON_HEADER_BYTES, sizeof(summary_size));
+	memcpy(&out->timeline.slot_count, v + PERSON_HEADER_BYTES + 4, sizeof(out->timeline.slot_count));
+	if (summary_size > val->mv_size - PERSON_SUMMARY_HEADER_BYTES) {
+		return STORE_IO;
+	}
+	out->summary = v + PERSON_SUMMARY_HEADER_BYTES;
+	out->summary_size = summary_size;
+	/* A slot count that disagrees with the runs' makes them read as corrupt. */
+	out->timeline.runs = out->summary + summary_size;
+	out->timeline.runs_size = val->mv_size - PERSON_SUMMARY_HEADER_BYTES - summary_size;
+	return STORE_OK;
 }
 
 int store_person_decode(const char *id, size_t id_size, const uint8_t *value, size_t value_size,
@@ -417,9 +426,12 @@ int store_person_put(struct store_txn *t, const char *id, int retire_class, cons
 	v[0] = summary_size > 0 ? PERSON_FORMAT_SUMMARY : STORE_PERSON_FORMAT;
 	v[1] = retire_class < 0 ? CLASS_DEFAULT : (uint8_t)retire_class;
 	if (summary_size > 0) {
-		ASSERT(summary_size <= UINT32_MAX);
+		uint32_t slot_count = 0;
+		bool counted = runs_slot_count(runs, runs_size, &slot_count);
+		ASSERT(counted && summary_size <= UINT32_MAX);
 		uint32_t size32 = (uint32_t)summary_size;
 		memcpy(v + PERSON_HEADER_BYTES, &size32, sizeof(size32));
+		memcpy(v + PERSON_HEADER_BYTES + 4, &slot_count, sizeof(slot_count));
 		memcpy(v + PERSON_SUMMARY_HEADER_BYTES, summary, summary_size);
 	}
 	/* runs may borrow the map: copied before the put moves the page. */

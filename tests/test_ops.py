@@ -344,15 +344,15 @@ class TestBackupVerify(ServerTest):
 
 
     def test_verify_names_a_summary_its_timeline_does_not_make(self):
-        """Issue 10: a person's value is format 2 (summary size, summary of
-        core/summary.c, runs); verify remakes each summary made under the
-        latest policies and names one that differs, or one that does not decode."""
+        """Issue 10: a person's value is format 2 (summary size, slot count,
+        summary of core/summary.c, runs); verify remakes each summary made under
+        the latest policies and names one that differs, or one that does not decode."""
         data = self.path("store")
         ts.gen_store(data, 10, 2)
         db = Lmdb(data)
         key, value = db.first("persons")
         self.assertEqual(value[0], 2, "gen stores a summary with every person")
-        at = 6 + 8  # the summary's years: pension months first
+        at = 10 + 8  # the summary's years: pension months first
         months = int.from_bytes(value[at:at + 4], "little")
         db.change("persons", key, value[:at] + (months + 1).to_bytes(4, "little") + value[at + 4:])
         db.close()
@@ -363,8 +363,8 @@ class TestBackupVerify(ServerTest):
                          ["persons: %s: the summary is not what its timeline and policies make" % masked])
         db = Lmdb(data)
         summary_size = int.from_bytes(value[2:6], "little")
-        short = (summary_size - 1).to_bytes(4, "little") + value[6:5 + summary_size]  # its last byte gone
-        db.change("persons", key, value[:2] + short + value[6 + summary_size:])
+        short = (summary_size - 1).to_bytes(4, "little") + value[6:9 + summary_size]  # its last byte gone
+        db.change("persons", key, value[:2] + short + value[10 + summary_size:])
         db.close()
         v = arrears("verify", "--data", data, check=False)
         self.assertEqual(v.stdout.decode().splitlines(), ["persons: %s: the summary does not decode" % masked])

@@ -66,7 +66,10 @@ static void put_person(struct store *s, const char *id)
 	struct core_slot slot = { .base_fen = 100000, .month = 2020 * 12, .city = 110000, .type = CORE_PENSION };
 	struct store_txn *t;
 	assert_int_equal(store_write_begin(s, &t), STORE_OK);
-	assert_int_equal(store_person_put(t, id, -1, &slot, 1), STORE_OK);
+	uint8_t runs[64];
+	size_t runs_size = core_timeline_encode(&slot, 1, runs, sizeof(runs));
+	assert_true(runs_size > 0);
+	assert_int_equal(store_person_put(t, id, -1, runs, runs_size, NULL, 0), STORE_OK);
 	assert_int_equal(store_write_commit(t), STORE_OK);
 }
 

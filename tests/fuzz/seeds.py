@@ -191,7 +191,7 @@ def with_summary(value, exceptions, cities, horizon, years, ranges, medical=0):
     summary += b"".join(struct.pack("<II", city, rev) for city, rev in cities)
     summary += b"".join(struct.pack("<ii", dense(a), dense(b)) for a, b in ranges)
     summary += exc
-    return bytes([2, value[1]]) + struct.pack("<I", len(summary)) + summary + runs
+    return bytes([2, value[1]]) + struct.pack("<II", len(summary), runs[0]) + summary + runs
 
 
 def timelines():
