@@ -47,7 +47,7 @@ done
 
 # ---- the city, generated once -------------------------------------------------
 
-stamp="persons=$PERSONS seed=$SEED city=$CITY"
+stamp="persons=$PERSONS seed=$SEED city=$CITY format=2"  # format: bump when the person value changes
 if [ "$(cat "$CITY_DIR/stamp" 2>/dev/null)" != "$stamp" ]; then
 	say "generating $PERSONS persons (seed $SEED) into $CITY_DIR/store"
 	rm -rf "$CITY_DIR/store" "$CITY_DIR/stamp"
