@@ -102,9 +102,12 @@ struct proto_message *proto_message_new(void);
 void proto_message_free(struct proto_message *message);
 /* Frees what the last parse took beyond a small zone (its objects go too). */
 void proto_message_trim(struct proto_message *message);
-/* Checks that a complete frame is one msgpack value as msgpack-c would
- * unpack it, reads the msgpack-RPC envelope in place and unpacks the
- * params, but for the persons array of compute methods and person.put,
+/* Reads the msgpack-RPC envelope of a frame in place and unpacks the
+ * params. The frame must be one proto_frame_scan returned
+ * PROTO_FRAME_COMPLETE for, exactly its frame_size bytes (or one our own
+ * packer wrote): its values are read without bounds checks (no 0xc1,
+ * nothing cut short, nesting within PROTO_DEPTH_MAX; sanitizer builds
+ * check it again and trap). It unpacks the params, but for the persons array of compute methods and person.put,
  * which proto_person_decode reads from the frame's bytes (so the frame
  * must outlive the envelope's use and the persons' decoding). Returns
  * PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it could be

@@ -333,12 +333,23 @@ static const char *describe(const msgpack_object *o)
 	return out;
 }
 
+/* The bytes as the server takes them: one frame if proto_frame_scan finds
+ * exactly them whole (dispatch_frame's contract), else the server's
+ * rejection of bytes that are not msgpack, which closes. */
 static void send_bytes(const void *data, size_t size)
 {
 	reply_clear();
 	const uint8_t *response;
-	struct dispatch_outcome outcome;
-	dispatch_frame(D, NULL, DISPATCH_ALL, data, size, &response, &R.size, &outcome);
+	struct dispatch_outcome outcome = { .close = true };
+	struct proto_frame f;
+	size_t frame_size = 0;
+	proto_frame_reset(&f);
+	if (proto_frame_scan(&f, data, size, PROTO_REQUEST_BYTES_MAX, &frame_size) == PROTO_FRAME_COMPLETE &&
+	    frame_size == size) {
+		dispatch_frame(D, NULL, DISPATCH_ALL, data, size, &response, &R.size, &outcome);
+	} else {
+		dispatch_reject(D, 0, PROTO_MALFORMED, "not msgpack", &response, &R.size);
+	}
 	R.close = outcome.close;
 	if (R.size == 0) {
 		return;
@@ -1895,25 +1906,29 @@ static void test_message_parse_fills_the_envelope(void **state)
 	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_MALFORMED);
 	assert_int_equal(err.code, PROTO_MALFORMED);
 	assert_int_equal(env.msgid, 42); /* proto.h: set when it could be read */
-	/* Not one whole value: the parse says so itself, reading nothing past
-	 * the bytes (a heap copy of exactly their size, for the sanitizers).
+	/* Not one whole value: the scanner refuses it before any parse (the
+	 * parse trusts scanned frames, proto.h), reading nothing past the
+	 * bytes (a heap copy of exactly their size, for the sanitizers).
 	 * [[uint16 cut short], 1]; 0xc1 inside; one byte too many; 33 levels. */
 	static const uint8_t *const bad[] = { (const uint8_t *)"\x92\x91\xcd\x00", (const uint8_t *)"\x92\x91\xc1\x01",
 					      (const uint8_t *)"\x91\x01\x01" };
 	static const size_t bad_size[] = { 4, 4, 3 };
+	static const int bad_rc[] = { PROTO_FRAME_MORE, PROTO_FRAME_INVALID, PROTO_FRAME_COMPLETE };
 	for (uint32_t i = 0; i < 3; i++) {
 		uint8_t *copy = malloc(bad_size[i]);
 		assert_non_null(copy);
 		memcpy(copy, bad[i], bad_size[i]);
-		assert_int_equal(proto_message_parse(m, copy, bad_size[i], &env, &err), PROTO_MALFORMED);
-		assert_string_equal(err.message, "not msgpack");
+		size_t frame_size;
+		assert_int_equal(scan(copy, bad_size[i], SCAN_MAX, &frame_size), bad_rc[i]);
+		assert_true(bad_rc[i] != PROTO_FRAME_COMPLETE || frame_size < bad_size[i]);
 		free(copy);
 	}
 	uint8_t deep[34];
 	memset(deep, 0x91, 33);
 	deep[33] = 0x01;
-	assert_int_equal(proto_message_parse(m, deep, 34, &env, &err), PROTO_MALFORMED);
-	assert_string_equal(err.message, "not msgpack");
+	size_t deep_size;
+	assert_int_equal(scan(deep, 34, 34, &deep_size), PROTO_FRAME_INVALID);
+	assert_int_equal(scan(deep + 1, 33, 33, &deep_size), PROTO_FRAME_COMPLETE);
 	assert_int_equal(proto_message_parse(m, deep + 1, 33, &env, &err), PROTO_MALFORMED); /* 32 levels: the envelope */
 	assert_string_equal(err.message, "not a msgpack-RPC request");
 	msgpack_sbuffer_destroy(&sb);
