@@ -264,9 +264,39 @@ static inline bool map_at(const uint8_t *p, uint32_t *size, size_t *head)
 	return true;
 }
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE uint32_t load4(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static ALWAYS_INLINE uint64_t load8(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* Whether the n bytes at s are lit's, n a constant 1..16: two word loads
+ * that may overlap, no call (gcc calls memcmp for some sizes). */
+static ALWAYS_INLINE bool same(const uint8_t *s, const char *lit, size_t n)
+{
+	if (n < 4) {
+		return s[0] == (uint8_t)lit[0] && (n < 2 || s[1] == (uint8_t)lit[1]) &&
+		       (n < 3 || s[2] == (uint8_t)lit[2]);
+	}
+	if (n <= 8) {
+		return load4(s) == load4(lit) && load4(s + n - 4) == load4(lit + n - 4);
+	}
+	return load8(s) == load8(lit) && load8(s + n - 8) == load8(lit + n - 8);
+}
+
 /* The index of a name among core_*_names (a unit test holds the two
  * together), by size and first letter, then one compare of known size. */
-#define NAME_IS(lit, index) (memcmp(s, lit, sizeof(lit) - 1) == 0 ? (index) : -1)
+#define NAME_IS(lit, index) (same(s, lit, sizeof(lit) - 1) ? (index) : -1)
 static int type_index(const uint8_t *s, uint32_t size)
 {
 	switch (size) {
@@ -347,15 +377,15 @@ static inline int slot_key(const uint8_t *p)
 	case WORD(0xa4, 't', 'y', 'p'):
 		return p[4] == 'e' ? F_TYPE : -1;
 	case WORD(0xa8, 'c', 'a', 't'):
-		return memcmp(p + 4, "egory", 5) == 0 ? F_CATEGORY : -1;
+		return same(p + 4, "egory", 5) ? F_CATEGORY : -1;
 	case WORD(0xa4, 'b', 'a', 's'):
 		return p[4] == 'e' ? F_BASE : -1;
 	case WORD(0xa4, 'p', 'a', 'i'):
 		return p[4] == 'd' ? F_PAID : -1;
 	case WORD(0xa9, 'p', 'a', 'i'):
-		return memcmp(p + 4, "d_date", 6) == 0 ? F_PAID_DATE : -1;
+		return same(p + 4, "d_date", 6) ? F_PAID_DATE : -1;
 	case WORD(0xa6, 'd', 'e', 'e'):
-		return memcmp(p + 4, "med", 3) == 0 ? F_DEEMED : -1;
+		return same(p + 4, "med", 3) ? F_DEEMED : -1;
 	default:
 		return -1;
 	}
@@ -397,14 +427,14 @@ struct city_memo {
 	bool set;
 };
 
-static inline bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
+static ALWAYS_INLINE bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
 {
 	const uint8_t *s;
 	uint32_t size;
 	if (p == NULL || !str_at(p, &s, &size) || size != 6) {
 		return false;
 	}
-	if (memo->set && memcmp(s, memo->text, 6) == 0) {
+	if (memo->set && same(s, (const char *)memo->text, 6)) {
 		*city = memo->value;
 		return true;
 	}
@@ -495,6 +525,81 @@ static int slot_decode(const uint8_t *const field[F_COUNT], struct city_memo *ci
 	default:
 		return F_COUNT;
 	}
+}
+
+enum { SLOT_REQUIRED = (1u << F_COUNT) - 1 - (1u << F_DEEMED) };
+
+/* A slot map's n entries from p decoded in one pass, each value as its key
+ * is found: when every key is a field in its fixstr form, once, no value is
+ * nil, none fails slot_decode's checks and the rules hold, it is exactly
+ * what slot_fields_find and slot_decode give, and returns the map's end.
+ * NULL for anything else (an error, a key repeated or unknown, a nil): the
+ * caller then takes the ordered path, which says what is wrong. */
+static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
+				       struct core_slot *s)
+{
+	uint32_t seen = 0;
+	int64_t v;
+	int name;
+	memset(s, 0, sizeof(*s));
+	for (uint32_t i = 0; i < n; i++) {
+		int f = end - p >= 4 ? slot_key(p) : -1;
+		if (f < 0 || (seen & 1u << f) != 0) {
+			return NULL;
+		}
+		seen |= 1u << f;
+		const uint8_t *value = p + 1 + (*p & 0x1fu);
+		switch (f) {
+		case F_MONTH:
+			if (!int_at(value, 195001, 209912, &v) || !core_month_parse(v, &s->month)) {
+				return NULL;
+			}
+			break;
+		case F_CITY:
+			if (!city_at(value, cities, &s->city)) {
+				return NULL;
+			}
+			break;
+		case F_TYPE:
+			if ((name = name_at(value, type_index)) < 0) {
+				return NULL;
+			}
+			s->type = (uint8_t)name;
+			break;
+		case F_CATEGORY:
+			if ((name = name_at(value, category_index)) < 0) {
+				return NULL;
+			}
+			s->category = (uint8_t)name;
+			break;
+		case F_BASE:
+			if (!int_at(value, 0, CORE_MONEY_MAX, &s->base_fen)) {
+				return NULL;
+			}
+			break;
+		case F_PAID:
+			if (!int_at(value, 0, CORE_MONEY_MAX, &s->paid_fen)) {
+				return NULL;
+			}
+			break;
+		case F_PAID_DATE:
+			if (!int_at(value, 0, 0, &v) && !date_at(value, &s->paid_date)) {
+				return NULL;
+			}
+			break;
+		default: /* F_DEEMED */
+			if (*value != 0xc2 && *value != 0xc3) {
+				return NULL;
+			}
+			s->deemed = *value == 0xc3;
+			break;
+		}
+		p = proto_msgpack_next(value);
+	}
+	if ((seen & SLOT_REQUIRED) != SLOT_REQUIRED || core_slot_rules(s) != CORE_RULE_OK) {
+		return NULL;
+	}
+	return p;
 }
 
 /* The value at p (NULL: nothing) as the found part of a message wants it. */
@@ -639,13 +744,17 @@ static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, st
 		if (!map_at(p, &n, &head)) {
 			return proto_invalid(err, "slot", "a map", found_at(p, &o), "persons[%u].slots[%u]", index, j);
 		}
-		const uint8_t *field[F_COUNT];
-		p = slot_fields_find(p + head, end, n, field);
 		struct core_slot *s = &buf->slots[j];
-		int bad = slot_decode(field, &cities, s);
-		if (bad != F_COUNT) {
-			return slot_invalid(field, s, bad, index, j, err);
+		const uint8_t *next = slot_fast(p + head, end, n, &cities, s);
+		if (next == NULL) {
+			const uint8_t *field[F_COUNT];
+			next = slot_fields_find(p + head, end, n, field);
+			int bad = slot_decode(field, &cities, s);
+			if (bad != F_COUNT) {
+				return slot_invalid(field, s, bad, index, j, err);
+			}
 		}
+		p = next;
 		if (!core_slot_keys_insert(&keys, s)) {
 			char found[64];
 			snprintf(found, sizeof(found), "%" PRId32 ", %06" PRIu32 ", %s again", core_month_yyyymm(s->month),
