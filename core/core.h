@@ -226,8 +226,20 @@ struct core_as_of {
 
 /* ---- calendar ---- */
 
-/* True when v is a YYYYMM month in 195001..209912; *month gets the dense index. */
-bool core_month_parse(int64_t v, int32_t *month);
+/* True when v is a YYYYMM month in 195001..209912; *month gets the dense
+ * index. Inline: the request path parses one a slot. */
+static inline bool core_month_parse(int64_t v, int32_t *month)
+{
+	if (v < 195001 || v > 209912) {
+		return false;
+	}
+	int32_t mm = (int32_t)(v % 100);
+	if (mm < 1 || mm > 12) {
+		return false;
+	}
+	*month = (int32_t)(v / 100) * 12 + mm - 1;
+	return true;
+}
 /* Dense month back to YYYYMM. */
 int32_t core_month_yyyymm(int32_t month);
 /* True when v is a valid Gregorian YYYYMMDD date in 19000101..21001231. */
