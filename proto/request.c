@@ -527,76 +527,159 @@ static int slot_decode(const uint8_t *const field[F_COUNT], struct city_memo *ci
 	}
 }
 
-enum { SLOT_REQUIRED = (1u << F_COUNT) - 1 - (1u << F_DEEMED) };
+enum { SLOT_REQUIRED = (1u << F_COUNT) - 1 - (1u << F_DEEMED), SLOT_ALL = (1u << F_COUNT) - 1 };
+
+/* The one-pass readers below take only the forms encoders write (fixint
+ * and uint8..32, fixstr) and return the end of the value, its size known
+ * in the branch that read it: the next key's address does not wait for a
+ * load of this value's bytes. NULL: another form or a value that fails;
+ * the ordered path then decides. */
+static ALWAYS_INLINE const uint8_t *int_fast(const uint8_t *p, int64_t lo, int64_t hi, int64_t *v)
+{
+	int64_t x;
+	const uint8_t *next;
+	if (*p <= 0x7f) {
+		x = *p;
+		next = p + 1;
+	} else if (*p == 0xce) {
+		x = (int64_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+		next = p + 5;
+	} else if (*p == 0xcd) {
+		x = (int64_t)((uint32_t)p[1] << 8 | p[2]);
+		next = p + 3;
+	} else if (*p == 0xcc) {
+		x = p[1];
+		next = p + 2;
+	} else {
+		return NULL;
+	}
+	if (x < lo || x > hi) {
+		return NULL;
+	}
+	*v = x;
+	return next;
+}
+
+/* type_index of a fixstr at p. */
+static ALWAYS_INLINE const uint8_t *type_fast(const uint8_t *p, uint8_t *type)
+{
+	const uint8_t *s = p + 1;
+	int t;
+	switch (*p) {
+	case 0xa7:
+		t = s[0] == 'p' ? NAME_IS("pension", CORE_PENSION) : NAME_IS("medical", CORE_MEDICAL);
+		break;
+	case 0xac:
+		t = NAME_IS("unemployment", CORE_UNEMPLOYMENT);
+		break;
+	case 0xa6:
+		t = NAME_IS("injury", CORE_INJURY);
+		break;
+	case 0xa9:
+		t = NAME_IS("maternity", CORE_MATERNITY);
+		break;
+	default:
+		return NULL;
+	}
+	*type = (uint8_t)t;
+	return t < 0 ? NULL : s + (*p & 0x1fu);
+}
 
 /* A slot map's n entries from p decoded in one pass, each value as its key
- * is found: when every key is a field in its fixstr form, once, no value is
- * nil, none fails slot_decode's checks and the rules hold, it is exactly
- * what slot_fields_find and slot_decode give, and returns the map's end.
- * NULL for anything else (an error, a key repeated or unknown, a nil): the
- * caller then takes the ordered path, which says what is wrong. */
+ * is found: when every key is a field in its fixstr form, once, and every
+ * value is in a form above and holds, with the rules, it is exactly what
+ * slot_fields_find and slot_decode give, and returns the map's end. NULL
+ * for anything else (an error, a key repeated or unknown, a nil, another
+ * form): the caller then takes the ordered path, which says what is wrong. */
 static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
 				       struct core_slot *s)
 {
 	uint32_t seen = 0;
 	int64_t v;
-	int name;
 	memset(s, 0, sizeof(*s));
 	for (uint32_t i = 0; i < n; i++) {
-		int f = end - p >= 4 ? slot_key(p) : -1;
-		if (f < 0 || (seen & 1u << f) != 0) {
+		if (end - p < 4) {
 			return NULL;
 		}
-		seen |= 1u << f;
-		const uint8_t *value = p + 1 + (*p & 0x1fu);
-		switch (f) {
-		case F_MONTH:
-			if (!int_at(value, 195001, 209912, &v) || !core_month_parse(v, &s->month)) {
+		/* The key's size is the case's: no wait for its header byte. */
+		switch (WORD(p[0], p[1], p[2], p[3])) {
+		case WORD(0xa5, 'm', 'o', 'n'):
+			if (p[4] != 't' || p[5] != 'h' ||
+			    (p = int_fast(p + 6, 195001, 209912, &v)) == NULL || !core_month_parse(v, &s->month)) {
 				return NULL;
 			}
+			seen |= 1u << F_MONTH;
 			break;
-		case F_CITY:
-			if (!city_at(value, cities, &s->city)) {
+		case WORD(0xa4, 'c', 'i', 't'):
+			if (p[4] != 'y' || p[5] != 0xa6 || !city_at(p + 5, cities, &s->city)) {
 				return NULL;
 			}
+			p += 12;
+			seen |= 1u << F_CITY;
 			break;
-		case F_TYPE:
-			if ((name = name_at(value, type_index)) < 0) {
+		case WORD(0xa4, 't', 'y', 'p'):
+			if (p[4] != 'e' || (p = type_fast(p + 5, &s->type)) == NULL) {
 				return NULL;
 			}
-			s->type = (uint8_t)name;
+			seen |= 1u << F_TYPE;
 			break;
-		case F_CATEGORY:
-			if ((name = name_at(value, category_index)) < 0) {
+		case WORD(0xa8, 'c', 'a', 't'): {
+			const uint8_t *c = p + 10; /* the value's letters */
+			if (!same(p + 4, "egory", 5) || p[9] != 0xa8) {
 				return NULL;
 			}
-			s->category = (uint8_t)name;
-			break;
-		case F_BASE:
-			if (!int_at(value, 0, CORE_MONEY_MAX, &s->base_fen)) {
+			if (same(c, "employee", 8)) {
+				s->category = CORE_EMPLOYEE;
+			} else if (same(c, "flexible", 8)) {
+				s->category = CORE_FLEXIBLE;
+			} else {
 				return NULL;
 			}
-			break;
-		case F_PAID:
-			if (!int_at(value, 0, CORE_MONEY_MAX, &s->paid_fen)) {
-				return NULL;
-			}
-			break;
-		case F_PAID_DATE:
-			if (!int_at(value, 0, 0, &v) && !date_at(value, &s->paid_date)) {
-				return NULL;
-			}
-			break;
-		default: /* F_DEEMED */
-			if (*value != 0xc2 && *value != 0xc3) {
-				return NULL;
-			}
-			s->deemed = *value == 0xc3;
+			p += 18;
+			seen |= 1u << F_CATEGORY;
 			break;
 		}
-		p = proto_msgpack_next(value);
+		case WORD(0xa4, 'b', 'a', 's'):
+			if (p[4] != 'e' || (p = int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen)) == NULL) {
+				return NULL;
+			}
+			seen |= 1u << F_BASE;
+			break;
+		case WORD(0xa4, 'p', 'a', 'i'):
+			if (p[4] != 'd' || (p = int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen)) == NULL) {
+				return NULL;
+			}
+			seen |= 1u << F_PAID;
+			break;
+		case WORD(0xa9, 'p', 'a', 'i'): {
+			if (!same(p + 4, "d_date", 6) || (p = int_fast(p + 10, 0, 21001231, &v)) == NULL) {
+				return NULL;
+			}
+			int64_t dd = v % 100;
+			int64_t mm = v / 100 % 100;
+			if (v != 0 && (v < 19000101 || (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) &&
+							!core_date_valid(v)))) {
+				return NULL;
+			}
+			s->paid_date = (int32_t)v;
+			seen |= 1u << F_PAID_DATE;
+			break;
+		}
+		case WORD(0xa6, 'd', 'e', 'e'):
+			if (!same(p + 4, "med", 3) || (p[7] != 0xc2 && p[7] != 0xc3)) {
+				return NULL;
+			}
+			s->deemed = p[7] == 0xc3;
+			p += 8;
+			seen |= 1u << F_DEEMED;
+			break;
+		default:
+			return NULL;
+		}
 	}
-	if ((seen & SLOT_REQUIRED) != SLOT_REQUIRED || core_slot_rules(s) != CORE_RULE_OK) {
+	/* n keys, each a field: n bits set when none came twice. */
+	if (!((seen == SLOT_REQUIRED && n == F_COUNT - 1) || (seen == SLOT_ALL && n == F_COUNT)) ||
+	    core_slot_rules(s) != CORE_RULE_OK) {
 		return NULL;
 	}
 	return p;
