@@ -585,92 +585,142 @@ static ALWAYS_INLINE const uint8_t *type_fast(const uint8_t *p, uint8_t *type)
 	return t < 0 ? NULL : s + (*p & 0x1fu);
 }
 
+/* The fields' readers for the one pass: p at a key whose header and first
+ * three letters matched (the frame is valid: the key's bytes and a value
+ * follow); the rest of the key checked, the value read into s. The end of
+ * the value, or NULL. */
+static ALWAYS_INLINE const uint8_t *month_fast(const uint8_t *p, struct core_slot *s)
+{
+	int64_t v;
+	if (p[4] != 't' || p[5] != 'h' || (p = int_fast(p + 6, 195001, 209912, &v)) == NULL ||
+	    !core_month_parse(v, &s->month)) {
+		return NULL;
+	}
+	return p;
+}
+
+static ALWAYS_INLINE const uint8_t *city_fast(const uint8_t *p, struct city_memo *cities, struct core_slot *s)
+{
+	return p[4] == 'y' && p[5] == 0xa6 && city_at(p + 5, cities, &s->city) ? p + 12 : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *category_fast(const uint8_t *p, struct core_slot *s)
+{
+	const uint8_t *c = p + 10; /* the value's letters */
+	if (!same(p + 4, "egory", 5) || p[9] != 0xa8) {
+		return NULL;
+	}
+	if (same(c, "employee", 8)) {
+		s->category = CORE_EMPLOYEE;
+	} else if (same(c, "flexible", 8)) {
+		s->category = CORE_FLEXIBLE;
+	} else {
+		return NULL;
+	}
+	return p + 18;
+}
+
+static ALWAYS_INLINE const uint8_t *paid_date_fast(const uint8_t *p, struct core_slot *s)
+{
+	int64_t v;
+	if (!same(p + 4, "d_date", 6) || (p = int_fast(p + 10, 0, 21001231, &v)) == NULL) {
+		return NULL;
+	}
+	int64_t dd = v % 100;
+	int64_t mm = v / 100 % 100;
+	if (v != 0 && (v < 19000101 || (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)))) {
+		return NULL;
+	}
+	s->paid_date = (int32_t)v;
+	return p;
+}
+
+static ALWAYS_INLINE const uint8_t *deemed_fast(const uint8_t *p, struct core_slot *s)
+{
+	if (!same(p + 4, "med", 3) || (p[7] != 0xc2 && p[7] != 0xc3)) {
+		return NULL;
+	}
+	s->deemed = p[7] == 0xc3;
+	return p + 8;
+}
+
+enum {
+	K_MONTH = WORD(0xa5, 'm', 'o', 'n'),
+	K_CITY = WORD(0xa4, 'c', 'i', 't'),
+	K_TYPE = WORD(0xa4, 't', 'y', 'p'),
+	K_CATEGORY = WORD(0xa8, 'c', 'a', 't'),
+	K_BASE = WORD(0xa4, 'b', 'a', 's'),
+	K_PAID = WORD(0xa4, 'p', 'a', 'i'),
+	K_PAID_DATE = WORD(0xa9, 'p', 'a', 'i'),
+	K_DEEMED = WORD(0xa6, 'd', 'e', 'e'),
+};
+/* A slot in the one pass has 7 or 8 entries of at most 18 bytes each (a
+ * key and its value: category, type): its reads stay in these bytes. */
+#define SLOT_FAST_BYTES (F_COUNT * 18 + 4)
+
 /* A slot map's n entries from p decoded in one pass, each value as its key
  * is found: when every key is a field in its fixstr form, once, and every
  * value is in a form above and holds, with the rules, it is exactly what
  * slot_fields_find and slot_decode give, and returns the map's end. NULL
  * for anything else (an error, a key repeated or unknown, a nil, another
- * form): the caller then takes the ordered path, which says what is wrong. */
+ * form, a slot near the end of the persons): the caller then takes the
+ * ordered path, which says what is wrong. The keys in SPEC order, as
+ * encoders write them slot after slot, are read in a straight line. */
 static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
 				       struct core_slot *s)
 {
-	uint32_t seen = 0;
-	int64_t v;
+	if ((n != F_COUNT - 1 && n != F_COUNT) || end - p < SLOT_FAST_BYTES) {
+		return NULL;
+	}
 	memset(s, 0, sizeof(*s));
-	for (uint32_t i = 0; i < n; i++) {
-		if (end - p < 4) {
-			return NULL;
-		}
-		/* The key's size is the case's: no wait for its header byte. */
+	const uint8_t *q = p;
+	if (WORD(q[0], q[1], q[2], q[3]) == K_MONTH && (q = month_fast(q, s)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_CITY && (q = city_fast(q, cities, s)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_TYPE && q[4] == 'e' && (q = type_fast(q + 5, &s->type)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_CATEGORY && (q = category_fast(q, s)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_BASE && q[4] == 'e' &&
+	    (q = int_fast(q + 5, 0, CORE_MONEY_MAX, &s->base_fen)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_PAID && q[4] == 'd' &&
+	    (q = int_fast(q + 5, 0, CORE_MONEY_MAX, &s->paid_fen)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_PAID_DATE && (q = paid_date_fast(q, s)) != NULL &&
+	    (n == F_COUNT - 1 || (WORD(q[0], q[1], q[2], q[3]) == K_DEEMED && (q = deemed_fast(q, s)) != NULL))) {
+		return core_slot_rules(s) == CORE_RULE_OK ? q : NULL;
+	}
+	/* Another order: key by key. */
+	memset(s, 0, sizeof(*s));
+	uint32_t seen = 0;
+	for (uint32_t i = 0; i < n && p != NULL; i++) {
 		switch (WORD(p[0], p[1], p[2], p[3])) {
-		case WORD(0xa5, 'm', 'o', 'n'):
-			if (p[4] != 't' || p[5] != 'h' ||
-			    (p = int_fast(p + 6, 195001, 209912, &v)) == NULL || !core_month_parse(v, &s->month)) {
-				return NULL;
-			}
+		case K_MONTH:
+			p = month_fast(p, s);
 			seen |= 1u << F_MONTH;
 			break;
-		case WORD(0xa4, 'c', 'i', 't'):
-			if (p[4] != 'y' || p[5] != 0xa6 || !city_at(p + 5, cities, &s->city)) {
-				return NULL;
-			}
-			p += 12;
+		case K_CITY:
+			p = city_fast(p, cities, s);
 			seen |= 1u << F_CITY;
 			break;
-		case WORD(0xa4, 't', 'y', 'p'):
-			if (p[4] != 'e' || (p = type_fast(p + 5, &s->type)) == NULL) {
-				return NULL;
-			}
+		case K_TYPE:
+			p = p[4] == 'e' ? type_fast(p + 5, &s->type) : NULL;
 			seen |= 1u << F_TYPE;
 			break;
-		case WORD(0xa8, 'c', 'a', 't'): {
-			const uint8_t *c = p + 10; /* the value's letters */
-			if (!same(p + 4, "egory", 5) || p[9] != 0xa8) {
-				return NULL;
-			}
-			if (same(c, "employee", 8)) {
-				s->category = CORE_EMPLOYEE;
-			} else if (same(c, "flexible", 8)) {
-				s->category = CORE_FLEXIBLE;
-			} else {
-				return NULL;
-			}
-			p += 18;
+		case K_CATEGORY:
+			p = category_fast(p, s);
 			seen |= 1u << F_CATEGORY;
 			break;
-		}
-		case WORD(0xa4, 'b', 'a', 's'):
-			if (p[4] != 'e' || (p = int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen)) == NULL) {
-				return NULL;
-			}
+		case K_BASE:
+			p = p[4] == 'e' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen) : NULL;
 			seen |= 1u << F_BASE;
 			break;
-		case WORD(0xa4, 'p', 'a', 'i'):
-			if (p[4] != 'd' || (p = int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen)) == NULL) {
-				return NULL;
-			}
+		case K_PAID:
+			p = p[4] == 'd' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen) : NULL;
 			seen |= 1u << F_PAID;
 			break;
-		case WORD(0xa9, 'p', 'a', 'i'): {
-			if (!same(p + 4, "d_date", 6) || (p = int_fast(p + 10, 0, 21001231, &v)) == NULL) {
-				return NULL;
-			}
-			int64_t dd = v % 100;
-			int64_t mm = v / 100 % 100;
-			if (v != 0 && (v < 19000101 || (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) &&
-							!core_date_valid(v)))) {
-				return NULL;
-			}
-			s->paid_date = (int32_t)v;
+		case K_PAID_DATE:
+			p = paid_date_fast(p, s);
 			seen |= 1u << F_PAID_DATE;
 			break;
-		}
-		case WORD(0xa6, 'd', 'e', 'e'):
-			if (!same(p + 4, "med", 3) || (p[7] != 0xc2 && p[7] != 0xc3)) {
-				return NULL;
-			}
-			s->deemed = p[7] == 0xc3;
-			p += 8;
+		case K_DEEMED:
+			p = deemed_fast(p, s);
 			seen |= 1u << F_DEEMED;
 			break;
 		default:
@@ -678,7 +728,7 @@ static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uin
 		}
 	}
 	/* n keys, each a field: n bits set when none came twice. */
-	if (!((seen == SLOT_REQUIRED && n == F_COUNT - 1) || (seen == SLOT_ALL && n == F_COUNT)) ||
+	if (p == NULL || !((seen == SLOT_REQUIRED && n == F_COUNT - 1) || (seen == SLOT_ALL && n == F_COUNT)) ||
 	    core_slot_rules(s) != CORE_RULE_OK) {
 		return NULL;
 	}
