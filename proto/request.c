@@ -169,7 +169,10 @@ void proto_person_buf_free(struct proto_person_buf *buf)
 	memset(buf, 0, sizeof(*buf));
 }
 
-static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count)
+/* Room for slot_count slots and their keys' table; *keys gets the table's
+ * size for them (the smallest power of two twice as large, at least 16:
+ * what is cleared, whatever an earlier person needed). */
+static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count, uint32_t *keys_size)
 {
 	if (slot_count > buf->slot_capacity) {
 		struct core_slot *slots = realloc(buf->slots, sizeof(*slots) * slot_count);
@@ -191,6 +194,7 @@ static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count
 		buf->keys = table;
 		buf->key_capacity = keys;
 	}
+	*keys_size = keys;
 	return true;
 }
 
@@ -865,11 +869,12 @@ static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, st
 	if (*count > PROTO_PERSON_SLOTS_MAX) {
 		return proto_too_many(err, "slots", PROTO_PERSON_SLOTS_MAX, *count, "persons[%u].slots", index);
 	}
-	if (!person_buf_reserve(buf, *count)) {
+	uint32_t keys_size;
+	if (!person_buf_reserve(buf, *count, &keys_size)) {
 		return proto_error_set(err, PROTO_INTERNAL, "out of memory", NULL);
 	}
 	struct core_slot_keys keys;
-	core_slot_keys_init(&keys, buf->keys, buf->key_capacity);
+	core_slot_keys_init(&keys, buf->keys, keys_size);
 	struct city_memo cities = { .set = false };
 	for (uint32_t j = 0; j < *count; j++) {
 		uint32_t n;
