@@ -47,8 +47,10 @@ int proto_persons_list(const struct proto_params *params, struct proto_compute *
 
 /* Whether buf holds exactly one msgpack value that msgpack-c unpacks: no
  * 0xc1, nothing cut short, containers nested at most PROTO_DEPTH_MAX deep,
- * no byte after it. Every value inside one that passed may be read with
- * the functions below and msgpuck's decoders without bounds checks. */
+ * no byte after it: what proto_frame_scan finds for a complete frame
+ * (fuzz_frame holds the two together). Every value inside one that passed
+ * may be read with the functions below and msgpuck's decoders without
+ * bounds checks. The parse trusts the scanner; sanitizer builds call this. */
 bool proto_msgpack_valid(const uint8_t *buf, size_t size);
 /* The bytes of the header of the (valid) array or map at p: 1, 3 or 5. */
 size_t proto_msgpack_head(const uint8_t *p);

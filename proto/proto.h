@@ -103,15 +103,14 @@ void proto_message_free(struct proto_message *message);
 /* Frees what the last parse took beyond a small zone (its objects go too). */
 void proto_message_trim(struct proto_message *message);
 /* Reads the msgpack-RPC envelope of a frame in place and unpacks the
- * params. The frame must be one proto_frame_scan returned
- * PROTO_FRAME_COMPLETE for, exactly its frame_size bytes (or one our own
- * packer wrote): its values are read without bounds checks (no 0xc1,
- * nothing cut short, nesting within PROTO_DEPTH_MAX; sanitizer builds
- * check it again and trap). It unpacks the params, but for the persons array of compute methods and person.put,
- * which proto_person_decode reads from the frame's bytes (so the frame
- * must outlive the envelope's use and the persons' decoding). Returns
- * PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it could be
- * read). */
+ * params. The frame must be bytes proto_frame_scan returned
+ * PROTO_FRAME_COMPLETE for, exactly frame_size of them: its values are
+ * read without bounds checks (sanitizer builds check the frame again and
+ * trap). The persons array of compute methods and person.put is not
+ * unpacked: proto_person_decode reads it from the frame's bytes (so the
+ * frame must outlive the envelope's use and the persons' decoding).
+ * Returns PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it
+ * could be read). */
 int proto_message_parse(struct proto_message *message, const uint8_t *frame, size_t frame_size,
 			struct proto_envelope *env, struct proto_error *err);
 
