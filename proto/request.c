@@ -608,6 +608,21 @@ static ALWAYS_INLINE const uint8_t *city_fast(const uint8_t *p, struct city_memo
 	return p[4] == 'y' && p[5] == 0xa6 && city_at(p + 5, cities, &s->city) ? p + 12 : NULL;
 }
 
+static ALWAYS_INLINE const uint8_t *type_key_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'e' ? type_fast(p + 5, &s->type) : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *base_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'e' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen) : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *paid_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'd' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen) : NULL;
+}
+
 static ALWAYS_INLINE const uint8_t *category_fast(const uint8_t *p, struct core_slot *s)
 {
 	const uint8_t *c = p + 10; /* the value's letters */
@@ -680,12 +695,10 @@ static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uin
 	const uint8_t *q = p;
 	if (WORD(q[0], q[1], q[2], q[3]) == K_MONTH && (q = month_fast(q, s)) != NULL &&
 	    WORD(q[0], q[1], q[2], q[3]) == K_CITY && (q = city_fast(q, cities, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_TYPE && q[4] == 'e' && (q = type_fast(q + 5, &s->type)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_TYPE && (q = type_key_fast(q, s)) != NULL &&
 	    WORD(q[0], q[1], q[2], q[3]) == K_CATEGORY && (q = category_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_BASE && q[4] == 'e' &&
-	    (q = int_fast(q + 5, 0, CORE_MONEY_MAX, &s->base_fen)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_PAID && q[4] == 'd' &&
-	    (q = int_fast(q + 5, 0, CORE_MONEY_MAX, &s->paid_fen)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_BASE && (q = base_fast(q, s)) != NULL &&
+	    WORD(q[0], q[1], q[2], q[3]) == K_PAID && (q = paid_fast(q, s)) != NULL &&
 	    WORD(q[0], q[1], q[2], q[3]) == K_PAID_DATE && (q = paid_date_fast(q, s)) != NULL &&
 	    (n == F_COUNT - 1 || (WORD(q[0], q[1], q[2], q[3]) == K_DEEMED && (q = deemed_fast(q, s)) != NULL))) {
 		return core_slot_rules(s) == CORE_RULE_OK ? q : NULL;
@@ -704,7 +717,7 @@ static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uin
 			seen |= 1u << F_CITY;
 			break;
 		case K_TYPE:
-			p = p[4] == 'e' ? type_fast(p + 5, &s->type) : NULL;
+			p = type_key_fast(p, s);
 			seen |= 1u << F_TYPE;
 			break;
 		case K_CATEGORY:
@@ -712,11 +725,11 @@ static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uin
 			seen |= 1u << F_CATEGORY;
 			break;
 		case K_BASE:
-			p = p[4] == 'e' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen) : NULL;
+			p = base_fast(p, s);
 			seen |= 1u << F_BASE;
 			break;
 		case K_PAID:
-			p = p[4] == 'd' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen) : NULL;
+			p = paid_fast(p, s);
 			seen |= 1u << F_PAID;
 			break;
 		case K_PAID_DATE:
