@@ -160,6 +160,7 @@ void dispatch_free(struct dispatch *d)
 	free(d->mem);
 	proto_message_free(d->message);
 	proto_writer_free(d->writer);
+	proto_writer_free(d->aux);
 	proto_person_buf_free(&d->person_buf);
 	summarizer_free(&d->summarizer);
 	free(d->items);
