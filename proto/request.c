@@ -677,34 +677,26 @@ enum {
  * key and its value: category, type): its reads stay in these bytes. */
 #define SLOT_FAST_BYTES (F_COUNT * 18 + 4)
 
-/* A slot map's n entries from p decoded in one pass, each value as its key
- * is found: when every key is a field in its fixstr form, once, and every
- * value is in a form above and holds, with the rules, it is exactly what
- * slot_fields_find and slot_decode give, and returns the map's end. NULL
- * for anything else (an error, a key repeated or unknown, a nil, another
- * form, a slot near the end of the persons): the caller then takes the
- * ordered path, which says what is wrong. The keys in SPEC order, as
- * encoders write them slot after slot, are read in a straight line. */
-static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
-				       struct core_slot *s)
+/* slot_fast's keys in SPEC order, in a straight line: the end, or NULL. */
+static ALWAYS_INLINE const uint8_t *slot_in_order(const uint8_t *q, uint32_t n, struct city_memo *cities,
+						  struct core_slot *s)
 {
-	if ((n != F_COUNT - 1 && n != F_COUNT) || end - p < SLOT_FAST_BYTES) {
-		return NULL;
-	}
-	memset(s, 0, sizeof(*s));
-	const uint8_t *q = p;
-	if (WORD(q[0], q[1], q[2], q[3]) == K_MONTH && (q = month_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_CITY && (q = city_fast(q, cities, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_TYPE && (q = type_key_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_CATEGORY && (q = category_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_BASE && (q = base_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_PAID && (q = paid_fast(q, s)) != NULL &&
-	    WORD(q[0], q[1], q[2], q[3]) == K_PAID_DATE && (q = paid_date_fast(q, s)) != NULL &&
-	    (n == F_COUNT - 1 || (WORD(q[0], q[1], q[2], q[3]) == K_DEEMED && (q = deemed_fast(q, s)) != NULL))) {
-		return core_slot_rules(s) == CORE_RULE_OK ? q : NULL;
-	}
-	/* Another order: key by key. */
-	memset(s, 0, sizeof(*s));
+	bool whole = WORD(q[0], q[1], q[2], q[3]) == K_MONTH && (q = month_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_CITY && (q = city_fast(q, cities, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_TYPE && (q = type_key_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_CATEGORY && (q = category_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_BASE && (q = base_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_PAID && (q = paid_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_PAID_DATE && (q = paid_date_fast(q, s)) != NULL &&
+		     (n == F_COUNT - 1 ||
+		      (WORD(q[0], q[1], q[2], q[3]) == K_DEEMED && (q = deemed_fast(q, s)) != NULL));
+	return whole ? q : NULL;
+}
+
+/* slot_fast's keys in another order, key by key: the end, or NULL. */
+static ALWAYS_INLINE const uint8_t *slot_any_order(const uint8_t *p, uint32_t n, struct city_memo *cities,
+						   struct core_slot *s)
+{
 	uint32_t seen = 0;
 	for (uint32_t i = 0; i < n && p != NULL; i++) {
 		switch (WORD(p[0], p[1], p[2], p[3])) {
@@ -751,6 +743,30 @@ static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uin
 	}
 	return p;
 }
+
+/* A slot map's n entries from p decoded in one pass, each value as its key
+ * is found: when every key is a field in its fixstr form, once, and every
+ * value is in a form above and holds, with the rules, it is exactly what
+ * slot_fields_find and slot_decode give, and returns the map's end. NULL
+ * for anything else (an error, a key repeated or unknown, a nil, another
+ * form, a slot near the end of the persons): the caller then takes the
+ * ordered path, which says what is wrong. The keys in SPEC order, as
+ * encoders write them slot after slot, are read in a straight line. */
+static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
+				       struct core_slot *s)
+{
+	if ((n != F_COUNT - 1 && n != F_COUNT) || end - p < SLOT_FAST_BYTES) {
+		return NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	const uint8_t *q = slot_in_order(p, n, cities, s);
+	if (q != NULL) {
+		return core_slot_rules(s) == CORE_RULE_OK ? q : NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	return slot_any_order(p, n, cities, s);
+}
+
 
 /* The value at p (NULL: nothing) as the found part of a message wants it. */
 static const msgpack_object *found_at(const uint8_t *p, msgpack_object *o)
