@@ -16,19 +16,6 @@ static uint32_t days_in_month(int32_t year, int32_t month_1_12)
 	return days[month_1_12 - 1];
 }
 
-bool core_month_parse(int64_t v, int32_t *month)
-{
-	if (v < 195001 || v > 209912) {
-		return false;
-	}
-	int32_t mm = (int32_t)(v % 100);
-	if (mm < 1 || mm > 12) {
-		return false;
-	}
-	*month = (int32_t)(v / 100) * 12 + mm - 1;
-	return true;
-}
-
 int32_t core_month_yyyymm(int32_t month)
 {
 	return core_floor_div(month, 12) * 100 + core_floor_mod(month, 12) + 1;

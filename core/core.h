@@ -226,8 +226,20 @@ struct core_as_of {
 
 /* ---- calendar ---- */
 
-/* True when v is a YYYYMM month in 195001..209912; *month gets the dense index. */
-bool core_month_parse(int64_t v, int32_t *month);
+/* True when v is a YYYYMM month in 195001..209912; *month gets the dense
+ * index. Inline: the request path parses one a slot. */
+static inline bool core_month_parse(int64_t v, int32_t *month)
+{
+	if (v < 195001 || v > 209912) {
+		return false;
+	}
+	int32_t mm = (int32_t)(v % 100);
+	if (mm < 1 || mm > 12) {
+		return false;
+	}
+	*month = (int32_t)(v / 100) * 12 + mm - 1;
+	return true;
+}
 /* Dense month back to YYYYMM. */
 int32_t core_month_yyyymm(int32_t month);
 /* True when v is a valid Gregorian YYYYMMDD date in 19000101..21001231. */
@@ -265,7 +277,17 @@ uint8_t core_id_default_class(const char *id);
  * range): paid > 0 exactly when there is a paid_date; deemed slots carry no
  * money. */
 enum core_rule { CORE_RULE_OK, CORE_RULE_PAID_DATE, CORE_RULE_DEEMED };
-int core_slot_rules(const struct core_slot *slot);
+/* Inline, as core_slot_keys_insert: the request path checks every slot. */
+static inline int core_slot_rules(const struct core_slot *s)
+{
+	if ((s->paid_fen > 0) != (s->paid_date != 0)) {
+		return CORE_RULE_PAID_DATE;
+	}
+	if (s->deemed && (s->base_fen != 0 || s->paid_fen != 0 || s->paid_date != 0)) {
+		return CORE_RULE_DEEMED;
+	}
+	return CORE_RULE_OK;
+}
 
 /* Set of (month, city, type) keys to find duplicate slots in one pass.
  * table: caller memory of capacity entries, capacity a power of two at least
@@ -276,7 +298,25 @@ struct core_slot_keys {
 };
 void core_slot_keys_init(struct core_slot_keys *keys, uint64_t *table, uint32_t capacity);
 /* Inserts slot's key; false when it was already there (a duplicate). */
-bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *slot);
+static inline bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *slot)
+{
+	/* city < 2^20 and type < 2^3 fit below bit 24; +1 keeps 0 free as "empty". */
+	uint64_t key = ((uint64_t)(uint32_t)slot->month << 24 | (uint64_t)slot->city << 3 | slot->type) + 1;
+	uint32_t mask = keys->capacity - 1;
+	uint32_t i = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+	for (uint32_t probes = 0; probes < keys->capacity; probes++) {
+		if (keys->table[i] == 0) {
+			keys->table[i] = key;
+			return true;
+		}
+		if (keys->table[i] == key) {
+			return false;
+		}
+		i = (i + 1) & mask;
+	}
+	ASSERT(false); /* capacity is at least twice the slot count */
+	return false;
+}
 
 /* ---- policy ---- */
 

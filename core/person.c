@@ -89,33 +89,3 @@ void core_slot_keys_init(struct core_slot_keys *keys, uint64_t *table, uint32_t 
 	keys->capacity = capacity;
 }
 
-bool core_slot_keys_insert(struct core_slot_keys *keys, const struct core_slot *slot)
-{
-	/* city < 2^20 and type < 2^3 fit below bit 24; +1 keeps 0 free as "empty". */
-	uint64_t key = ((uint64_t)(uint32_t)slot->month << 24 | (uint64_t)slot->city << 3 | slot->type) + 1;
-	uint32_t mask = keys->capacity - 1;
-	uint32_t i = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & mask;
-	for (uint32_t probes = 0; probes < keys->capacity; probes++) {
-		if (keys->table[i] == 0) {
-			keys->table[i] = key;
-			return true;
-		}
-		if (keys->table[i] == key) {
-			return false;
-		}
-		i = (i + 1) & mask;
-	}
-	ASSERT(false); /* capacity is at least twice the slot count */
-	return false;
-}
-
-int core_slot_rules(const struct core_slot *s)
-{
-	if ((s->paid_fen > 0) != (s->paid_date != 0)) {
-		return CORE_RULE_PAID_DATE;
-	}
-	if (s->deemed && (s->base_fen != 0 || s->paid_fen != 0 || s->paid_date != 0)) {
-		return CORE_RULE_DEEMED;
-	}
-	return CORE_RULE_OK;
-}

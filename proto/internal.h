@@ -31,10 +31,26 @@ int proto_persons_list(const struct proto_params *params, struct proto_compute *
 
 /* ---- msgpack read in place (proto/cursor.c) ---- */
 
+/* 1 in sanitizer builds (make sanitize, the fuzzers): the contracts the
+ * production build trusts, such as a parsed frame having passed
+ * proto_frame_scan, are checked there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PROTO_CHECK_CONTRACTS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PROTO_CHECK_CONTRACTS 1
+#endif
+#endif
+#ifndef PROTO_CHECK_CONTRACTS
+#define PROTO_CHECK_CONTRACTS 0
+#endif
+
 /* Whether buf holds exactly one msgpack value that msgpack-c unpacks: no
  * 0xc1, nothing cut short, containers nested at most PROTO_DEPTH_MAX deep,
- * no byte after it. Every value inside one that passed may be read with
- * the functions below and msgpuck's decoders without bounds checks. */
+ * no byte after it: what proto_frame_scan finds for a complete frame
+ * (fuzz_frame holds the two together). Every value inside one that passed
+ * may be read with the functions below and msgpuck's decoders without
+ * bounds checks. The parse trusts the scanner; sanitizer builds call this. */
 bool proto_msgpack_valid(const uint8_t *buf, size_t size);
 /* The bytes of the header of the (valid) array or map at p: 1, 3 or 5. */
 size_t proto_msgpack_head(const uint8_t *p);

@@ -108,7 +108,16 @@ int proto_json_frame(const char *method, uint32_t msgid, const char *wrap_key, c
 	}
 	bool ok = pack_json(&pk, root);
 	json_decref(root);
-	if (!ok || sb.data == NULL) {
+	/* A frame as the server would take it (proto_message_parse's contract):
+	 * the envelope's levels count towards PROTO_DEPTH_MAX. */
+	struct proto_frame scan;
+	size_t scanned = 0;
+	proto_frame_reset(&scan);
+	ok = ok && sb.data != NULL &&
+	     proto_frame_scan(&scan, (const uint8_t *)sb.data, sb.size, sb.size, &scanned) ==
+		     PROTO_FRAME_COMPLETE &&
+	     scanned == sb.size;
+	if (!ok) {
 		snprintf(errbuf, errbuf_size, "JSON nests deeper than %u or does not pack", JSON_DEPTH_MAX);
 		msgpack_sbuffer_destroy(&sb);
 		return PROTO_INVALID_ARGUMENT;

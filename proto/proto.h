@@ -102,13 +102,15 @@ struct proto_message *proto_message_new(void);
 void proto_message_free(struct proto_message *message);
 /* Frees what the last parse took beyond a small zone (its objects go too). */
 void proto_message_trim(struct proto_message *message);
-/* Checks that a complete frame is one msgpack value as msgpack-c would
- * unpack it, reads the msgpack-RPC envelope in place and unpacks the
- * params, but for the persons array of compute methods and person.put,
- * which proto_person_decode reads from the frame's bytes (so the frame
- * must outlive the envelope's use and the persons' decoding). Returns
- * PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it could be
- * read). */
+/* Reads the msgpack-RPC envelope of a frame in place and unpacks the
+ * params. The frame must be bytes proto_frame_scan returned
+ * PROTO_FRAME_COMPLETE for, exactly frame_size of them: its values are
+ * read without bounds checks (sanitizer builds check the frame again and
+ * trap). The persons array of compute methods and person.put is not
+ * unpacked: proto_person_decode reads it from the frame's bytes (so the
+ * frame must outlive the envelope's use and the persons' decoding).
+ * Returns PROTO_OK or PROTO_MALFORMED (err set, env->msgid set when it
+ * could be read). */
 int proto_message_parse(struct proto_message *message, const uint8_t *frame, size_t frame_size,
 			struct proto_envelope *env, struct proto_error *err);
 

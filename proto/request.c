@@ -169,7 +169,10 @@ void proto_person_buf_free(struct proto_person_buf *buf)
 	memset(buf, 0, sizeof(*buf));
 }
 
-static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count)
+/* Room for slot_count slots and their keys' table; *keys gets the table's
+ * size for them (the smallest power of two twice as large, at least 16:
+ * what is cleared, whatever an earlier person needed). */
+static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count, uint32_t *keys_size)
 {
 	if (slot_count > buf->slot_capacity) {
 		struct core_slot *slots = realloc(buf->slots, sizeof(*slots) * slot_count);
@@ -191,6 +194,7 @@ static bool person_buf_reserve(struct proto_person_buf *buf, uint32_t slot_count
 		buf->keys = table;
 		buf->key_capacity = keys;
 	}
+	*keys_size = keys;
 	return true;
 }
 
@@ -264,9 +268,39 @@ static inline bool map_at(const uint8_t *p, uint32_t *size, size_t *head)
 	return true;
 }
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE uint32_t load4(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static ALWAYS_INLINE uint64_t load8(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* Whether the n bytes at s are lit's, n a constant 1..16: two word loads
+ * that may overlap, no call (gcc calls memcmp for some sizes). */
+static ALWAYS_INLINE bool same(const uint8_t *s, const char *lit, size_t n)
+{
+	if (n < 4) {
+		return s[0] == (uint8_t)lit[0] && (n < 2 || s[1] == (uint8_t)lit[1]) &&
+		       (n < 3 || s[2] == (uint8_t)lit[2]);
+	}
+	if (n <= 8) {
+		return load4(s) == load4(lit) && load4(s + n - 4) == load4(lit + n - 4);
+	}
+	return load8(s) == load8(lit) && load8(s + n - 8) == load8(lit + n - 8);
+}
+
 /* The index of a name among core_*_names (a unit test holds the two
  * together), by size and first letter, then one compare of known size. */
-#define NAME_IS(lit, index) (memcmp(s, lit, sizeof(lit) - 1) == 0 ? (index) : -1)
+#define NAME_IS(lit, index) (same(s, lit, sizeof(lit) - 1) ? (index) : -1)
 static int type_index(const uint8_t *s, uint32_t size)
 {
 	switch (size) {
@@ -347,15 +381,15 @@ static inline int slot_key(const uint8_t *p)
 	case WORD(0xa4, 't', 'y', 'p'):
 		return p[4] == 'e' ? F_TYPE : -1;
 	case WORD(0xa8, 'c', 'a', 't'):
-		return memcmp(p + 4, "egory", 5) == 0 ? F_CATEGORY : -1;
+		return same(p + 4, "egory", 5) ? F_CATEGORY : -1;
 	case WORD(0xa4, 'b', 'a', 's'):
 		return p[4] == 'e' ? F_BASE : -1;
 	case WORD(0xa4, 'p', 'a', 'i'):
 		return p[4] == 'd' ? F_PAID : -1;
 	case WORD(0xa9, 'p', 'a', 'i'):
-		return memcmp(p + 4, "d_date", 6) == 0 ? F_PAID_DATE : -1;
+		return same(p + 4, "d_date", 6) ? F_PAID_DATE : -1;
 	case WORD(0xa6, 'd', 'e', 'e'):
-		return memcmp(p + 4, "med", 3) == 0 ? F_DEEMED : -1;
+		return same(p + 4, "med", 3) ? F_DEEMED : -1;
 	default:
 		return -1;
 	}
@@ -397,14 +431,14 @@ struct city_memo {
 	bool set;
 };
 
-static inline bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
+static ALWAYS_INLINE bool city_at(const uint8_t *p, struct city_memo *memo, uint32_t *city)
 {
 	const uint8_t *s;
 	uint32_t size;
 	if (p == NULL || !str_at(p, &s, &size) || size != 6) {
 		return false;
 	}
-	if (memo->set && memcmp(s, memo->text, 6) == 0) {
+	if (memo->set && same(s, (const char *)memo->text, 6)) {
 		*city = memo->value;
 		return true;
 	}
@@ -496,6 +530,243 @@ static int slot_decode(const uint8_t *const field[F_COUNT], struct city_memo *ci
 		return F_COUNT;
 	}
 }
+
+enum { SLOT_REQUIRED = (1u << F_COUNT) - 1 - (1u << F_DEEMED), SLOT_ALL = (1u << F_COUNT) - 1 };
+
+/* The one-pass readers below take only the forms encoders write (fixint
+ * and uint8..32, fixstr) and return the end of the value, its size known
+ * in the branch that read it: the next key's address does not wait for a
+ * load of this value's bytes. NULL: another form or a value that fails;
+ * the ordered path then decides. */
+static ALWAYS_INLINE const uint8_t *int_fast(const uint8_t *p, int64_t lo, int64_t hi, int64_t *v)
+{
+	int64_t x;
+	const uint8_t *next;
+	if (*p <= 0x7f) {
+		x = *p;
+		next = p + 1;
+	} else if (*p == 0xce) {
+		x = (int64_t)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+		next = p + 5;
+	} else if (*p == 0xcd) {
+		x = (int64_t)((uint32_t)p[1] << 8 | p[2]);
+		next = p + 3;
+	} else if (*p == 0xcc) {
+		x = p[1];
+		next = p + 2;
+	} else {
+		return NULL;
+	}
+	if (x < lo || x > hi) {
+		return NULL;
+	}
+	*v = x;
+	return next;
+}
+
+/* type_index of a fixstr at p. */
+static ALWAYS_INLINE const uint8_t *type_fast(const uint8_t *p, uint8_t *type)
+{
+	const uint8_t *s = p + 1;
+	int t;
+	switch (*p) {
+	case 0xa7:
+		t = s[0] == 'p' ? NAME_IS("pension", CORE_PENSION) : NAME_IS("medical", CORE_MEDICAL);
+		break;
+	case 0xac:
+		t = NAME_IS("unemployment", CORE_UNEMPLOYMENT);
+		break;
+	case 0xa6:
+		t = NAME_IS("injury", CORE_INJURY);
+		break;
+	case 0xa9:
+		t = NAME_IS("maternity", CORE_MATERNITY);
+		break;
+	default:
+		return NULL;
+	}
+	*type = (uint8_t)t;
+	return t < 0 ? NULL : s + (*p & 0x1fu);
+}
+
+/* The fields' readers for the one pass: p at a key whose header and first
+ * three letters matched (the frame is valid: the key's bytes and a value
+ * follow); the rest of the key checked, the value read into s. The end of
+ * the value, or NULL. */
+static ALWAYS_INLINE const uint8_t *month_fast(const uint8_t *p, struct core_slot *s)
+{
+	int64_t v;
+	if (p[4] != 't' || p[5] != 'h' || (p = int_fast(p + 6, 195001, 209912, &v)) == NULL ||
+	    !core_month_parse(v, &s->month)) {
+		return NULL;
+	}
+	return p;
+}
+
+static ALWAYS_INLINE const uint8_t *city_fast(const uint8_t *p, struct city_memo *cities, struct core_slot *s)
+{
+	return p[4] == 'y' && p[5] == 0xa6 && city_at(p + 5, cities, &s->city) ? p + 12 : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *type_key_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'e' ? type_fast(p + 5, &s->type) : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *base_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'e' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->base_fen) : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *paid_fast(const uint8_t *p, struct core_slot *s)
+{
+	return p[4] == 'd' ? int_fast(p + 5, 0, CORE_MONEY_MAX, &s->paid_fen) : NULL;
+}
+
+static ALWAYS_INLINE const uint8_t *category_fast(const uint8_t *p, struct core_slot *s)
+{
+	const uint8_t *c = p + 10; /* the value's letters */
+	if (!same(p + 4, "egory", 5) || p[9] != 0xa8) {
+		return NULL;
+	}
+	if (same(c, "employee", 8)) {
+		s->category = CORE_EMPLOYEE;
+	} else if (same(c, "flexible", 8)) {
+		s->category = CORE_FLEXIBLE;
+	} else {
+		return NULL;
+	}
+	return p + 18;
+}
+
+static ALWAYS_INLINE const uint8_t *paid_date_fast(const uint8_t *p, struct core_slot *s)
+{
+	int64_t v;
+	if (!same(p + 4, "d_date", 6) || (p = int_fast(p + 10, 0, 21001231, &v)) == NULL) {
+		return NULL;
+	}
+	int64_t dd = v % 100;
+	int64_t mm = v / 100 % 100;
+	if (v != 0 && (v < 19000101 || (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)))) {
+		return NULL;
+	}
+	s->paid_date = (int32_t)v;
+	return p;
+}
+
+static ALWAYS_INLINE const uint8_t *deemed_fast(const uint8_t *p, struct core_slot *s)
+{
+	if (!same(p + 4, "med", 3) || (p[7] != 0xc2 && p[7] != 0xc3)) {
+		return NULL;
+	}
+	s->deemed = p[7] == 0xc3;
+	return p + 8;
+}
+
+enum {
+	K_MONTH = WORD(0xa5, 'm', 'o', 'n'),
+	K_CITY = WORD(0xa4, 'c', 'i', 't'),
+	K_TYPE = WORD(0xa4, 't', 'y', 'p'),
+	K_CATEGORY = WORD(0xa8, 'c', 'a', 't'),
+	K_BASE = WORD(0xa4, 'b', 'a', 's'),
+	K_PAID = WORD(0xa4, 'p', 'a', 'i'),
+	K_PAID_DATE = WORD(0xa9, 'p', 'a', 'i'),
+	K_DEEMED = WORD(0xa6, 'd', 'e', 'e'),
+};
+/* A slot in the one pass has 7 or 8 entries of at most 18 bytes each (a
+ * key and its value: category, type): its reads stay in these bytes. */
+#define SLOT_FAST_BYTES (F_COUNT * 18 + 4)
+
+/* slot_fast's keys in SPEC order, in a straight line: the end, or NULL. */
+static ALWAYS_INLINE const uint8_t *slot_in_order(const uint8_t *q, uint32_t n, struct city_memo *cities,
+						  struct core_slot *s)
+{
+	bool whole = WORD(q[0], q[1], q[2], q[3]) == K_MONTH && (q = month_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_CITY && (q = city_fast(q, cities, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_TYPE && (q = type_key_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_CATEGORY && (q = category_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_BASE && (q = base_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_PAID && (q = paid_fast(q, s)) != NULL &&
+		     WORD(q[0], q[1], q[2], q[3]) == K_PAID_DATE && (q = paid_date_fast(q, s)) != NULL &&
+		     (n == F_COUNT - 1 ||
+		      (WORD(q[0], q[1], q[2], q[3]) == K_DEEMED && (q = deemed_fast(q, s)) != NULL));
+	return whole ? q : NULL;
+}
+
+/* slot_fast's keys in another order, key by key: the end, or NULL. */
+static ALWAYS_INLINE const uint8_t *slot_any_order(const uint8_t *p, uint32_t n, struct city_memo *cities,
+						   struct core_slot *s)
+{
+	uint32_t seen = 0;
+	for (uint32_t i = 0; i < n && p != NULL; i++) {
+		switch (WORD(p[0], p[1], p[2], p[3])) {
+		case K_MONTH:
+			p = month_fast(p, s);
+			seen |= 1u << F_MONTH;
+			break;
+		case K_CITY:
+			p = city_fast(p, cities, s);
+			seen |= 1u << F_CITY;
+			break;
+		case K_TYPE:
+			p = type_key_fast(p, s);
+			seen |= 1u << F_TYPE;
+			break;
+		case K_CATEGORY:
+			p = category_fast(p, s);
+			seen |= 1u << F_CATEGORY;
+			break;
+		case K_BASE:
+			p = base_fast(p, s);
+			seen |= 1u << F_BASE;
+			break;
+		case K_PAID:
+			p = paid_fast(p, s);
+			seen |= 1u << F_PAID;
+			break;
+		case K_PAID_DATE:
+			p = paid_date_fast(p, s);
+			seen |= 1u << F_PAID_DATE;
+			break;
+		case K_DEEMED:
+			p = deemed_fast(p, s);
+			seen |= 1u << F_DEEMED;
+			break;
+		default:
+			return NULL;
+		}
+	}
+	/* n keys, each a field: n bits set when none came twice. */
+	if (p == NULL || !((seen == SLOT_REQUIRED && n == F_COUNT - 1) || (seen == SLOT_ALL && n == F_COUNT)) ||
+	    core_slot_rules(s) != CORE_RULE_OK) {
+		return NULL;
+	}
+	return p;
+}
+
+/* A slot map's n entries from p decoded in one pass, each value as its key
+ * is found: when every key is a field in its fixstr form, once, and every
+ * value is in a form above and holds, with the rules, it is exactly what
+ * slot_fields_find and slot_decode give, and returns the map's end. NULL
+ * for anything else (an error, a key repeated or unknown, a nil, another
+ * form, a slot near the end of the persons): the caller then takes the
+ * ordered path, which says what is wrong. The keys in SPEC order, as
+ * encoders write them slot after slot, are read in a straight line. */
+static inline const uint8_t *slot_fast(const uint8_t *p, const uint8_t *end, uint32_t n, struct city_memo *cities,
+				       struct core_slot *s)
+{
+	if ((n != F_COUNT - 1 && n != F_COUNT) || end - p < SLOT_FAST_BYTES) {
+		return NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	const uint8_t *q = slot_in_order(p, n, cities, s);
+	if (q != NULL) {
+		return core_slot_rules(s) == CORE_RULE_OK ? q : NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	return slot_any_order(p, n, cities, s);
+}
+
 
 /* The value at p (NULL: nothing) as the found part of a message wants it. */
 static const msgpack_object *found_at(const uint8_t *p, msgpack_object *o)
@@ -627,11 +898,12 @@ static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, st
 	if (*count > PROTO_PERSON_SLOTS_MAX) {
 		return proto_too_many(err, "slots", PROTO_PERSON_SLOTS_MAX, *count, "persons[%u].slots", index);
 	}
-	if (!person_buf_reserve(buf, *count)) {
+	uint32_t keys_size;
+	if (!person_buf_reserve(buf, *count, &keys_size)) {
 		return proto_error_set(err, PROTO_INTERNAL, "out of memory", NULL);
 	}
 	struct core_slot_keys keys;
-	core_slot_keys_init(&keys, buf->keys, buf->key_capacity);
+	core_slot_keys_init(&keys, buf->keys, keys_size);
 	struct city_memo cities = { .set = false };
 	for (uint32_t j = 0; j < *count; j++) {
 		uint32_t n;
@@ -639,13 +911,17 @@ static int slots_decode(const uint8_t *p, const uint8_t *end, uint32_t index, st
 		if (!map_at(p, &n, &head)) {
 			return proto_invalid(err, "slot", "a map", found_at(p, &o), "persons[%u].slots[%u]", index, j);
 		}
-		const uint8_t *field[F_COUNT];
-		p = slot_fields_find(p + head, end, n, field);
 		struct core_slot *s = &buf->slots[j];
-		int bad = slot_decode(field, &cities, s);
-		if (bad != F_COUNT) {
-			return slot_invalid(field, s, bad, index, j, err);
+		const uint8_t *next = slot_fast(p + head, end, n, &cities, s);
+		if (next == NULL) {
+			const uint8_t *field[F_COUNT];
+			next = slot_fields_find(p + head, end, n, field);
+			int bad = slot_decode(field, &cities, s);
+			if (bad != F_COUNT) {
+				return slot_invalid(field, s, bad, index, j, err);
+			}
 		}
+		p = next;
 		if (!core_slot_keys_insert(&keys, s)) {
 			char found[64];
 			snprintf(found, sizeof(found), "%" PRId32 ", %06" PRIu32 ", %s again", core_month_yyyymm(s->month),

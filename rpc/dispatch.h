@@ -51,7 +51,9 @@ struct dispatch;
 struct dispatch *dispatch_new(struct store *store, struct dispatch_shared *shared);
 void dispatch_free(struct dispatch *d);
 
-/* Handles one complete frame (see proto_frame_scan). session may be NULL
+/* Handles one complete frame: bytes proto_frame_scan returned
+ * PROTO_FRAME_COMPLETE for, exactly frame_size of them (the parse reads
+ * them without bounds checks, proto_message_parse). session may be NULL
  * (trusted). On return *response (size *response_size, 0 for a
  * notification or a deferral) borrows d until the next call. */
 void dispatch_frame(struct dispatch *d, struct dispatch_session *session, uint8_t mode, const uint8_t *frame,

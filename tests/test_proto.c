@@ -333,12 +333,23 @@ static const char *describe(const msgpack_object *o)
 	return out;
 }
 
+/* The bytes as the server takes them: one frame if proto_frame_scan finds
+ * exactly them whole (dispatch_frame's contract), else the server's
+ * rejection of bytes that are not msgpack, which closes. */
 static void send_bytes(const void *data, size_t size)
 {
 	reply_clear();
 	const uint8_t *response;
-	struct dispatch_outcome outcome;
-	dispatch_frame(D, NULL, DISPATCH_ALL, data, size, &response, &R.size, &outcome);
+	struct dispatch_outcome outcome = { .close = true };
+	struct proto_frame f;
+	size_t frame_size = 0;
+	proto_frame_reset(&f);
+	if (proto_frame_scan(&f, data, size, PROTO_REQUEST_BYTES_MAX, &frame_size) == PROTO_FRAME_COMPLETE &&
+	    frame_size == size) {
+		dispatch_frame(D, NULL, DISPATCH_ALL, data, size, &response, &R.size, &outcome);
+	} else {
+		dispatch_reject(D, 0, PROTO_MALFORMED, "not msgpack", &response, &R.size);
+	}
 	R.close = outcome.close;
 	if (R.size == 0) {
 		return;
@@ -1332,6 +1343,54 @@ static void test_repeated_keys_nil_first_and_keys_that_are_not_strings(void **st
 			      "retire_class must be one of m60, f55, f50, got \"x60\"", "person: retire_class echoed");
 }
 
+/* A slot is decoded in one pass when its keys are fields written as
+ * fixstr, once each, with values that hold (proto/request.c slot_fast);
+ * any other shape goes field by field. Both give the same slots: one
+ * person's answer is byte for byte the same whichever shapes its slots
+ * take (detail on, so every slot shows). */
+static void test_slot_in_one_pass_or_field_by_field_gives_the_same_answer(void **state)
+{
+	(void)state;
+	static const char *const plain[] = {
+		"{month: 202301, city: '110000', type: 'pension', category: 'flexible', base: 650000, paid: 0, "
+		"paid_date: 0}",
+		"{month: 202302, city: '110000', type: 'pension', category: 'employee', base: 650000, paid: 130000, "
+		"paid_date: 20230301, deemed: false}",
+		"{month: 202303, city: '120000', type: 'medical', category: 'employee', base: 0, paid: 0, "
+		"paid_date: 0, deemed: true}",
+	};
+	static const char *const other[] = { /* the same slots: keys reordered, unknown, repeated, nil */
+		"{paid_date: 0, paid: 0, base: 650000, category: 'flexible', type: 'pension', city: '110000', "
+		"month: 202301, note: 'x'}",
+		"{month: nil, city: '110000', type: 'pension', category: 'employee', base: 650000, paid: 130000, "
+		"paid_date: 20230301, deemed: false, month: 202302, month: 1}",
+		"{deemed: true, month: 202303, city: '120000', type: 'medical', category: 'employee', base: 0, "
+		"paid: 0, paid_date: 0, 7: 8}",
+	};
+	char *answer[2];
+	size_t size[2];
+	for (uint32_t k = 0; k < 2; k++) {
+		const char *const *slots = k == 0 ? plain : other;
+		rpc("arrears.compute", "{as_of: " AS_OF ", detail: true, persons: [{id: '%s', slots: [%s, %s, %s]}]}",
+		    ID_F, slots[0], slots[1], slots[2]);
+		check_entry(&expect_results(1)->via.array.ptr[0], NULL, 0, NULL, k == 0 ? "plain" : "other");
+		answer[k] = malloc(R.size);
+		assert_non_null(answer[k]);
+		memcpy(answer[k], R.bytes, R.size);
+		size[k] = R.size;
+	}
+	assert_int_equal(size[0], size[1]);
+	assert_memory_equal(answer[0], answer[1], size[0]);
+	free(answer[0]);
+	free(answer[1]);
+	/* A slot that fails in one pass is read again field by field: its error as before. */
+	expect_person_message(person(ID_F, fmt("%s, {month: 202304, city: '110000', type: 'pension', category: "
+					      "'flexible', base: 650000, paid: 0, paid_date: 20230220}",
+					      plain[0])),
+			      "persons[1].slots[1].paid_date", "paid_date must be 0 when paid is 0, got 20230220",
+			      "rule after one pass");
+}
+
 /* Every name of SPEC §2 (types, categories) and §3.1 (classes) is found by
  * the lookups of proto/request.c; one letter off is not. */
 static void test_every_type_category_and_class_name(void **state)
@@ -1895,25 +1954,29 @@ static void test_message_parse_fills_the_envelope(void **state)
 	assert_int_equal(proto_message_parse(m, (const uint8_t *)sb.data, sb.size, &env, &err), PROTO_MALFORMED);
 	assert_int_equal(err.code, PROTO_MALFORMED);
 	assert_int_equal(env.msgid, 42); /* proto.h: set when it could be read */
-	/* Not one whole value: the parse says so itself, reading nothing past
-	 * the bytes (a heap copy of exactly their size, for the sanitizers).
+	/* Not one whole value: the scanner refuses it before any parse (the
+	 * parse trusts scanned frames, proto.h), reading nothing past the
+	 * bytes (a heap copy of exactly their size, for the sanitizers).
 	 * [[uint16 cut short], 1]; 0xc1 inside; one byte too many; 33 levels. */
 	static const uint8_t *const bad[] = { (const uint8_t *)"\x92\x91\xcd\x00", (const uint8_t *)"\x92\x91\xc1\x01",
 					      (const uint8_t *)"\x91\x01\x01" };
 	static const size_t bad_size[] = { 4, 4, 3 };
+	static const int bad_rc[] = { PROTO_FRAME_MORE, PROTO_FRAME_INVALID, PROTO_FRAME_COMPLETE };
 	for (uint32_t i = 0; i < 3; i++) {
 		uint8_t *copy = malloc(bad_size[i]);
 		assert_non_null(copy);
 		memcpy(copy, bad[i], bad_size[i]);
-		assert_int_equal(proto_message_parse(m, copy, bad_size[i], &env, &err), PROTO_MALFORMED);
-		assert_string_equal(err.message, "not msgpack");
+		size_t frame_size;
+		assert_int_equal(scan(copy, bad_size[i], SCAN_MAX, &frame_size), bad_rc[i]);
+		assert_true(bad_rc[i] != PROTO_FRAME_COMPLETE || frame_size < bad_size[i]);
 		free(copy);
 	}
 	uint8_t deep[34];
 	memset(deep, 0x91, 33);
 	deep[33] = 0x01;
-	assert_int_equal(proto_message_parse(m, deep, 34, &env, &err), PROTO_MALFORMED);
-	assert_string_equal(err.message, "not msgpack");
+	size_t deep_size;
+	assert_int_equal(scan(deep, 34, 34, &deep_size), PROTO_FRAME_INVALID);
+	assert_int_equal(scan(deep + 1, 33, 33, &deep_size), PROTO_FRAME_COMPLETE);
 	assert_int_equal(proto_message_parse(m, deep + 1, 33, &env, &err), PROTO_MALFORMED); /* 32 levels: the envelope */
 	assert_string_equal(err.message, "not a msgpack-RPC request");
 	msgpack_sbuffer_destroy(&sb);
@@ -2605,6 +2668,7 @@ int main(void)
 		D_(test_slot_deemed_rule),
 		D_(test_slot_duplicate_month_city_type_at_later_slot),
 		D_(test_repeated_keys_nil_first_and_keys_that_are_not_strings),
+		D_(test_slot_in_one_pass_or_field_by_field_gives_the_same_answer),
 		D_(test_every_type_category_and_class_name),
 		D_(test_slot_fields_in_every_msgpack_form),
 		D_(test_persons_anywhere_in_params_and_nesting_inside_them),

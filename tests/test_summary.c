@@ -32,7 +32,7 @@ static uint32_t rnd(uint32_t n)
 
 static int32_t M(int32_t yyyymm)
 {
-	int32_t m;
+	int32_t m = 0;
 	assert_true(core_month_parse(yyyymm, &m));
 	return m;
 }
