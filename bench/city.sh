@@ -19,6 +19,7 @@
 #   METHODS [all five]      compute methods
 #   SERVER_THREADS []       arrearsd --threads (its own default when empty)
 #   THREADS [0]             1: print each server thread's CPU seconds of every walk
+#   ARREARSD [build/arrearsd]  the server to walk through (another build, to compare)
 #   NO_BUILD [0]            1: use the binaries in build/ as they are
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,13 +36,14 @@ METHODS=${METHODS:-"arrears.compute years.compute retirement.check housing.check
 SERVER_THREADS=${SERVER_THREADS:-}
 THREADS=${THREADS:-0}
 NO_BUILD=${NO_BUILD:-0}
+ARREARSD=${ARREARSD:-build/arrearsd}
 CITY=110000
 AS_OF=20251110
 
 if [ "$NO_BUILD" != 1 ]; then
 	make --no-print-directory -j2 build/arrears build/arrearsd build/walk >&2
 fi
-for program in build/arrears build/arrearsd build/walk; do
+for program in build/arrears "$ARREARSD" build/walk; do
 	[ -x "$program" ] || die "$program is missing"
 done
 
@@ -70,7 +72,7 @@ raw_s=$(median "${raw[@]}")
 # ---- the server -----------------------------------------------------------------
 
 log=$(mktemp)
-build/arrearsd --listen 127.0.0.1:0 --data "$CITY_DIR/store" ${SERVER_THREADS:+--threads "$SERVER_THREADS"} \
+"$ARREARSD" --listen 127.0.0.1:0 --data "$CITY_DIR/store" ${SERVER_THREADS:+--threads "$SERVER_THREADS"} \
 	2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
@@ -115,7 +117,7 @@ for c in $CONNECTIONS; do
 	done
 	echo
 	echo "$PERSONS persons ($(awk -v b="$store_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') store), raw LMDB cursor scan" \
-		"$raw_s s (median of $RUNS); $c connections, scan pages of $PAGE, as of $AS_OF; arrearsd" \
+		"$raw_s s (median of $RUNS); $c connections, scan pages of $PAGE, as of $AS_OF; $ARREARSD" \
 		"${SERVER_THREADS:+--threads $SERVER_THREADS }commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + changes');" \
 		"$(nproc) cores ($(uname -r)); medians of $RUNS runs."
 	echo
