@@ -1107,8 +1107,10 @@ def pack(msg):
 
 
 def pack_variant(obj, r, p=0.5):
-    """obj as msgpack, the same value in another encoding: map keys shuffled,
-    and (each with probability p) an integer, string, array or map header in
+    """obj as msgpack, the same value in another encoding: map keys shuffled
+    (but in policy_revisions, whose pins are checked in map order, and in a
+    policy document, whose warnings come in document order: there the order
+    is part of the meaning), and (each with probability p) an integer, string, array or map header in
     a wider format than needed (uint8 as uint32, a positive fixint as int64,
     a fixstr as str16, ...). Appendix A: still the same payload."""
     out = bytearray()
@@ -1138,7 +1140,7 @@ def pack_variant(obj, r, p=0.5):
                 options.append(bytes([code]) + struct.pack(st, v))
         out.extend(options[0] if r.random() >= p else r.choice(options))
 
-    def w(o):
+    def w(o, ordered=False):
         t = type(o)
         if o is None:
             out.append(0xc0)
@@ -1158,14 +1160,15 @@ def pack_variant(obj, r, p=0.5):
         elif t is list or t is tuple:
             header(len(o), 15, 0x90, ((0xdc, ">H", 0xffff), (0xdd, ">I", 0xffffffff)))
             for x in o:
-                w(x)
+                w(x, ordered)
         elif t is dict:
             items = list(o.items())
-            r.shuffle(items)
+            if not ordered:
+                r.shuffle(items)
             header(len(items), 15, 0x80, ((0xde, ">H", 0xffff), (0xdf, ">I", 0xffffffff)))
             for k, v in items:
                 w(k)
-                w(v)
+                w(v, ordered or k in ("policy_revisions", "policy"))
         else:
             out.extend(pack(o))
 
