@@ -75,11 +75,60 @@ const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size)
 /* Keys are literals: inlined, their lengths are known when compiled. */
 #define KEY_FN static inline __attribute__((always_inline)) void
 
+/* Short strings and non-negative integers, the bulk of every result, go
+ * straight into the buffer when they fit, as the very bytes msgpack-c
+ * writes (fixstr; fixint, uint8/16/32/64); the rest through its packer. */
+static inline bool fits(const struct proto_writer *w, size_t n)
+{
+	return !w->failed && w->capacity - w->size >= n;
+}
+
 KEY_FN str(struct proto_writer *w, const char *s)
 {
 	size_t n = strlen(s);
+	if (n < 32 && fits(w, n + 1)) {
+		w->data[w->size] = (uint8_t)(0xa0 | n);
+		memcpy(w->data + w->size + 1, s, n);
+		w->size += n + 1;
+		return;
+	}
 	msgpack_pack_str(&w->pk, n);
 	msgpack_pack_str_body(&w->pk, s, n);
+}
+
+KEY_FN int64(struct proto_writer *w, int64_t v)
+{
+	if (v < -32 || !fits(w, 9)) {
+		msgpack_pack_int64(&w->pk, v);
+		return;
+	}
+	uint8_t *p = w->data + w->size;
+	uint64_t u = (uint64_t)v;
+	if (v < 128) {
+		p[0] = (uint8_t)v; /* a positive or negative fixint */
+		w->size += 1;
+	} else if (u < 1u << 8) {
+		p[0] = 0xcc;
+		p[1] = (uint8_t)u;
+		w->size += 2;
+	} else if (u < 1u << 16) {
+		p[0] = 0xcd;
+		p[1] = (uint8_t)(u >> 8);
+		p[2] = (uint8_t)u;
+		w->size += 3;
+	} else if (u < 1ull << 32) {
+		p[0] = 0xce;
+		for (int i = 0; i < 4; i++) {
+			p[1 + i] = (uint8_t)(u >> (24 - 8 * i));
+		}
+		w->size += 5;
+	} else {
+		p[0] = 0xcf;
+		for (int i = 0; i < 8; i++) {
+			p[1 + i] = (uint8_t)(u >> (56 - 8 * i));
+		}
+		w->size += 9;
+	}
 }
 
 static void str_n(struct proto_writer *w, const char *s, size_t n)
@@ -91,7 +140,7 @@ static void str_n(struct proto_writer *w, const char *s, size_t n)
 KEY_FN key_int(struct proto_writer *w, const char *key, int64_t v)
 {
 	str(w, key);
-	msgpack_pack_int64(&w->pk, v);
+	int64(w, v);
 }
 
 KEY_FN key_bool(struct proto_writer *w, const char *key, bool v)
@@ -109,7 +158,11 @@ KEY_FN key_month(struct proto_writer *w, const char *key, int32_t month)
 KEY_FN key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
 {
 	str(w, key);
-	month < 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, core_month_yyyymm(month));
+	if (month < 0) {
+		msgpack_pack_nil(&w->pk);
+	} else {
+		int64(w, core_month_yyyymm(month));
+	}
 }
 
 static void key_city(struct proto_writer *w, const char *key, uint32_t city)
