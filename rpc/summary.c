@@ -200,14 +200,62 @@ struct walk_state {
 	uint64_t rebuilt;
 };
 
+static bool person_current(const struct store_person *p, const struct core_policy_set *set,
+			   const uint32_t *revisions)
+{
+	struct core_summary summary;
+	return p->summary != NULL && core_summary_read(p->summary, p->summary_size, &summary) &&
+	       summary_current(&summary, set, revisions);
+}
+
+/* Moves the walk past persons whose summary is current, in a read
+ * transaction (most persons, most walks): the write lock is only taken
+ * where there is something to write. */
+static int walk_skip(struct store *store, const struct core_policy_set *set, const uint32_t *revisions,
+		     struct walk_state *st)
+{
+	struct store_txn *txn;
+	struct store_scan *scan;
+	int rc = store_read_begin(store, &txn);
+	rc = rc == STORE_OK ? store_scan_open(txn, st->started ? st->resume : NULL, st->started ? CORE_ID_SIZE : 0,
+					      &scan)
+			    : rc;
+	if (rc != STORE_OK) {
+		store_txn_end(txn);
+		return rc;
+	}
+	struct store_person p;
+	for (uint32_t looked = 0; looked < SUMMARY_SKIP_MAX && rc == STORE_OK; looked++) {
+		rc = store_scan_next(scan, &p);
+		if (rc == STORE_OK && !person_current(&p, set, revisions)) {
+			break; /* the write transaction starts here */
+		}
+		if (rc == STORE_OK) {
+			memcpy(st->resume, p.id, CORE_ID_SIZE);
+			st->started = true;
+		}
+	}
+	store_scan_close(scan);
+	store_txn_end(txn);
+	if (rc == STORE_NOT_FOUND) {
+		st->done = true;
+		return STORE_OK;
+	}
+	return rc == STORE_IO ? STORE_OK : rc; /* one that does not decode: the write step steps over it */
+}
+
 /* One write transaction of the walk. */
 static int walk_step(struct store *store, struct summarizer *sz, const struct summary_policies *policies,
 		     struct walk_state *st)
 {
 	struct core_policy_set set = { (const struct core_policy *const *)policies->items, policies->count };
+	int rc = walk_skip(store, &set, policies->revisions, st);
+	if (rc != STORE_OK || st->done) {
+		return rc;
+	}
 	struct store_txn *txn;
 	struct store_scan *scan;
-	int rc = store_write_begin(store, &txn);
+	rc = store_write_begin(store, &txn);
 	if (rc != STORE_OK) {
 		return rc;
 	}
@@ -231,9 +279,7 @@ static int walk_step(struct store *store, struct summarizer *sz, const struct su
 		looked++;
 		memcpy(st->resume, p.id, CORE_ID_SIZE);
 		st->started = true;
-		struct core_summary summary;
-		if (p.summary != NULL && core_summary_read(p.summary, p.summary_size, &summary) &&
-		    summary_current(&summary, &set, policies->revisions)) {
+		if (person_current(&p, &set, policies->revisions)) {
 			continue;
 		}
 		size_t size;

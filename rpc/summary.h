@@ -13,6 +13,7 @@
 
 #include "../store/store.h"
 
+#define SUMMARY_SKIP_MAX 65536u  /* persons found current in one read transaction */
 #define SUMMARY_LOOK_MAX 4096u   /* persons looked at in one write transaction */
 #define SUMMARY_CHANGE_MAX 512u  /* summaries rewritten in one write transaction */
 #define SUMMARY_PAUSE_US 1000u   /* between transactions: writers get the lock */
