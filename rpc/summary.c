@@ -1,12 +1,10 @@
 /* Settled-part summaries: made with each write, rebuilt by a walk. */
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../proto/proto.h"
+#include "background.h"
 #include "log.h"
 #include "summary.h"
 
@@ -338,10 +336,7 @@ int summary_walk(struct store *store, const bool *stop, uint64_t *rebuilt)
 struct summary_thread {
 	struct store *store;
 	const uint64_t *generation;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	bool stop;
+	struct background bg;
 };
 
 #define SUMMARY_POLL_MS 200 /* how soon after a policy.put the walk starts */
@@ -350,32 +345,19 @@ static void *summary_main(void *arg)
 {
 	struct summary_thread *t = arg;
 	uint64_t walked = UINT64_MAX;
-	pthread_mutex_lock(&t->lock);
-	while (!t->stop) {
+	do {
 		uint64_t generation = __atomic_load_n(t->generation, __ATOMIC_ACQUIRE);
-		if (generation != walked) {
-			pthread_mutex_unlock(&t->lock);
-			struct timespec t0, t1;
-			uint64_t rebuilt = 0;
-			clock_gettime(CLOCK_MONOTONIC, &t0);
-			int rc = summary_walk(t->store, &t->stop, &rebuilt);
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			log_event("event=summary_walk status=%s rebuilt=%llu ms=%lld",
-				  rc == STORE_OK ? "ok" : rc == STORE_FULL ? "storage_full" : "storage_fault",
-				  (unsigned long long)rebuilt,
-				  (long long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
-			pthread_mutex_lock(&t->lock);
-			walked = rc == STORE_OK ? generation : walked;
+		if (generation == walked) {
+			continue;
 		}
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += SUMMARY_POLL_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
-		while (!t->stop && pthread_cond_timedwait(&t->wake, &t->lock, &until) != ETIMEDOUT) {
-		}
-	}
-	pthread_mutex_unlock(&t->lock);
+		uint64_t rebuilt = 0;
+		int64_t started = background_now_ms();
+		int rc = summary_walk(t->store, &t->bg.stop, &rebuilt);
+		log_event("event=summary_walk status=%s rebuilt=%llu ms=%lld",
+			  rc == STORE_OK ? "ok" : rc == STORE_FULL ? "storage_full" : "storage_fault",
+			  (unsigned long long)rebuilt, (long long)(background_now_ms() - started));
+		walked = rc == STORE_OK ? generation : walked;
+	} while (background_sleep(&t->bg, SUMMARY_POLL_MS));
 	return NULL;
 }
 
@@ -388,21 +370,7 @@ struct summary_thread *summary_thread_start(struct store *store, const uint64_t 
 	}
 	t->store = store;
 	t->generation = generation;
-	pthread_condattr_t attr;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&t->wake, &attr);
-	pthread_condattr_destroy(&attr);
-	pthread_mutex_init(&t->lock, NULL);
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&t->thread, NULL, summary_main, t);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		log_event("event=summary_walk status=not_started reason=%s", strerror(rc));
-		pthread_cond_destroy(&t->wake);
-		pthread_mutex_destroy(&t->lock);
+	if (!background_start(&t->bg, summary_main, t, "summary_walk", "summary_walk")) {
 		free(t);
 		return NULL;
 	}
@@ -411,15 +379,8 @@ struct summary_thread *summary_thread_start(struct store *store, const uint64_t 
 
 void summary_thread_stop(struct summary_thread *t)
 {
-	if (t == NULL) {
-		return;
+	if (t != NULL) {
+		background_stop(&t->bg);
+		free(t);
 	}
-	pthread_mutex_lock(&t->lock);
-	__atomic_store_n(&t->stop, true, __ATOMIC_RELEASE);
-	pthread_cond_signal(&t->wake);
-	pthread_mutex_unlock(&t->lock);
-	pthread_join(t->thread, NULL);
-	pthread_cond_destroy(&t->wake);
-	pthread_mutex_destroy(&t->lock);
-	free(t);
 }

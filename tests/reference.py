@@ -360,6 +360,16 @@ def _opt_section(p, key, at):
     return v
 
 
+def optional_text(p, key, bytes_max):
+    """policy.<key>: absent is "", else text of at most bytes_max UTF-8 bytes."""
+    v = field(p, key)
+    if v is MISSING:
+        return ""
+    if not is_text(v) or len(v.encode("utf-8")) > bytes_max:
+        raise invalid("policy." + key)
+    return v
+
+
 def parse_policy(p):
     """Validate a §3.3 policy document; return a Policy or raise RpcError."""
     if type(p) is not dict:
@@ -372,19 +382,8 @@ def parse_policy(p):
         raise invalid("policy.city")
     pol.city = city
 
-    name = field(p, "name")
-    if name is MISSING:
-        name = ""
-    elif not is_text(name) or len(name.encode("utf-8")) > NAME_BYTES_MAX:
-        raise invalid("policy.name")
-    pol.name = name
-
-    source = field(p, "source")
-    if source is MISSING:
-        source = ""
-    elif not is_text(source) or len(source.encode("utf-8")) > SOURCE_BYTES_MAX:
-        raise invalid("policy.source")
-    pol.source = source
+    pol.name = optional_text(p, "name", NAME_BYTES_MAX)
+    pol.source = optional_text(p, "source", SOURCE_BYTES_MAX)
 
     dl = field(p, "deadline")
     if type(dl) is not dict:

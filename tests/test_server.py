@@ -1615,21 +1615,5 @@ def run_suite(module, names):
     return 0 if failed == 0 else 1
 
 
-def main():
-    global ARREARSD, ARREARS
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--arrearsd", default=ARREARSD)
-    parser.add_argument("--arrears", default=ARREARS)
-    args, rest = parser.parse_known_args()
-    ARREARSD = os.path.abspath(args.arrearsd)
-    ARREARS = os.path.abspath(args.arrears)
-    for b in (ARREARSD, ARREARS):
-        if not os.access(b, os.X_OK):
-            print("no executable %s (make build/arrearsd build/arrears)" % b)
-            print("0 passed, 1 failed")
-            return 1
-    return run_suite(sys.modules[__name__], rest)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(suite_main(sys.modules[__name__]))
