@@ -136,28 +136,86 @@ static int mp_next(struct mp_reader *r, struct mp_item *item)
 	return MP_OK;
 }
 
-/* Skips one whole object without a stack: every header adds its children to
- * the count of items still to read. The count cannot overflow: each item costs
- * at least one byte, and the caller bounds the bytes. */
+/* One item's bytes (its header and any payload) and the children it
+ * announces, for skipping: a switch on the tag byte instead of mp_next's
+ * decode, because skipping is most of what a client does with an answer. */
+static int mp_span(const uint8_t *p, size_t left, size_t *used, uint64_t *children)
+{
+	uint8_t b = p[0];
+	size_t width = 0; /* bytes of a size or count after the tag */
+	size_t fixed = 0; /* payload bytes fixed by the tag */
+	*children = 0;
+	if (b <= 0x7f || b >= 0xe0) {
+		*used = 1;
+		return MP_OK;
+	}
+	if (b <= 0x8f) {
+		*children = 2u * (b & 0x0fu);
+		*used = 1;
+		return MP_OK;
+	}
+	if (b <= 0x9f) {
+		*children = b & 0x0fu;
+		*used = 1;
+		return MP_OK;
+	}
+	if (b <= 0xbf) {
+		fixed = b & 0x1fu;
+	} else {
+		struct mp_tag t = mp_tags[b - 0xc0];
+		if (!t.valid) {
+			return MP_BAD; /* 0xc1 */
+		}
+		width = t.width;
+		if (left < 1 + width) {
+			return MP_MORE;
+		}
+		uint64_t value = width == 0 ? t.value : be_read(p + 1, (unsigned)width);
+		if (t.kind == MP_ARRAY) {
+			*children = value;
+		} else if (t.kind == MP_MAP) {
+			*children = 2 * value;
+		} else if (t.sized) {
+			fixed = t.skip + value; /* an ext's type byte, then the payload */
+		} /* a number: its width is all */
+	}
+	if (left - 1 - width < fixed) {
+		return MP_MORE;
+	}
+	*used = 1 + width + fixed;
+	return MP_OK;
+}
+
+/* Skips *pending items (children count too), resumably: on MP_MORE the
+ * reader stands before the first item not whole and *pending counts it. */
+static int mp_skip_items(struct mp_reader *r, uint64_t *pending)
+{
+	while (*pending > 0) {
+		if (r->at >= r->size) {
+			return MP_MORE;
+		}
+		size_t used;
+		uint64_t children;
+		int rc = mp_span(r->data + r->at, r->size - r->at, &used, &children);
+		if (rc != MP_OK) {
+			return rc;
+		}
+		r->at += used;
+		*pending += children - 1;
+	}
+	return MP_OK;
+}
+
+/* Skips one whole object (the reader is unmoved unless it returns MP_OK). */
 static int mp_skip(struct mp_reader *r)
 {
 	size_t start = r->at;
 	uint64_t pending = 1;
-	while (pending > 0) {
-		struct mp_item item;
-		int rc = mp_next(r, &item);
-		if (rc != MP_OK) {
-			r->at = start;
-			return rc;
-		}
-		pending--;
-		if (item.kind == MP_ARRAY) {
-			pending += item.value;
-		} else if (item.kind == MP_MAP) {
-			pending += 2 * item.value;
-		}
+	int rc = mp_skip_items(r, &pending);
+	if (rc != MP_OK) {
+		r->at = start;
 	}
-	return MP_OK;
+	return rc;
 }
 
 static bool mp_str_is(const struct mp_item *item, const char *text)
@@ -231,7 +289,6 @@ static int entry_read(struct mp_reader *r, uint64_t pairs, struct response *out,
 		if (rc != MP_OK) {
 			return rc;
 		}
-		size_t at = r->at;
 		if ((rc = mp_next(r, &value)) != MP_OK) {
 			return rc;
 		}
@@ -246,8 +303,9 @@ static int entry_read(struct mp_reader *r, uint64_t pairs, struct response *out,
 			   (value.kind == MP_UINT || value.kind == MP_INT)) {
 			sum += (int64_t)value.value;
 		}
-		r->at = at;
-		if ((rc = mp_skip(r)) != MP_OK) {
+		/* A container's children are skipped; a scalar is read whole. */
+		uint64_t children = value.kind == MP_ARRAY ? value.value : value.kind == MP_MAP ? 2 * value.value : 0;
+		if (children > 0 && (rc = mp_skip_items(r, &children)) != MP_OK) {
 			return rc;
 		}
 	}

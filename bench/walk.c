@@ -304,17 +304,8 @@ static bool conn_read(struct conn *k)
 	}
 	k->in_size += n > 0 ? (size_t)n : 0;
 	struct mp_reader r = { k->in, k->in_size, k->skip_at };
-	while (k->skip_pending > 0) {
-		struct mp_item item;
-		int rc = mp_next(&r, &item);
-		if (rc == MP_MORE) {
-			break;
-		}
-		if (rc != MP_OK) {
-			die("a malformed answer");
-		}
-		k->skip_pending--;
-		k->skip_pending += item.kind == MP_ARRAY ? item.value : item.kind == MP_MAP ? 2 * item.value : 0;
+	if (mp_skip_items(&r, &k->skip_pending) == MP_BAD) {
+		die("a malformed answer");
 	}
 	k->skip_at = r.at;
 	return k->skip_pending == 0;

@@ -44,6 +44,10 @@ from test_server import AS_OF, BIG_PERSONS, big_store, make_id, month_add, packb
 MEMORY_BOUNDS = False
 
 
+def tearDownModule():
+    ts.tearDownModule()  # the bulk store test_server made for this module's tests
+
+
 def rss_anon_mib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
