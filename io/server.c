@@ -37,7 +37,7 @@
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
 #define LISTEN_BACKLOG 4096
 #define SQE_SUBMIT_TRIES 1000     /* a queue that stays full this long means a broken ring */
-#define MMAP_THRESHOLD_BYTES (2 * PART_BYTES + 4096) /* larger blocks are mapped on their own (server_run) */
+#define MMAP_THRESHOLD_BYTES (2 * PART_BYTES_BULK + 4096) /* larger blocks are mapped on their own (server_run) */
 static_assert(MMAP_THRESHOLD_BYTES <= (32u << 20), "glibc's M_MMAP_THRESHOLD ceiling (HEAP_MAX / 2 on 64-bit)");
 
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
@@ -1262,6 +1262,21 @@ static void parse_release(struct server *srv, size_t bytes)
 	pthread_mutex_unlock(&srv->parse_lock);
 }
 
+/* The size of the next part a worker makes: PART_BYTES_BULK while the
+ * answer budget holds every worker's bulk part twice over (a part passes
+ * its size by one person's answer) besides the answers already held;
+ * PART_BYTES under the budget; one small part per connection past it. */
+static size_t part_bytes(const struct server *srv)
+{
+	uint64_t held = atomic_load(&srv->stats->answer_bytes);
+	uint64_t max = srv->config->answer_bytes_max;
+	uint64_t bulk = (uint64_t)srv->config->workers * 2 * PART_BYTES_BULK;
+	if (held >= max) {
+		return PART_BYTES_TIGHT;
+	}
+	return max - held >= bulk ? PART_BYTES_BULK : PART_BYTES;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1291,9 +1306,7 @@ static void *worker_main(void *arg)
 			size_t parse = j->frame_size > INLINE_FRAME_BYTES_MAX ? j->elements * PROTO_PARSE_BYTES_PER_ELEMENT : 0;
 			parse_acquire(srv, parse);
 			const uint8_t *response;
-			/* Over the answer budget, one small part per connection at most. */
-			size_t part = atomic_load(&srv->stats->answer_bytes) >= srv->config->answer_bytes_max ? PART_BYTES_TIGHT
-												: PART_BYTES;
+			size_t part = part_bytes(srv);
 			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, part, &j->resume, &response,
 					    &j->response_size, &j->outcome);
 			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
@@ -1648,8 +1661,8 @@ int server_run(const struct server_config *config)
 	/* Big blocks (a large request's parse, a city-sized answer) are mapped
 	 * and unmapped on their own: glibc's moving threshold would otherwise
 	 * keep them on the heap after every client has gone. One part of an
-	 * answer is not big: it passes PART_BYTES by one person's answer, so its
-	 * buffer (doubling) is 2 × PART_BYTES, made and freed a part at a time on
+	 * answer is not big: it passes PART_BYTES_BULK by one person's answer, so
+	 * its buffer (doubling) is 2 × PART_BYTES_BULK, made and freed a part at a time on
 	 * a bulk pass; mapped, each part cost its pages' faults and an munmap
 	 * (3.5% of a city walk's CPU, BENCH.md). */
 #ifndef __SANITIZE_ADDRESS__ /* glibc's allocator only */

@@ -18,11 +18,11 @@ struct proto_writer {
 	bool failed;
 };
 
-static int writer_append(void *ctx, const char *buf, size_t len)
+/* Room for len more bytes, or false (and failed) when it cannot be had. */
+static bool grow(struct proto_writer *w, size_t len)
 {
-	struct proto_writer *w = ctx;
 	if (w->failed) {
-		return -1;
+		return false;
 	}
 	if (w->capacity - w->size < len) {
 		size_t capacity = w->capacity < 4096 ? 4096 : w->capacity;
@@ -32,10 +32,19 @@ static int writer_append(void *ctx, const char *buf, size_t len)
 		uint8_t *data = fault_hit(FAULT_ALLOC) ? NULL : realloc(w->data, capacity);
 		if (data == NULL) {
 			w->failed = true;
-			return -1;
+			return false;
 		}
 		w->data = data;
 		w->capacity = capacity;
+	}
+	return true;
+}
+
+static int writer_append(void *ctx, const char *buf, size_t len)
+{
+	struct proto_writer *w = ctx;
+	if (!grow(w, len)) {
+		return -1;
 	}
 	memcpy(w->data + w->size, buf, len);
 	w->size += len;
@@ -75,31 +84,34 @@ const uint8_t *proto_writer_data(const struct proto_writer *w, size_t *size)
 /* Keys are literals: inlined, their lengths are known when compiled. */
 #define KEY_FN static inline __attribute__((always_inline)) void
 
-/* Short strings and non-negative integers, the bulk of every result, go
- * straight into the buffer when they fit, as the very bytes msgpack-c
- * writes (fixstr; fixint, uint8/16/32/64); the rest through its packer. */
-static inline bool fits(const struct proto_writer *w, size_t n)
+/* Strings, integers and headers, the bulk of every result, are written
+ * straight into the buffer as the very bytes msgpack-c writes (smallest
+ * forms), instead of through its packer's callback a token at a time. */
+static inline __attribute__((always_inline)) bool room(struct proto_writer *w, size_t n)
 {
-	return !w->failed && w->capacity - w->size >= n;
+	return (!w->failed && w->capacity - w->size >= n) || grow(w, n);
 }
 
 KEY_FN str(struct proto_writer *w, const char *s)
 {
 	size_t n = strlen(s);
-	if (n < 32 && fits(w, n + 1)) {
+	if (n >= 32) {
+		msgpack_pack_str(&w->pk, n);
+		msgpack_pack_str_body(&w->pk, s, n);
+	} else if (room(w, n + 1)) {
 		w->data[w->size] = (uint8_t)(0xa0 | n);
 		memcpy(w->data + w->size + 1, s, n);
 		w->size += n + 1;
-		return;
 	}
-	msgpack_pack_str(&w->pk, n);
-	msgpack_pack_str_body(&w->pk, s, n);
 }
 
 KEY_FN int64(struct proto_writer *w, int64_t v)
 {
-	if (v < -32 || !fits(w, 9)) {
+	if (v < -32) {
 		msgpack_pack_int64(&w->pk, v);
+		return;
+	}
+	if (!room(w, 9)) {
 		return;
 	}
 	uint8_t *p = w->data + w->size;
@@ -131,6 +143,59 @@ KEY_FN int64(struct proto_writer *w, int64_t v)
 	}
 }
 
+/* A map or array header of n entries, as msgpack-c writes it. */
+static inline __attribute__((always_inline)) void container(struct proto_writer *w, uint8_t fix, uint8_t tag16,
+							       uint32_t n)
+{
+	if (!room(w, 5)) {
+		return;
+	}
+	uint8_t *p = w->data + w->size;
+	if (n < 16) {
+		p[0] = (uint8_t)(fix | n);
+		w->size += 1;
+	} else if (n < 1u << 16) {
+		p[0] = tag16;
+		p[1] = (uint8_t)(n >> 8);
+		p[2] = (uint8_t)n;
+		w->size += 3;
+	} else {
+		p[0] = (uint8_t)(tag16 + 1);
+		for (int i = 0; i < 4; i++) {
+			p[1 + i] = (uint8_t)(n >> (24 - 8 * i));
+		}
+		w->size += 5;
+	}
+}
+
+KEY_FN map(struct proto_writer *w, uint32_t n)
+{
+	container(w, 0x80, 0xde, n);
+}
+
+KEY_FN array(struct proto_writer *w, uint32_t n)
+{
+	container(w, 0x90, 0xdc, n);
+}
+
+/* nil (0xc0), false (0xc2), true (0xc3): one byte. */
+KEY_FN byte(struct proto_writer *w, uint8_t b)
+{
+	if (room(w, 1)) {
+		w->data[w->size++] = b;
+	}
+}
+
+KEY_FN nil(struct proto_writer *w)
+{
+	byte(w, 0xc0);
+}
+
+KEY_FN boolean(struct proto_writer *w, bool v)
+{
+	byte(w, v ? 0xc3 : 0xc2);
+}
+
 static void str_n(struct proto_writer *w, const char *s, size_t n)
 {
 	msgpack_pack_str(&w->pk, n);
@@ -146,7 +211,7 @@ KEY_FN key_int(struct proto_writer *w, const char *key, int64_t v)
 KEY_FN key_bool(struct proto_writer *w, const char *key, bool v)
 {
 	str(w, key);
-	v ? msgpack_pack_true(&w->pk) : msgpack_pack_false(&w->pk);
+	boolean(w, v);
 }
 
 KEY_FN key_month(struct proto_writer *w, const char *key, int32_t month)
@@ -159,23 +224,36 @@ KEY_FN key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
 {
 	str(w, key);
 	if (month < 0) {
-		msgpack_pack_nil(&w->pk);
+		nil(w);
 	} else {
 		int64(w, core_month_yyyymm(month));
 	}
 }
 
+/* A city code as text, "%06u" without printf (a housing answer has one a person). */
 static void key_city(struct proto_writer *w, const char *key, uint32_t city)
 {
-	char buf[16];
-	snprintf(buf, sizeof(buf), "%06u", city);
+	char digits[10];
+	size_t n = 0;
+	do {
+		digits[n++] = (char)('0' + city % 10);
+		city /= 10;
+	} while (city > 0);
+	while (n < 6) {
+		digits[n++] = '0';
+	}
+	char text[11];
+	for (size_t i = 0; i < n; i++) {
+		text[i] = digits[n - 1 - i];
+	}
+	text[n] = 0;
 	str(w, key);
-	str(w, buf);
+	str(w, text);
 }
 
 static void names(struct proto_writer *w, const char *const *all, uint32_t count, uint8_t mask)
 {
-	msgpack_pack_array(&w->pk, (size_t)__builtin_popcount(mask));
+	array(w, (size_t)__builtin_popcount(mask));
 	for (uint32_t i = 0; i < count; i++) {
 		if (mask >> i & 1) {
 			str(w, all[i]);
@@ -185,7 +263,7 @@ static void names(struct proto_writer *w, const char *const *all, uint32_t count
 
 static void header(struct proto_writer *w, uint32_t msgid)
 {
-	msgpack_pack_array(&w->pk, 4);
+	array(w, 4);
 	msgpack_pack_uint32(&w->pk, 1);
 	msgpack_pack_uint32(&w->pk, msgid);
 	w->body_offset = w->size;
@@ -246,7 +324,7 @@ void proto_write_replay(struct proto_writer *w, uint32_t msgid, const uint8_t *b
 
 static void error_map(struct proto_writer *w, const struct proto_error *err)
 {
-	msgpack_pack_map(&w->pk, err->at[0] != '\0' ? 4 : 3);
+	map(w, err->at[0] != '\0' ? 4 : 3);
 	key_int(w, "code", err->code);
 	str(w, "name");
 	str(w, proto_error_name(err->code));
@@ -262,14 +340,14 @@ void proto_write_error(struct proto_writer *w, uint32_t msgid, const struct prot
 {
 	header(w, msgid);
 	error_map(w, err);
-	msgpack_pack_nil(&w->pk);
+	nil(w);
 }
 
 static void result_header(struct proto_writer *w, uint32_t msgid, uint32_t keys)
 {
 	header(w, msgid);
-	msgpack_pack_nil(&w->pk);
-	msgpack_pack_map(&w->pk, keys);
+	nil(w);
+	map(w, keys);
 }
 
 void proto_write_pong(struct proto_writer *w, uint32_t msgid)
@@ -290,18 +368,18 @@ static void policy_periods(struct proto_writer *w, const struct core_policy *p)
 {
 	static const char *const shares[CORE_SHARE_COUNT] = { "employer", "individual", "flexible" };
 	str(w, "periods");
-	msgpack_pack_array(&w->pk, p->period_count);
+	array(w, p->period_count);
 	for (uint32_t k = 0; k < p->period_count; k++) {
 		const struct core_period *period = &p->periods[k];
-		msgpack_pack_map(&w->pk, 4);
+		map(w, 4);
 		key_month(w, "from", period->from);
 		key_int(w, "base_min", period->base_min_fen);
 		key_int(w, "base_max", period->base_max_fen);
 		str(w, "rates");
-		msgpack_pack_map(&w->pk, CORE_TYPE_COUNT);
+		map(w, CORE_TYPE_COUNT);
 		for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
 			str(w, core_type_names[t]);
-			msgpack_pack_map(&w->pk, CORE_SHARE_COUNT);
+			map(w, CORE_SHARE_COUNT);
 			for (uint32_t s = 0; s < CORE_SHARE_COUNT; s++) {
 				key_int(w, shares[s], period->rate_ppm[t][s]);
 			}
@@ -318,45 +396,45 @@ void proto_write_policy(struct proto_writer *w, uint32_t msgid, const struct cor
 
 void proto_write_policy_doc(struct proto_writer *w, const struct core_policy *p)
 {
-	msgpack_pack_map(&w->pk, 10);
+	map(w, 10);
 	key_city(w, "city", p->city);
 	str(w, "name");
 	str_n(w, p->name, p->name_size);
 	str(w, "source");
 	str_n(w, p->source, p->source_size);
 	str(w, "deadline");
-	msgpack_pack_map(&w->pk, 2);
+	map(w, 2);
 	key_int(w, "day", p->deadline_day);
 	key_int(w, "month_offset", p->deadline_month_offset);
 	policy_periods(w, p);
 	str(w, "interest");
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	str(w, "types");
 	names(w, core_type_names, CORE_TYPE_COUNT, p->interest_types);
 	str(w, "categories");
 	names(w, core_category_names, CORE_CATEGORY_COUNT, p->interest_categories);
 	key_int(w, "default_ppm", p->interest_default_ppm);
 	str(w, "rates");
-	msgpack_pack_array(&w->pk, p->interest_rate_count);
+	array(w, p->interest_rate_count);
 	for (uint32_t k = 0; k < p->interest_rate_count; k++) {
-		msgpack_pack_array(&w->pk, 2);
-		msgpack_pack_int64(&w->pk, p->interest_rates[k].year);
-		msgpack_pack_int64(&w->pk, p->interest_rates[k].rate_ppm);
+		array(w, 2);
+		int64(w, p->interest_rates[k].year);
+		int64(w, p->interest_rates[k].rate_ppm);
 	}
 	str(w, "late_fee");
-	msgpack_pack_map(&w->pk, 3);
+	map(w, 3);
 	key_int(w, "daily_ppm", p->late_fee_daily_ppm);
 	str(w, "categories");
 	names(w, core_category_names, CORE_CATEGORY_COUNT, p->late_fee_categories);
 	key_bool(w, "cap_at_principal", p->late_fee_cap_at_principal);
 	str(w, "backpay");
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	key_int(w, "direct_max_months", p->backpay_direct_max_months);
 	key_int(w, "verify_max_months", p->backpay_verify_max_months);
 	key_month(w, "legacy_before", p->backpay_legacy_before);
 	key_int(w, "flexible_window_months", p->backpay_flexible_window_months);
 	str(w, "housing");
-	msgpack_pack_map(&w->pk, 6);
+	map(w, 6);
 	str(w, "types");
 	names(w, core_type_names, CORE_TYPE_COUNT, p->housing_types);
 	key_int(w, "window_months", p->housing_window_months);
@@ -365,9 +443,9 @@ void proto_write_policy_doc(struct proto_writer *w, const struct core_policy *p)
 	key_bool(w, "backpay_counts", p->housing_backpay_counts);
 	key_int(w, "grace_days", p->housing_grace_days);
 	str(w, "withhold");
-	msgpack_pack_map(&w->pk, 2);
+	map(w, 2);
 	str(w, "order");
-	msgpack_pack_array(&w->pk, p->withhold_order_count);
+	array(w, p->withhold_order_count);
 	for (uint32_t i = 0; i < p->withhold_order_count; i++) {
 		str(w, core_type_names[p->withhold_order[i]]);
 	}
@@ -379,29 +457,29 @@ void proto_write_results_begin(struct proto_writer *w, uint32_t msgid, uint32_t 
 {
 	result_header(w, msgid, with_next ? 2 : 1);
 	str(w, "results");
-	msgpack_pack_array(&w->pk, count);
+	array(w, count);
 }
 
 void proto_write_results_next(struct proto_writer *w, const char *next_id, size_t next_id_size)
 {
 	str(w, "next");
-	next_id == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, next_id, next_id_size);
+	next_id == NULL ? nil(w) : str_n(w, next_id, next_id_size);
 }
 
 void proto_write_person_error(struct proto_writer *w, const char *id, size_t id_size, const struct proto_error *err)
 {
 	w->person_errors++;
-	msgpack_pack_map(&w->pk, 2);
+	map(w, 2);
 	str(w, "id");
 	/* An id that is not UTF-8 is not echoed: a strict client would fail on the whole answer. */
-	id == NULL || !proto_utf8_valid(id, id_size) ? msgpack_pack_nil(&w->pk) : str_n(w, id, id_size);
+	id == NULL || !proto_utf8_valid(id, id_size) ? nil(w) : str_n(w, id, id_size);
 	str(w, "error");
 	error_map(w, err);
 }
 
 static void arrears_item(struct proto_writer *w, const struct core_arrears_item *it)
 {
-	msgpack_pack_map(&w->pk, 14);
+	map(w, 14);
 	key_month(w, "month", it->month);
 	key_city(w, "city", it->city);
 	str(w, "type");
@@ -424,7 +502,7 @@ static void arrears_item(struct proto_writer *w, const struct core_arrears_item 
 void proto_write_arrears(struct proto_writer *w, const char *id, const struct core_arrears *a, bool detail,
 			 const struct core_arrears_item *items, uint32_t item_count)
 {
-	msgpack_pack_map(&w->pk, detail ? 14 : 13);
+	map(w, detail ? 14 : 13);
 	str(w, "id");
 	str(w, id);
 	key_int(w, "months_owed", a->months_owed);
@@ -442,27 +520,27 @@ void proto_write_arrears(struct proto_writer *w, const char *id, const struct co
 		types += a->by_type[t].months > 0;
 	}
 	str(w, "by_type");
-	msgpack_pack_map(&w->pk, types);
+	map(w, types);
 	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
 		const struct core_arrears_sums *s = &a->by_type[t];
 		if (s->months == 0) {
 			continue;
 		}
 		str(w, core_type_names[t]);
-		msgpack_pack_map(&w->pk, 4);
+		map(w, 4);
 		key_int(w, "months", s->months);
 		key_int(w, "principal", s->principal_fen);
 		key_int(w, "interest", s->interest_fen);
 		key_int(w, "late_fee", s->late_fee_fen);
 	}
 	str(w, "tiers");
-	msgpack_pack_map(&w->pk, CORE_TIER_COUNT);
+	map(w, CORE_TIER_COUNT);
 	for (uint32_t t = 0; t < CORE_TIER_COUNT; t++) {
 		key_int(w, core_tier_names[t], a->tiers[t]);
 	}
 	if (detail) {
 		str(w, "items");
-		msgpack_pack_array(&w->pk, item_count);
+		array(w, item_count);
 		for (uint32_t i = 0; i < item_count; i++) {
 			arrears_item(w, &items[i]);
 		}
@@ -472,15 +550,15 @@ void proto_write_arrears(struct proto_writer *w, const char *id, const struct co
 void proto_write_years(struct proto_writer *w, const char *id, const struct core_years *y,
 		       const struct core_duplicate *dups, uint32_t dup_count)
 {
-	msgpack_pack_map(&w->pk, 3);
+	map(w, 3);
 	str(w, "id");
 	str(w, id);
 	str(w, "by_type");
-	msgpack_pack_map(&w->pk, CORE_TYPE_COUNT);
+	map(w, CORE_TYPE_COUNT);
 	for (uint32_t t = 0; t < CORE_TYPE_COUNT; t++) {
 		const struct core_years_type *b = &y->by_type[t];
 		str(w, core_type_names[t]);
-		msgpack_pack_map(&w->pk, 6);
+		map(w, 6);
 		key_int(w, "months", b->months);
 		key_int(w, "on_time", b->on_time);
 		key_int(w, "backpaid", b->backpaid);
@@ -493,18 +571,18 @@ void proto_write_years(struct proto_writer *w, const char *id, const struct core
 		groups += i == 0 || dups[i].month != dups[i - 1].month || dups[i].type != dups[i - 1].type;
 	}
 	str(w, "duplicates");
-	msgpack_pack_array(&w->pk, groups);
+	array(w, groups);
 	for (uint32_t i = 0; i < dup_count;) {
 		uint32_t end = i + 1;
 		while (end < dup_count && dups[end].month == dups[i].month && dups[end].type == dups[i].type) {
 			end++;
 		}
-		msgpack_pack_map(&w->pk, 3);
+		map(w, 3);
 		key_month(w, "month", dups[i].month);
 		str(w, "type");
 		str(w, core_type_names[dups[i].type]);
 		str(w, "cities");
-		msgpack_pack_array(&w->pk, end - i);
+		array(w, end - i);
 		for (; i < end; i++) {
 			char buf[16];
 			snprintf(buf, sizeof(buf), "%06u", dups[i].city);
@@ -515,7 +593,7 @@ void proto_write_years(struct proto_writer *w, const char *id, const struct core
 
 void proto_write_retirement(struct proto_writer *w, const char *id, const struct core_retirement *r)
 {
-	msgpack_pack_map(&w->pk, 12);
+	map(w, 12);
 	str(w, "id");
 	str(w, id);
 	str(w, "class");
@@ -534,7 +612,7 @@ void proto_write_retirement(struct proto_writer *w, const char *id, const struct
 
 void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, const struct core_housing *h)
 {
-	msgpack_pack_map(&w->pk, 9);
+	map(w, 9);
 	str(w, "id");
 	str(w, id);
 	key_city(w, "city", city);
@@ -544,9 +622,9 @@ void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, 
 	key_int(w, "required", h->required);
 	key_bool(w, "eligible", h->eligible);
 	str(w, "missing");
-	msgpack_pack_array(&w->pk, h->missing_count);
+	array(w, h->missing_count);
 	for (uint32_t i = 0; i < h->missing_count; i++) {
-		msgpack_pack_int64(&w->pk, core_month_yyyymm(h->missing[i]));
+		int64(w, core_month_yyyymm(h->missing[i]));
 	}
 	key_month(w, "eligible_from", h->eligible_from);
 }
@@ -554,20 +632,20 @@ void proto_write_housing(struct proto_writer *w, const char *id, uint32_t city, 
 void proto_write_medical(struct proto_writer *w, const char *id, const struct core_medical *m)
 {
 	static const char *const status[] = { "active", "suspended", "none" };
-	msgpack_pack_map(&w->pk, 5);
+	map(w, 5);
 	str(w, "id");
 	str(w, id);
 	str(w, "status");
 	str(w, status[m->status]);
 	key_month_or_nil(w, "suspended_since", m->suspended_since);
 	str(w, "resumes");
-	m->resumes_date == 0 ? msgpack_pack_nil(&w->pk) : msgpack_pack_int64(&w->pk, m->resumes_date);
+	m->resumes_date == 0 ? nil(w) : int64(w, m->resumes_date);
 	key_int(w, "arrears_months", m->arrears_months);
 }
 
 static void slot_map(struct proto_writer *w, const struct core_slot *s)
 {
-	msgpack_pack_map(&w->pk, 8);
+	map(w, 8);
 	key_month(w, "month", s->month);
 	key_city(w, "city", s->city);
 	str(w, "type");
@@ -585,7 +663,7 @@ bool proto_write_person(struct proto_writer *w, uint32_t msgid, const char *id, 
 {
 	result_header(w, msgid, 1);
 	str(w, "person");
-	msgpack_pack_map(&w->pk, retire_class >= 0 ? 3 : 2);
+	map(w, retire_class >= 0 ? 3 : 2);
 	str(w, "id");
 	str(w, id);
 	if (retire_class >= 0) {
@@ -593,7 +671,7 @@ bool proto_write_person(struct proto_writer *w, uint32_t msgid, const char *id, 
 		str(w, core_class_names[retire_class]);
 	}
 	str(w, "slots");
-	msgpack_pack_array(&w->pk, tl->slot_count);
+	array(w, tl->slot_count);
 	struct core_timeline_iter it;
 	const struct core_slot *s;
 	core_timeline_iter_init(&it, tl);
@@ -605,7 +683,7 @@ bool proto_write_person(struct proto_writer *w, uint32_t msgid, const char *id, 
 
 void proto_write_put_ok(struct proto_writer *w, const char *id)
 {
-	msgpack_pack_map(&w->pk, 2);
+	map(w, 2);
 	str(w, "id");
 	str(w, id);
 	key_bool(w, "ok", true);
@@ -613,7 +691,7 @@ void proto_write_put_ok(struct proto_writer *w, const char *id)
 
 void proto_write_item_result(struct proto_writer *w, const struct proto_error *err)
 {
-	msgpack_pack_map(&w->pk, 1);
+	map(w, 1);
 	if (err == NULL) {
 		key_bool(w, "ok", true);
 		return;
@@ -630,17 +708,17 @@ void proto_write_withhold(struct proto_writer *w, const char *id, const struct c
 	for (uint32_t i = 0; i < line_count; i++) {
 		paid += lines[i].paid;
 	}
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	str(w, "id");
 	str(w, id);
 	for (int pass = 1; pass >= 0; pass--) {
 		str(w, pass ? "paid" : "interrupted");
-		msgpack_pack_array(&w->pk, pass ? paid : line_count - paid);
+		array(w, pass ? paid : line_count - paid);
 		for (uint32_t i = 0; i < line_count; i++) {
 			if (lines[i].paid != (bool)pass) {
 				continue;
 			}
-			msgpack_pack_map(&w->pk, 3);
+			map(w, 3);
 			str(w, "type");
 			str(w, core_type_names[lines[i].type]);
 			key_city(w, "city", lines[i].city);
@@ -653,14 +731,14 @@ void proto_write_withhold(struct proto_writer *w, const char *id, const struct c
 void proto_write_audit(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
 		       const struct proto_string *idem, const char (*ids)[CORE_ID_SIZE + 1], uint32_t id_count)
 {
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	key_int(w, "time_ms", time_ms);
 	str(w, "method");
 	str_n(w, method, method_size);
 	str(w, "idem");
-	idem->ptr == NULL ? msgpack_pack_nil(&w->pk) : str_n(w, idem->ptr, idem->size);
+	idem->ptr == NULL ? nil(w) : str_n(w, idem->ptr, idem->size);
 	str(w, "persons");
-	msgpack_pack_array(&w->pk, id_count);
+	array(w, id_count);
 	for (uint32_t i = 0; i < id_count; i++) {
 		str(w, ids[i]);
 	}
@@ -673,30 +751,30 @@ void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct prot
 	str(w, PROTO_VERSION);
 	key_int(w, "uptime_s", (int64_t)st->uptime_s);
 	str(w, "errors_by_code");
-	msgpack_pack_map(&w->pk, PROTO_INTERNAL);
+	map(w, PROTO_INTERNAL);
 	for (int code = PROTO_MALFORMED; code <= PROTO_INTERNAL; code++) {
 		key_int(w, proto_error_name(code), (int64_t)st->errors_by_code[code]);
 	}
 	key_int(w, "person_errors", (int64_t)st->person_errors);
 	key_int(w, "persons_summarized", (int64_t)st->persons_summarized);
 	str(w, "connections");
-	msgpack_pack_map(&w->pk, 3);
+	map(w, 3);
 	key_int(w, "open", (int64_t)st->connections_open);
 	key_int(w, "total", (int64_t)st->connections_total);
 	key_int(w, "refused", (int64_t)st->connections_refused);
 	const char *tables[3] = { "requests", "errors", "latency_us" };
 	for (uint32_t t = 0; t < 3; t++) {
 		str(w, tables[t]);
-		msgpack_pack_map(&w->pk, st->method_count);
+		map(w, st->method_count);
 		for (uint32_t i = 0; i < st->method_count; i++) {
 			const struct proto_stats_method *m = &st->methods[i];
 			str(w, m->name);
 			if (t == 0) {
-				msgpack_pack_int64(&w->pk, (int64_t)m->requests);
+				int64(w, (int64_t)m->requests);
 			} else if (t == 1) {
-				msgpack_pack_int64(&w->pk, (int64_t)m->errors);
+				int64(w, (int64_t)m->errors);
 			} else {
-				msgpack_pack_map(&w->pk, 3);
+				map(w, 3);
 				key_int(w, "p50", (int64_t)m->p50_us);
 				key_int(w, "p99", (int64_t)m->p99_us);
 				key_int(w, "p999", (int64_t)m->p999_us);
@@ -704,7 +782,7 @@ void proto_write_stats(struct proto_writer *w, uint32_t msgid, const struct prot
 		}
 	}
 	str(w, "store");
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	key_int(w, "persons", (int64_t)st->persons);
 	key_int(w, "audit_records", (int64_t)st->audit_records);
 	key_int(w, "bytes_used", (int64_t)st->bytes_used);
@@ -715,7 +793,7 @@ void proto_write_audit_page_begin(struct proto_writer *w, uint32_t msgid, uint32
 {
 	result_header(w, msgid, 2);
 	str(w, "records");
-	msgpack_pack_array(&w->pk, count);
+	array(w, count);
 }
 
 bool proto_write_audit_entry(struct proto_writer *w, uint64_t seq, const uint8_t *r, size_t size)
@@ -737,7 +815,7 @@ bool proto_write_audit_entry(struct proto_writer *w, uint64_t seq, const uint8_t
 	if (keys == UINT32_MAX) {
 		return false;
 	}
-	msgpack_pack_map(&w->pk, keys + 1);
+	map(w, keys + 1);
 	str(w, "seq");
 	msgpack_pack_uint64(&w->pk, seq);
 	writer_append(w, (const char *)r + header, size - header);
@@ -747,17 +825,17 @@ bool proto_write_audit_entry(struct proto_writer *w, uint64_t seq, const uint8_t
 void proto_write_audit_page_end(struct proto_writer *w, bool with_next, uint64_t next)
 {
 	str(w, "next");
-	with_next ? msgpack_pack_uint64(&w->pk, next) : msgpack_pack_nil(&w->pk);
+	with_next ? msgpack_pack_uint64(&w->pk, next) : nil(w);
 }
 
 void proto_write_audit_batch(struct proto_writer *w, int64_t time_ms, const char *method, uint64_t person_count)
 {
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	key_int(w, "time_ms", time_ms);
 	str(w, "method");
 	str(w, method);
 	str(w, "idem");
-	msgpack_pack_nil(&w->pk);
+	nil(w);
 	str(w, "persons");
 	msgpack_pack_uint64(&w->pk, person_count);
 }
@@ -771,7 +849,7 @@ void proto_write_policy_put(struct proto_writer *w, uint32_t msgid, uint32_t rev
 	key_bool(w, "ok", true);
 	key_int(w, "revision", revision);
 	str(w, "warnings");
-	msgpack_pack_array(&w->pk, warnings->count);
+	array(w, warnings->count);
 	for (uint32_t i = 0; i < warnings->count; i++) {
 		str(w, warnings->text[i]);
 	}
@@ -791,13 +869,13 @@ void proto_write_history_begin(struct proto_writer *w, uint32_t msgid, uint32_t 
 {
 	result_header(w, msgid, 1);
 	str(w, "revisions");
-	msgpack_pack_array(&w->pk, count);
+	array(w, count);
 }
 
 void proto_write_history_entry(struct proto_writer *w, uint32_t revision, int64_t stored_at_ms,
 			       const struct core_policy *p)
 {
-	msgpack_pack_map(&w->pk, 4);
+	map(w, 4);
 	key_int(w, "revision", revision);
 	key_int(w, "stored_at", stored_at_ms);
 	str(w, "name");
@@ -810,7 +888,7 @@ void proto_write_compute_begin(struct proto_writer *w, uint32_t msgid, uint32_t 
 {
 	result_header(w, msgid, with_next ? 3 : 2);
 	str(w, "results");
-	msgpack_pack_array(&w->pk, count);
+	array(w, count);
 }
 
 void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const uint32_t *revisions,
@@ -821,13 +899,13 @@ void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const 
 		n += used[i];
 	}
 	str(w, "policies");
-	msgpack_pack_map(&w->pk, n);
+	map(w, n);
 	for (uint32_t i = 0; i < count; i++) {
 		if (used[i]) {
 			char city[8];
 			snprintf(city, sizeof(city), "%06u", cities[i] % 1000000u);
 			str(w, city);
-			msgpack_pack_int64(&w->pk, revisions[i]);
+			int64(w, revisions[i]);
 		}
 	}
 }
@@ -835,14 +913,14 @@ void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const 
 void proto_write_audit_policy(struct proto_writer *w, int64_t time_ms, const char *method, size_t method_size,
 			      uint32_t city, uint32_t revision)
 {
-	msgpack_pack_map(&w->pk, 6);
+	map(w, 6);
 	key_int(w, "time_ms", time_ms);
 	str(w, "method");
 	str_n(w, method, method_size);
 	str(w, "idem");
-	msgpack_pack_nil(&w->pk);
+	nil(w);
 	str(w, "persons");
-	msgpack_pack_array(&w->pk, 0);
+	array(w, 0);
 	key_city(w, "city", city);
 	key_int(w, "revision", revision);
 }
