@@ -326,68 +326,27 @@ static int entry_read(struct mp_reader *r, uint64_t pairs, struct response *out,
 	return MP_OK;
 }
 
-static int results_read(struct mp_reader *r, struct response *out, struct ids *sink)
-{
-	struct mp_item item;
-	int rc = mp_next(r, &item);
-	if (rc != MP_OK) {
-		return rc;
-	}
-	if (item.kind != MP_ARRAY) {
-		return MP_BAD;
-	}
-	for (uint64_t i = 0; i < item.value; i++) {
-		struct mp_item entry;
-		if ((rc = mp_next(r, &entry)) != MP_OK) {
-			return rc;
-		}
-		if (entry.kind != MP_MAP) {
-			return MP_BAD;
-		}
-		if ((rc = entry_read(r, entry.value, out, sink)) != MP_OK) {
-			return rc;
-		}
-	}
-	return MP_OK;
-}
+/* A response read as its bytes come: where it stands between reads. An
+ * answer of megabytes arrives in many reads; each item is read once, and
+ * an item cut by the end of the bytes is read again whole from its start
+ * (an entry of results at most: entry_read changes the sink only once an
+ * entry is whole). */
+enum { STREAM_HEAD, STREAM_PAIRS, STREAM_RESULTS, STREAM_DONE };
 
-/* Reads a result map of `pairs` pairs: `results` entries, and `next` for a sink. */
-static int result_read(struct mp_reader *r, uint64_t pairs, struct response *out, struct ids *sink)
-{
-	for (uint64_t i = 0; i < pairs; i++) {
-		struct mp_item key;
-		int rc = mp_next(r, &key);
-		if (rc != MP_OK) {
-			return rc;
-		}
-		if (mp_str_is(&key, "results")) {
-			rc = results_read(r, out, sink);
-		} else if (mp_str_is(&key, "next") && sink != NULL) {
-			struct mp_item value;
-			if ((rc = mp_next(r, &value)) == MP_OK) {
-				sink->has_next = value.kind != MP_NIL;
-				rc = (!sink->has_next || id_copy(&sink->next, &value)) ? MP_OK : MP_BAD;
-			}
-		} else {
-			rc = mp_skip(r);
-		}
-		if (rc != MP_OK) {
-			return rc;
-		}
-	}
-	return MP_OK;
-}
+struct response_stream {
+	struct response out;
+	struct ids *sink;
+	int stage;
+	uint64_t left;        /* pairs of the result map (PAIRS), or entries of results (RESULTS), still to read */
+	uint64_t pairs_after; /* pairs of the result map after results */
+};
 
-/* Reads one response [1, msgid, error, result]: exactly one of error and
- * result is nil, an error is a map, a result is a map.
- * Returns MP_OK, MP_MORE (read again from the same start once more bytes
- * came; a sink may then hold part of the page: check completeness first), or
- * MP_BAD (the stream cannot be trusted past here). */
-static int response_read(struct mp_reader *r, struct response *out, struct ids *sink)
+/* [1, msgid, error, result] up to the result map's header: exactly one of
+ * error and result is nil, an error is a map, a result is a map. */
+static int response_head(struct mp_reader *r, struct response_stream *s)
 {
 	struct mp_item item;
 	int rc;
-	*out = (struct response){0};
 	if ((rc = mp_next(r, &item)) != MP_OK) {
 		return rc;
 	}
@@ -406,14 +365,14 @@ static int response_read(struct mp_reader *r, struct response *out, struct ids *
 	if (item.kind != MP_UINT || item.value > UINT32_MAX) {
 		return MP_BAD;
 	}
-	out->msgid = (uint32_t)item.value;
+	s->out.msgid = (uint32_t)item.value;
 	size_t at = r->at;
 	if ((rc = mp_next(r, &item)) != MP_OK) {
 		return rc;
 	}
-	out->error = item.kind != MP_NIL;
+	s->out.error = item.kind != MP_NIL;
 	r->at = at;
-	if (out->error && item.kind != MP_MAP) {
+	if (s->out.error && item.kind != MP_MAP) {
 		return MP_BAD;
 	}
 	if ((rc = mp_skip(r)) != MP_OK) {
@@ -422,13 +381,103 @@ static int response_read(struct mp_reader *r, struct response *out, struct ids *
 	if ((rc = mp_next(r, &item)) != MP_OK) {
 		return rc;
 	}
-	if (out->error) {
+	if (s->out.error) {
+		s->stage = STREAM_DONE;
 		return item.kind == MP_NIL ? MP_OK : MP_BAD;
 	}
 	if (item.kind != MP_MAP) {
 		return MP_BAD;
 	}
-	return result_read(r, item.value, out, sink);
+	s->stage = STREAM_PAIRS;
+	s->left = item.value;
+	return MP_OK;
+}
+
+/* One pair of the result map: `results` (its header: the entries follow),
+ * `next` for a sink, anything else skipped. */
+static int result_pair(struct mp_reader *r, struct response_stream *s)
+{
+	struct mp_item key;
+	struct mp_item value;
+	int rc = mp_next(r, &key);
+	if (rc != MP_OK) {
+		return rc;
+	}
+	s->left--;
+	if (mp_str_is(&key, "results")) {
+		if ((rc = mp_next(r, &value)) != MP_OK) {
+			return rc;
+		}
+		if (value.kind != MP_ARRAY) {
+			return MP_BAD;
+		}
+		s->pairs_after = s->left;
+		s->left = value.value;
+		s->stage = STREAM_RESULTS;
+		return MP_OK;
+	}
+	if (mp_str_is(&key, "next") && s->sink != NULL) {
+		if ((rc = mp_next(r, &value)) != MP_OK) {
+			return rc;
+		}
+		s->sink->has_next = value.kind != MP_NIL;
+		return (!s->sink->has_next || id_copy(&s->sink->next, &value)) ? MP_OK : MP_BAD;
+	}
+	return mp_skip(r);
+}
+
+/* Reads on from where the stream stands. Returns MP_OK once the response is
+ * whole, MP_MORE (r->at at the start of the first item not whole: read on
+ * from there once more bytes came), or MP_BAD (the stream cannot be trusted
+ * past here). */
+static int response_stream_read(struct mp_reader *r, struct response_stream *s)
+{
+	while (s->stage != STREAM_DONE) {
+		size_t start = r->at;
+		int rc = MP_OK;
+		uint64_t left = s->left;
+		if (s->stage == STREAM_HEAD) {
+			rc = response_head(r, s);
+		} else if (s->stage == STREAM_PAIRS) {
+			if (s->left == 0) {
+				s->stage = STREAM_DONE;
+				break;
+			}
+			rc = result_pair(r, s);
+		} else if (s->left == 0) {
+			s->stage = STREAM_PAIRS;
+			s->left = s->pairs_after;
+			continue;
+		} else {
+			struct mp_item entry;
+			if ((rc = mp_next(r, &entry)) == MP_OK) {
+				rc = entry.kind != MP_MAP ? MP_BAD : entry_read(r, entry.value, &s->out, s->sink);
+			}
+			s->left--;
+		}
+		if (rc != MP_OK) {
+			if (rc == MP_MORE) { /* the item is read again whole (stage and out change only once it is) */
+				r->at = start;
+				s->left = left;
+			}
+			return rc;
+		}
+	}
+	return MP_OK;
+}
+
+/* Reads one whole response from r (MP_MORE: r is unmoved; read again from
+ * the same start once more bytes came). */
+static inline int response_read(struct mp_reader *r, struct response *out, struct ids *sink)
+{
+	size_t start = r->at;
+	struct response_stream s = { .sink = sink };
+	int rc = response_stream_read(r, &s);
+	if (rc == MP_MORE) {
+		r->at = start;
+	}
+	*out = s.out;
+	return rc;
 }
 
 #endif

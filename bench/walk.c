@@ -50,7 +50,7 @@
 #define PREFIX_DIGITS_MAX 17u          /* an id has 18 characters */
 #define PREFIX_DIGITS_AUTO_MAX 12u     /* 12 digits: 110101 and a birth year and month */
 #define PREFIXES_PER_CONNECTION 16u    /* runs of many prefixes come out near equal */
-#define RESPONSE_BYTES_MAX (1u << 30)  /* one page's answer; 10,000 arrears answers are ~4 MB */
+#define RESPONSE_BYTES_MAX (1u << 30)  /* the buffer: an item of an answer and a read (answers are read as they come) */
 #define READ_BYTES (256u << 10)        /* one read */
 #define THREADS_MAX 256u               /* server threads reported */
 #define SAMPLE_MS 50                   /* RssAnon is sampled this often */
@@ -240,10 +240,11 @@ struct conn {
 	uint8_t *in;
 	size_t in_size;
 	size_t in_capacity;
-	/* Where the answer's end is looked for, kept across reads: an answer of
-	 * megabytes arrives in many reads and is not walked again from its start. */
-	size_t skip_at;
-	uint64_t skip_pending;
+	/* The answer read as it arrives, each item once: in[read_at..] is
+	 * what the stream has not read yet (an item cut by the last read). */
+	size_t read_at;
+	struct response_stream stream;
+	struct ids sink;
 	/* Its run of prefixes: from after `first`, up to and including `last` (NULL: the city's end). */
 	char after[ID_BYTES_MAX + 1];
 	size_t after_size;
@@ -287,14 +288,27 @@ static void conn_send(struct conn *k, const msgpack_sbuffer *b)
 	}
 }
 
-/* One read; true when a whole answer is held (its end found by a skip
- * resumed where the last read left it). */
+/* Reads one answer into sink from here on (one request is in flight). */
+static void conn_expect(struct conn *k, const struct ids *sink)
+{
+	k->sink = *sink;
+	k->stream = (struct response_stream){ .sink = &k->sink };
+	k->in_size = k->read_at = 0;
+}
+
+/* One read; true when the answer is whole. Bytes already read make room
+ * for more: the buffer holds an item, not the answer. */
 static bool conn_read(struct conn *k)
 {
+	if (k->in_capacity - k->in_size < READ_BYTES && k->read_at > 0) {
+		memmove(k->in, k->in + k->read_at, k->in_size - k->read_at);
+		k->in_size -= k->read_at;
+		k->read_at = 0;
+	}
 	if (k->in_capacity - k->in_size < READ_BYTES) {
 		size_t capacity = k->in_capacity == 0 ? 4 * READ_BYTES : k->in_capacity * 2;
 		if (capacity > RESPONSE_BYTES_MAX || (k->in = realloc(k->in, capacity)) == NULL) {
-			die("an answer over RESPONSE_BYTES_MAX");
+			die("an item of an answer over RESPONSE_BYTES_MAX");
 		}
 		k->in_capacity = capacity;
 	}
@@ -303,12 +317,13 @@ static bool conn_read(struct conn *k)
 		die("the server closed a connection mid-answer");
 	}
 	k->in_size += n > 0 ? (size_t)n : 0;
-	struct mp_reader r = { k->in, k->in_size, k->skip_at };
-	if (mp_skip_items(&r, &k->skip_pending) == MP_BAD) {
-		die("a malformed answer");
+	struct mp_reader r = { k->in, k->in_size, k->read_at };
+	int rc = response_stream_read(&r, &k->stream);
+	k->read_at = r.at;
+	if (rc == MP_BAD || (rc == MP_OK && r.at != k->in_size)) {
+		die("a malformed answer (or bytes after it: one request is in flight)");
 	}
-	k->skip_at = r.at;
-	return k->skip_pending == 0;
+	return rc == MP_OK;
 }
 
 /* ---- the walk ---- */
@@ -318,20 +333,19 @@ static bool probe(int fd, const struct config *c, const char *after, size_t afte
 {
 	msgpack_sbuffer b;
 	msgpack_sbuffer_init(&b);
-	struct conn k = { .fd = fd, .skip_pending = 1 };
+	struct conn k = { .fd = fd };
+	struct id slot;
+	conn_expect(&k, &(struct ids){ .items = &slot, .capacity = 1 });
 	request_pack(&b, c, 1, c->method, after, after_size, 1);
 	conn_send(&k, &b);
 	msgpack_sbuffer_destroy(&b);
 	while (!conn_read(&k)) {
 	}
-	struct id slot;
-	struct ids sink = { .items = &slot, .capacity = 1 };
-	struct response resp;
-	struct mp_reader r = { k.in, k.in_size, 0 };
-	if (response_read(&r, &resp, &sink) != MP_OK || resp.error || r.at != k.in_size) {
-		die("a probe's answer is malformed or an error");
-	}
 	free(k.in);
+	struct ids sink = k.sink;
+	if (k.stream.out.error) {
+		die("a probe's answer is an error");
+	}
 	if (sink.entries == 0) {
 		return false;
 	}
@@ -383,14 +397,8 @@ struct totals {
 /* The answer k holds: counted, and the next page asked for, or the run done. */
 static void page_done(struct conn *k, const struct config *c, msgpack_sbuffer *b, struct totals *t)
 {
-	struct ids sink = { .sum_key = c->sum_key, .last_prefix = k->last,
-			    .last_prefix_size = k->last != NULL ? c->prefix_digits : 0 };
-	struct response resp;
-	struct mp_reader r = { k->in, k->in_size, 0 };
-	int rc = response_read(&r, &resp, &sink);
-	if (rc != MP_OK || r.at != k->in_size) {
-		die("a malformed answer (or bytes after it: one request is in flight)");
-	}
+	struct ids sink = k->sink;
+	struct response resp = k->stream.out;
 	if (resp.error || resp.msgid != k->msgid) {
 		fprintf(stderr, "walk: an error answer to %s (msgid %u): %.*s\n", c->method, resp.msgid,
 			(int)(k->in_size < 300 ? k->in_size : 300), (const char *)k->in);
@@ -405,14 +413,14 @@ static void page_done(struct conn *k, const struct config *c, msgpack_sbuffer *b
 	t->beyond += sink.beyond;
 	t->sum += sink.sum;
 	t->pages++;
-	k->in_size = k->skip_at = 0;
-	k->skip_pending = 1;
 	if (!sink.has_next || sink.beyond > 0) {
 		k->done = true;
 		return;
 	}
 	memcpy(k->after, sink.next.bytes, sink.next.size);
 	k->after_size = sink.next.size;
+	conn_expect(k, &(struct ids){ .sum_key = c->sum_key, .last_prefix = k->last,
+				      .last_prefix_size = k->last != NULL ? c->prefix_digits : 0 });
 	request_pack(b, c, ++k->msgid, c->method, k->after, k->after_size, c->page);
 	conn_send(k, b);
 }
@@ -457,8 +465,10 @@ static int walk(const struct config *given)
 		/* Runs of adjacent prefixes, as equal in number as they divide. */
 		uint32_t from = (uint32_t)((uint64_t)prefix_count * i / conn_count);
 		uint32_t to = (uint32_t)((uint64_t)prefix_count * (i + 1) / conn_count);
-		*k = (struct conn){ .fd = conn_open(c->connect), .skip_pending = 1, .msgid = 1,
+		*k = (struct conn){ .fd = conn_open(c->connect), .msgid = 1,
 				    .last = i + 1 < conn_count ? prefixes[to - 1] : NULL };
+		conn_expect(k, &(struct ids){ .sum_key = c->sum_key, .last_prefix = k->last,
+					      .last_prefix_size = k->last != NULL ? c->prefix_digits : 0 });
 		k->after_size = i == 0 ? 0 : c->prefix_digits;
 		memcpy(k->after, prefixes[from], k->after_size);
 		request_pack(&b, c, k->msgid, c->method, i == 0 ? NULL : k->after, k->after_size, c->page);
