@@ -377,6 +377,11 @@ void proto_write_history_entry(struct proto_writer *w, uint32_t revision, int64_
 /* A compute or withhold answer: { results, next?, policies }; the caller
  * writes next (when with_next), then proto_write_policies last. */
 void proto_write_compute_begin(struct proto_writer *w, uint32_t msgid, uint32_t count, bool with_next);
+/* The same, before the count is known: the results' header is written for
+ * count_max, and proto_write_results_count(at, count_max, count) sets the
+ * count once it is known (at: the header's offset, returned here). */
+size_t proto_write_compute_open(struct proto_writer *w, uint32_t msgid, uint32_t count_max, bool with_next);
+void proto_write_results_count(struct proto_writer *w, size_t at, uint32_t count_max, uint32_t count);
 /* "policies": { city: revision } of the entries marked used. */
 void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const uint32_t *revisions,
 			  const bool *used, uint32_t count);

@@ -891,6 +891,37 @@ void proto_write_compute_begin(struct proto_writer *w, uint32_t msgid, uint32_t 
 	array(w, count);
 }
 
+size_t proto_write_compute_open(struct proto_writer *w, uint32_t msgid, uint32_t count_max, bool with_next)
+{
+	result_header(w, msgid, with_next ? 3 : 2);
+	str(w, "results");
+	size_t at = w->size;
+	array(w, count_max);
+	return at;
+}
+
+static size_t array_header_bytes(uint32_t n)
+{
+	return n < 16 ? 1 : n < 1u << 16 ? 3 : 5;
+}
+
+void proto_write_results_count(struct proto_writer *w, size_t at, uint32_t count_max, uint32_t count)
+{
+	ASSERT(count <= count_max);
+	if (w->failed) {
+		return;
+	}
+	size_t was = array_header_bytes(count_max);
+	size_t now = array_header_bytes(count);
+	if (now != was) { /* a shorter header: the results move down (a last page, of few) */
+		memmove(w->data + at + now, w->data + at + was, w->size - at - was);
+	}
+	size_t end = w->size - (was - now);
+	w->size = at;
+	array(w, count);
+	w->size = end;
+}
+
 void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const uint32_t *revisions,
 			  const bool *used, uint32_t count)
 {

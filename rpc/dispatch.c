@@ -13,6 +13,10 @@
 #include "stats.h"
 #include "summary.h"
 
+/* Persons of a scan page read in one tight loop (the misses on their pages
+ * overlap), then computed while still in the caches and the TLB. */
+#define SCAN_BATCH 64u
+
 _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
 
 struct dispatch {
@@ -59,8 +63,7 @@ struct dispatch {
 	char (*touched)[CORE_ID_SIZE + 1];
 	uint32_t touched_count;
 	uint32_t touched_capacity;
-	/* One scan page of stored persons. */
-	struct store_person *page;
+	struct store_person batch[SCAN_BATCH]; /* persons of a scan page read, to compute */
 	/* The answer in parts (dispatch_frame_part); SIZE_MAX and NULL: whole. */
 	size_t part_bytes;
 	struct dispatch_resume *resume;
@@ -171,7 +174,6 @@ void dispatch_free(struct dispatch *d)
 	free(d->slots);
 	free(d->runs);
 	free(d->touched);
-	free(d->page);
 	free(d);
 }
 
@@ -695,13 +697,15 @@ static bool compute_summarized(struct dispatch *d, const struct proto_compute *r
 	struct core_summary sum;
 	struct core_policy_set set = view_set(d);
 	uint32_t bad;
-	/* The exceptions resolve whenever the summary is current; checked all the same, since
-	 * the rules trust resolved slots and a damaged store must not stop the server. */
+	/* The exceptions resolve whenever the summary is current; checked all the same
+	 * where a method reads them (years and housing do not), since the rules trust
+	 * resolved slots and a damaged store must not stop the server. */
+	bool reads_exceptions = req->method != PROTO_YEARS && req->method != PROTO_HOUSING;
 	if (bytes == NULL || !core_summary_read(bytes, size, &sum) ||
 	    !core_summary_applies(&sum, req->as_of) || !summary_current(&sum, &set, d->view_revisions) ||
 	    !scratch_reserve(d, sum.exceptions.slot_count > sum.duplicate_count ? sum.exceptions.slot_count
 									 : sum.duplicate_count) ||
-	    core_person_resolve(&set, &sum.exceptions, &bad) != CORE_OK) {
+	    (reads_exceptions && core_person_resolve(&set, &sum.exceptions, &bad) != CORE_OK)) {
 		return false;
 	}
 	/* Overflow, elect_month, a damaged summary: the full path words the error. */
@@ -892,27 +896,6 @@ static inline __attribute__((always_inline)) void prefetch_person(const struct s
 	}
 }
 
-/* The scan page of a first part: its ids from `from` on are kept for the
- * parts that follow, which look each up again (a person deleted since is
- * not_found at its place), so that the answer has exactly the persons its
- * header announced. */
-static bool scan_page_keep(struct dispatch *d, uint32_t from, uint32_t count, bool full)
-{
-	struct dispatch_resume *r = d->resume;
-	r->ids = malloc(sizeof(*r->ids) * (count - from));
-	if (r->ids == NULL) {
-		return false;
-	}
-	for (uint32_t i = from; i < count; i++) {
-		memcpy(r->ids[i - from], d->page[i].id, CORE_ID_SIZE + 1);
-	}
-	r->ids_from = from;
-	r->count = count;
-	r->scan_full = full;
-	memcpy(r->last, d->page[count - 1].id, CORE_ID_SIZE + 1);
-	return true;
-}
-
 static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct proto_compute *req, uint32_t msgid)
 {
 	struct dispatch_resume *r = d->resume;
@@ -944,42 +927,79 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 		}
 		return;
 	}
-	uint32_t count = 0;
-	int rc = STORE_OK;
-	if (txn != NULL) {
-		if (d->page == NULL) {
-			d->page = malloc(sizeof(*d->page) * PROTO_PERSONS_MAX);
+	/* A first part (or a whole answer) walks the page once, SCAN_BATCH
+	 * persons at a time: read in a tight loop (their pages' misses overlap),
+	 * then computed while still in the caches and the TLB. The results'
+	 * count, known at the page's end, is set in the header last. When the
+	 * part fills first, the rest of the page is only counted, its ids kept
+	 * for the parts that follow: they look each up again (a person deleted
+	 * since is not_found at its place), so that the answer has exactly the
+	 * persons its header announced. */
+	uint32_t limit = req->scan_limit;
+	struct store_scan *scan = NULL;
+	int rc = txn != NULL ? store_scan_open(txn, req->scan_after, req->scan_after_size, &scan) : STORE_NOT_FOUND;
+	size_t header = proto_write_compute_open(d->writer, msgid, limit, true);
+	struct store_person *batch = d->batch;
+	char last[CORE_ID_SIZE + 1] = { 0 };
+	uint32_t read = 0; /* persons read: computed, in the batch, or kept */
+	uint32_t from = 0; /* the index of batch[0] */
+	uint32_t i = 0;
+	for (;; i++) {
+		if (i == read) {
+			for (from = read; rc == STORE_OK && read < limit && read - from < SCAN_BATCH; read++) {
+				if ((rc = store_scan_next(scan, &batch[read - from])) != STORE_OK) {
+					break;
+				}
+			}
+			if (i == read) {
+				break;
+			}
 		}
-		struct store_scan *scan = NULL;
-		rc = d->page == NULL ? STORE_IO : store_scan_open(txn, req->scan_after, req->scan_after_size, &scan);
-		while (rc == STORE_OK && count < req->scan_limit &&
-		       (rc = store_scan_next(scan, &d->page[count])) == STORE_OK) {
-			count++;
+		if (i + SCAN_PREFETCH_AHEAD < read) {
+			prefetch_person(&batch[i + SCAN_PREFETCH_AHEAD - from]);
 		}
-		store_scan_close(scan);
-	}
-	if (rc != STORE_OK && rc != STORE_NOT_FOUND) {
-		write_error(d, msgid, PROTO_INTERNAL, "storage fault scanning persons", NULL);
-		return;
-	}
-	bool full = count > 0 && count == req->scan_limit;
-	proto_write_compute_begin(d->writer, msgid, count, true);
-	for (uint32_t i = 0; i < count; i++) {
-		if (r != NULL && part_full(d, i, count)) {
-			if (scan_page_keep(d, i, count, full)) {
-				return;
+		const struct store_person *p = &batch[i - from];
+		memcpy(last, p->id, sizeof(last));
+		if (r != NULL && part_full(d, i, limit)) {
+			if ((r->ids = malloc(sizeof(*r->ids) * (limit - i))) != NULL) {
+				break;
 			}
 			d->partial = false; /* out of memory: the rest of this answer in this part */
 			r->next = 0;
 			r = NULL;
 		}
-		if (i + SCAN_PREFETCH_AHEAD < count) {
-			prefetch_person(&d->page[i + SCAN_PREFETCH_AHEAD]);
-		}
-		compute_one(d, req, d->page[i].id, stored_class(&d->page[i]), &d->page[i].timeline, d->page[i].summary,
-			    d->page[i].summary_size, "scan", i);
+		compute_one(d, req, p->id, stored_class(p), &p->timeline, p->summary, p->summary_size, "scan", i);
 	}
-	proto_write_results_next(d->writer, full ? d->page[count - 1].id : NULL, full ? CORE_ID_SIZE : 0);
+	if (d->partial) { /* the ids of the rest: those of the batch, then to the page's end */
+		r->ids_from = i;
+		for (uint32_t k = i; k < read; k++) {
+			memcpy(r->ids[k - i], batch[k - from].id, CORE_ID_SIZE + 1);
+		}
+		struct store_person p;
+		for (; rc == STORE_OK && read < limit && (rc = store_scan_next(scan, &p)) == STORE_OK; read++) {
+			memcpy(r->ids[read - i], p.id, CORE_ID_SIZE + 1);
+		}
+		memcpy(last, r->ids[read - 1 - i], sizeof(last));
+	}
+	store_scan_close(scan);
+	if (rc != STORE_OK && rc != STORE_NOT_FOUND) { /* nothing was sent: the answer is this error */
+		d->partial = false;
+		if (r != NULL) {
+			r->next = 0;
+		}
+		proto_writer_reset(d->writer);
+		write_error(d, msgid, PROTO_INTERNAL, "storage fault scanning persons", NULL);
+		return;
+	}
+	bool full = read == limit;
+	proto_write_results_count(d->writer, header, limit, read);
+	if (d->partial) {
+		r->count = read;
+		r->scan_full = full;
+		memcpy(r->last, last, sizeof(last));
+		return;
+	}
+	proto_write_results_next(d->writer, full ? last : NULL, full ? CORE_ID_SIZE : 0);
 }
 
 static void handle_compute(struct dispatch *d, const struct proto_envelope *env, uint8_t method)

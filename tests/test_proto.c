@@ -666,6 +666,47 @@ static void test_frame_byte_at_a_time_completes_exactly_at_last_byte(void **stat
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* A scan page's results are counted at its end: the header written for the
+ * limit and set afterwards must give the bytes of a header written first,
+ * whatever the widths (1, 3 or 5 bytes: msgpack's fixarray, array16, array32). */
+static void test_results_count_set_last_writes_the_bytes_of_count_first(void **state)
+{
+	(void)state;
+	const uint32_t limits[] = { 1, 15, 16, 100000 };
+	const uint32_t counts[] = { 0, 1, 15, 16, 17, 70000 };
+	struct core_medical m = { .status = CORE_MEDICAL_ACTIVE, .suspended_since = -1 };
+	for (size_t a = 0; a < sizeof(limits) / sizeof(limits[0]); a++) {
+		for (size_t b = 0; b < sizeof(counts) / sizeof(counts[0]); b++) {
+			uint32_t limit = limits[a];
+			uint32_t count = counts[b];
+			if (count > limit) {
+				continue;
+			}
+			struct proto_writer *first = proto_writer_new();
+			struct proto_writer *last = proto_writer_new();
+			assert_non_null(first);
+			assert_non_null(last);
+			proto_write_compute_begin(first, 7, count, true);
+			size_t at = proto_write_compute_open(last, 7, limit, true);
+			for (uint32_t i = 0; i < count; i++) {
+				proto_write_medical(first, "110101198001010013", &m);
+				proto_write_medical(last, "110101198001010013", &m);
+			}
+			proto_write_results_count(last, at, limit, count);
+			proto_write_results_next(first, NULL, 0);
+			proto_write_results_next(last, NULL, 0);
+			size_t first_size;
+			size_t last_size;
+			const uint8_t *x = proto_writer_data(first, &first_size);
+			const uint8_t *y = proto_writer_data(last, &last_size);
+			assert_int_equal(first_size, last_size);
+			assert_memory_equal(x, y, first_size);
+			proto_writer_free(first);
+			proto_writer_free(last);
+		}
+	}
+}
+
 static void test_frame_two_messages_back_to_back_give_first_size(void **state)
 {
 	(void)state;
@@ -2637,6 +2678,7 @@ int main(void)
 		T(test_invalid_message_is_field_expected_found_and_bounded),
 		T(test_id_check_says_what_is_wrong_without_the_id),
 		T(test_frame_two_messages_back_to_back_give_first_size),
+		T(test_results_count_set_last_writes_the_bytes_of_count_first),
 		T(test_utf8_valid_accepts_rfc3629_and_rejects_the_rest),
 		T(test_idempotency_digest_compares_params_as_values),
 		D_(test_invalid_utf8_is_rejected_and_never_echoed),
