@@ -40,10 +40,11 @@
 #define OUT_LOW_BYTES (256u << 10)              /* ... until they drain below this */
 #define PART_BYTES (512u << 10)                 /* a worker's answer is made in parts of this, as the client takes them */
 #define PART_BYTES_TIGHT (16u << 10)            /* ... and of this while the answer budget is spent */
-/* ... and of this while the budget has room for every worker's bulk part
- * twice over: a scan page of 10,000 persons (1-4 MB) then comes in one or
- * two parts, and each later part of a page walks its persons in the store
- * again (12-17% of a city walk's CPU at PART_BYTES, BENCH.md issue 10). */
+/* ... and of this while an eighth of the budget holds the answers held and
+ * every worker's bulk part twice over (io/server.c part_bytes): a scan page
+ * of 10,000 persons (1-4 MB) then comes in one or two parts, and each later
+ * part of a page walks its persons in the store again (12-17% of a city
+ * walk's CPU at PART_BYTES, BENCH.md issue 10). */
 #define PART_BYTES_BULK (4u << 20)
 /* Answers held for all clients together (--max-answer-memory): past it, a
  * connection holding answers runs nothing more until they drain, and one

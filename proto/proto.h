@@ -311,6 +311,9 @@ uint32_t proto_writer_person_errors(const struct proto_writer *w);
 /* Hands the written bytes to the caller (free() them); the writer starts
  * empty. NULL when writing ran out of memory. */
 uint8_t *proto_writer_take(struct proto_writer *w, size_t *size);
+/* Room for bytes more at once (best effort): a part of a known size is not
+ * made by doubling, whose copies stay in the allocator's hands. */
+void proto_writer_reserve(struct proto_writer *w, size_t bytes);
 
 /* The response after its msgid, to replay for a repeated idempotency key. */
 const uint8_t *proto_writer_body(const struct proto_writer *w, size_t *size);

@@ -18,6 +18,8 @@ struct proto_writer {
 	bool failed;
 };
 
+#define TAKE_SLACK_BYTES (64u << 10) /* room a taken answer may keep */
+
 /* Room for len more bytes, or false (and failed) when it cannot be had. */
 static bool grow(struct proto_writer *w, size_t len)
 {
@@ -296,12 +298,28 @@ uint32_t proto_writer_person_errors(const struct proto_writer *w)
 	return w->person_errors;
 }
 
+void proto_writer_reserve(struct proto_writer *w, size_t bytes)
+{
+	if (!w->failed && w->capacity - w->size < bytes) {
+		uint8_t *data = realloc(w->data, w->size + bytes);
+		if (data != NULL) { /* else the writer grows as it goes, or fails then */
+			w->data = data;
+			w->capacity = w->size + bytes;
+		}
+	}
+}
+
 uint8_t *proto_writer_take(struct proto_writer *w, size_t *size)
 {
 	uint8_t *data = w->failed ? NULL : w->data;
 	*size = w->size;
 	if (w->failed) {
 		free(w->data);
+	} else if (w->capacity - w->size > TAKE_SLACK_BYTES) {
+		/* An answer held until the client takes it holds its bytes, not
+		 * the doubling's room: the tail goes back to the allocator. */
+		uint8_t *trimmed = realloc(data, w->size > 0 ? w->size : 1);
+		data = trimmed != NULL ? trimmed : data;
 	}
 	w->data = NULL;
 	w->size = 0;

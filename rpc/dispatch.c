@@ -16,6 +16,7 @@
 /* Persons of a scan page read in one tight loop (the misses on their pages
  * overlap), then computed while still in the caches and the TLB. */
 #define SCAN_BATCH 64u
+#define PART_SLACK_BYTES (64u << 10) /* a part's room past part_bytes: its last person's answer */
 
 _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
 
@@ -1047,6 +1048,9 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 	}
 	if (method == PROTO_HOUSING) {
 		view_mark(d, req.city);
+	}
+	if (d->resume != NULL) { /* a part: about part_bytes, passed by one person's answer */
+		proto_writer_reserve(d->writer, d->part_bytes + PART_SLACK_BYTES);
 	}
 	if (req.selector == PROTO_SELECT_PERSONS) {
 		compute_inline(d, &req, env->msgid);
