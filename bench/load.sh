@@ -12,7 +12,9 @@
 #   SECONDS_PER_RUN [10]    measured seconds of each run (ours adds 1 s of warmup)
 #   RUNS [3]                runs of each pair; medians are reported
 #   SETTINGS ["1:1 50:1 50:16"]   connections:pipeline
-#   SERVER_THREADS []       arrearsd --threads (its own default when empty)
+#   SERVER_THREADS [1]      arrearsd --threads ("" for its own default, one loop a core):
+#                           one, as redis-server answers on one thread; on two
+#                           cores the load generator needs the other (BENCH.md)
 #   LOAD_THREADS [1]        build/load --threads (redis-benchmark runs one thread too)
 #   IDS [1000]              stored ids the load cycles through
 #   VALUE_BYTES [300]       size of redis values (an arrears answer is about 400 bytes)
@@ -25,7 +27,7 @@ PERSONS=${PERSONS:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RUNS=${RUNS:-3}
 SETTINGS=${SETTINGS:-"1:1 50:1 50:16"}
-SERVER_THREADS=${SERVER_THREADS:-}
+SERVER_THREADS=${SERVER_THREADS-1}
 LOAD_THREADS=${LOAD_THREADS:-1}
 IDS=${IDS:-1000}
 VALUE_BYTES=${VALUE_BYTES:-300}
