@@ -63,10 +63,11 @@ static bool qualifying_months(const struct core_policy_set *set, const struct co
 }
 
 /* Whether month m qualifies as of D. With no housing types every month does,
- * inside the slot range or not ("for every type" holds vacuously). */
-static bool qualifies(const struct core_policy *p, const struct month_bits *q, int32_t m)
+ * inside the slot range or not ("for every type" holds vacuously). Months
+ * m..m+n-1 (n ≤ 64) as bits 0..n-1. */
+static uint64_t qualifying_bits(const struct core_policy *p, const struct month_bits *q, int32_t m, uint32_t n)
 {
-	return p->housing_types == 0 || month_bits_test(q, m);
+	return p->housing_types == 0 ? (n == 64 ? ~0ull : (1ull << n) - 1) : month_bits_get(q, m, n);
 }
 
 /* Whether month m would qualify if the person paid every month on time from D on. */
@@ -79,7 +80,33 @@ static bool would_qualify(const struct core_policy *p, const struct month_bits *
 	if (m == as_of.month && current_can) {
 		return true;
 	}
-	return qualifies(p, q, m);
+	return qualifying_bits(p, q, m, 1) != 0;
+}
+
+/* The month of the need-th (need ≥ 1) month from `from` on that would not
+ * qualify; there is one by D (after D every month would). */
+static int32_t nth_not_qualifying(const struct core_policy *p, const struct month_bits *q, int32_t from,
+				  uint32_t need, bool current_can, struct core_as_of as_of)
+{
+	for (int32_t m = from; m <= as_of.month; m += 64) {
+		uint32_t n = (uint32_t)(as_of.month - m + 1) < 64 ? (uint32_t)(as_of.month - m + 1) : 64;
+		uint64_t mask = n == 64 ? ~0ull : (1ull << n) - 1;
+		uint64_t zeros = ~qualifying_bits(p, q, m, n) & mask;
+		if (current_can && as_of.month - m < (int32_t)n) {
+			zeros &= ~(1ull << (as_of.month - m)); /* D itself would */
+		}
+		uint32_t count = (uint32_t)__builtin_popcountll(zeros);
+		if (count < need) {
+			need -= count;
+			continue;
+		}
+		while (--need > 0) {
+			zeros &= zeros - 1;
+		}
+		return m + __builtin_ctzll(zeros);
+	}
+	ASSERT(false);
+	return as_of.month;
 }
 
 int core_housing_check(const struct core_policy_set *set, const struct core_policy *p, const struct core_timeline *tl,
@@ -112,29 +139,40 @@ void housing_of_months(const struct core_policy *p, const struct month_bits *qua
 	out->required = p->housing_required_months;
 	out->qualifying = 0;
 	out->missing_count = 0;
-	for (int32_t m = out->window_from; m <= end; m++) {
-		if (qualifies(p, q, m)) {
-			out->qualifying++;
-		} else {
-			out->missing[out->missing_count++] = m;
+	for (int32_t m = out->window_from; m <= end; m += 64) { /* 64 months a step */
+		uint32_t n = (uint32_t)(end - m + 1) < 64 ? (uint32_t)(end - m + 1) : 64;
+		uint64_t bits = qualifying_bits(p, q, m, n);
+		out->qualifying += (uint32_t)__builtin_popcountll(bits);
+		for (uint64_t miss = ~bits & (n == 64 ? ~0ull : (1ull << n) - 1); miss != 0; miss &= miss - 1) {
+			out->missing[out->missing_count++] = m + __builtin_ctzll(miss);
 		}
 	}
 	out->eligible = out->qualifying >= out->required;
 
-	/* Slide the window from the one ending month(D) − offset until it holds enough. */
+	/* Slide the window from the one ending month(D) − offset until it holds
+	 * enough months that would qualify if every month from D on were paid
+	 * on time. */
 	int32_t deadline = core_policy_deadline(p, as_of.month);
 	bool current_can = p->housing_backpay_counts ||
 			   (int64_t)as_of.days <= (int64_t)core_date_to_days(deadline) + p->housing_grace_days;
-	uint32_t count = 0;
-	for (int32_t m = out->window_from; m <= end; m++) {
-		count += would_qualify(p, q, m, current_can, as_of);
+	uint32_t count = out->qualifying;
+	if (end == as_of.month && current_can && !qualifying_bits(p, q, end, 1)) {
+		count++; /* D would qualify */
 	}
 	int32_t t = as_of.month;
-	while (count < out->required) {
+	while (count < out->required && end < as_of.month) { /* while the window ends before D */
 		t++;
 		end++;
 		count += would_qualify(p, q, end, current_can, as_of);
 		count -= would_qualify(p, q, end - window, current_can, as_of);
+	}
+	/* From here each month the window gains would qualify (it is after D):
+	 * a slide adds one unless the month it drops would qualify too, so the
+	 * window holds enough once it dropped `required − count` months that
+	 * would not. */
+	if (count < out->required) {
+		int32_t dropped = nth_not_qualifying(p, q, end - window + 1, out->required - count, current_can, as_of);
+		t += dropped - (end - window + 1) + 1;
 	}
 	out->eligible_from = t;
 }

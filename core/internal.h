@@ -74,6 +74,28 @@ static inline void month_bits_set_range(struct month_bits *b, int32_t from, int3
 	}
 }
 
+/* Months m..m+n-1 (1 ≤ n ≤ 64) as bits 0..n-1; months outside the range read 0. */
+static inline uint64_t month_bits_get(const struct month_bits *b, int32_t m, uint32_t n)
+{
+	ASSERT(n >= 1 && n <= 64);
+	uint64_t mask = n == 64 ? ~0ull : (1ull << n) - 1;
+	int64_t i = (int64_t)m - CORE_MONTH_FIRST;
+	if (i < 0 || i + n > CORE_MONTH_COUNT) { /* a window over the range's edge */
+		uint64_t out = 0;
+		for (uint32_t j = 0; j < n; j++) {
+			out |= (uint64_t)month_bits_test(b, m + (int32_t)j) << j;
+		}
+		return out;
+	}
+	uint32_t w = (uint32_t)i / 64;
+	uint32_t shift = (uint32_t)i % 64;
+	uint64_t out = b->w[w] >> shift;
+	if (shift != 0 && w + 1 < MONTH_WORDS) {
+		out |= b->w[w + 1] << (64 - shift);
+	}
+	return out & mask;
+}
+
 static inline uint32_t month_bits_count(const struct month_bits *b)
 {
 	uint32_t n = 0;
