@@ -67,7 +67,7 @@ static bool qualifying_months(const struct core_policy_set *set, const struct co
  * m..m+n-1 (n ≤ 64) as bits 0..n-1. */
 static uint64_t qualifying_bits(const struct core_policy *p, const struct month_bits *q, int32_t m, uint32_t n)
 {
-	return p->housing_types == 0 ? (n == 64 ? ~0ull : (1ull << n) - 1) : month_bits_get(q, m, n);
+	return p->housing_types == 0 ? low_bits(n) : month_bits_get(q, m, n);
 }
 
 /* Whether month m would qualify if the person paid every month on time from D on. */
@@ -90,8 +90,7 @@ static int32_t nth_not_qualifying(const struct core_policy *p, const struct mont
 {
 	for (int32_t m = from; m <= as_of.month; m += 64) {
 		uint32_t n = (uint32_t)(as_of.month - m + 1) < 64 ? (uint32_t)(as_of.month - m + 1) : 64;
-		uint64_t mask = n == 64 ? ~0ull : (1ull << n) - 1;
-		uint64_t zeros = ~qualifying_bits(p, q, m, n) & mask;
+		uint64_t zeros = ~qualifying_bits(p, q, m, n) & low_bits(n);
 		if (current_can && as_of.month - m < (int32_t)n) {
 			zeros &= ~(1ull << (as_of.month - m)); /* D itself would */
 		}
@@ -143,7 +142,7 @@ void housing_of_months(const struct core_policy *p, const struct month_bits *qua
 		uint32_t n = (uint32_t)(end - m + 1) < 64 ? (uint32_t)(end - m + 1) : 64;
 		uint64_t bits = qualifying_bits(p, q, m, n);
 		out->qualifying += (uint32_t)__builtin_popcountll(bits);
-		for (uint64_t miss = ~bits & (n == 64 ? ~0ull : (1ull << n) - 1); miss != 0; miss &= miss - 1) {
+		for (uint64_t miss = ~bits & low_bits(n); miss != 0; miss &= miss - 1) {
 			out->missing[out->missing_count++] = m + __builtin_ctzll(miss);
 		}
 	}

@@ -74,11 +74,16 @@ static inline void month_bits_set_range(struct month_bits *b, int32_t from, int3
 	}
 }
 
+/* Bits 0..n-1 set (1 ≤ n ≤ 64). */
+static inline uint64_t low_bits(uint32_t n)
+{
+	return n == 64 ? ~0ull : (1ull << n) - 1;
+}
+
 /* Months m..m+n-1 (1 ≤ n ≤ 64) as bits 0..n-1; months outside the range read 0. */
 static inline uint64_t month_bits_get(const struct month_bits *b, int32_t m, uint32_t n)
 {
 	ASSERT(n >= 1 && n <= 64);
-	uint64_t mask = n == 64 ? ~0ull : (1ull << n) - 1;
 	int64_t i = (int64_t)m - CORE_MONTH_FIRST;
 	if (i < 0 || i + n > CORE_MONTH_COUNT) { /* a window over the range's edge */
 		uint64_t out = 0;
@@ -93,7 +98,7 @@ static inline uint64_t month_bits_get(const struct month_bits *b, int32_t m, uin
 	if (shift != 0 && w + 1 < MONTH_WORDS) {
 		out |= b->w[w + 1] << (64 - shift);
 	}
-	return out & mask;
+	return out & low_bits(n);
 }
 
 static inline uint32_t month_bits_count(const struct month_bits *b)

@@ -40,11 +40,12 @@
 #define OUT_LOW_BYTES (256u << 10)              /* ... until they drain below this */
 #define PART_BYTES (512u << 10)                 /* a worker's answer is made in parts of this, as the client takes them */
 #define PART_BYTES_TIGHT (16u << 10)            /* ... and of this while the answer budget is spent */
-/* ... and of this while an eighth of the budget holds the answers held and
- * every worker's bulk part twice over (io/server.c part_bytes): a scan page
- * of 10,000 persons (1-4 MB) then comes in one or two parts, and each later
+/* ... and of this while a sixteenth of the budget holds the answers held
+ * and the bulk parts being made (io/server.c part_bytes): a scan page of
+ * 10,000 persons (1-4 MB) then comes in one or two parts, and each later
  * part of a page walks its persons in the store again (12-17% of a city
- * walk's CPU at PART_BYTES, BENCH.md issue 10). */
+ * walk's CPU at PART_BYTES, BENCH.md issue 10). A bulk part passes
+ * OUT_HIGH_BYTES: its connection is not read until it drains. */
 #define PART_BYTES_BULK (4u << 20)
 /* Answers held for all clients together (--max-answer-memory): past it, a
  * connection holding answers runs nothing more until they drain, and one
@@ -86,7 +87,8 @@ static_assert((unsigned long long)PROTO_ELEMENTS_MAX * PROTO_PARSE_BYTES_PER_ELE
 	      "the largest request parses within the parse budget");
 static_assert(PROTO_REQUEST_BYTES_MAX <= INPUT_BYTES_MAX / 8, "eight of the largest requests are admitted at once");
 static_assert(OUT_LOW_BYTES < OUT_HIGH_BYTES, "hysteresis");
-static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES, "a part resumed at the low mark fits under the high");
+static_assert(OUT_LOW_BYTES + PART_BYTES <= OUT_HIGH_BYTES,
+	      "a part resumed at the low mark fits under the high (a bulk part does not: see PART_BYTES_BULK)");
 static_assert(PART_BYTES * 2 * SERVER_THREADS_MAX <= SERVER_ANSWER_BYTES_MAX_DEFAULT,
 	      "every worker's part in flight fits the default answer budget");
 static_assert(LINGER_S < SHUTDOWN_GRACE_S, "a lingering connection ends within the grace");

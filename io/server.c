@@ -37,7 +37,10 @@
 #define SPARE_CHUNKS_MAX 64u      /* gathering chunks a loop keeps for reuse */
 #define LISTEN_BACKLOG 4096
 #define SQE_SUBMIT_TRIES 1000     /* a queue that stays full this long means a broken ring */
-#define MMAP_THRESHOLD_BYTES (2 * PART_BYTES_BULK + 4096) /* larger blocks are mapped on their own (server_run) */
+/* What a bulk part holds: its bytes, passed by one person's answer within
+ * the eighth more its buffer is made with (rpc/dispatch.c). */
+#define PART_BULK_HELD (PART_BYTES_BULK + PART_BYTES_BULK / 8)
+#define MMAP_THRESHOLD_BYTES (2 * PART_BULK_HELD + 4096) /* larger blocks are mapped on their own (server_run) */
 static_assert(MMAP_THRESHOLD_BYTES <= (32u << 20), "glibc's M_MMAP_THRESHOLD ceiling (HEAP_MAX / 2 on 64-bit)");
 
 static_assert(BUF_COUNT <= 32768 && (BUF_COUNT & (BUF_COUNT - 1)) == 0, "buffer ring size is a power of two");
@@ -183,6 +186,7 @@ struct server {
 	 * counted in the answer budget): a worker sizing its next part counts
 	 * them too, or a burst of jobs would all see the budget empty. */
 	atomic_size_t answers_in_transit;
+	atomic_size_t bulk_reserved; /* bulk parts being made: PART_BULK_HELD each (part_bytes) */
 	pthread_mutex_t parse_lock;
 	pthread_cond_t parse_cond;
 	size_t parse_bytes;         /* trees being built (PARSE_BYTES_MAX), under parse_lock */
@@ -1106,9 +1110,7 @@ static void on_wake(struct loop *l)
 	free(handed);
 	while (j != NULL) {
 		struct job *next = j->next;
-		if (j->response != NULL) {
-			atomic_fetch_sub(&l->srv->answers_in_transit, j->response_size);
-		}
+		size_t transit = j->response != NULL ? j->response_size : 0;
 		struct conn *c = conn_of(l, user_data(OP_RECV, j->slot, j->gen));
 		bool last = !j->outcome.partial || atomic_load(&j->cancelled) || c == NULL;
 		if (c != NULL) {
@@ -1118,6 +1120,8 @@ static void on_wake(struct loop *l)
 				j->response = NULL;
 			}
 		}
+		/* Counted in the budget now (or dropped): no longer on its way. */
+		atomic_fetch_sub(&l->srv->answers_in_transit, transit);
 		if (!last && c->state != CONN_DONE) {
 			j->parked = true; /* more parts: as the client takes this one */
 			job_resume(l, c);
@@ -1270,22 +1274,31 @@ static void parse_release(struct server *srv, size_t bytes)
 }
 
 /* The size of the next part a worker makes: PART_BYTES_BULK while the
- * answers held and every worker's bulk part twice over (a part passes its
- * size by one person's answer) fit in an eighth of the answer budget;
- * PART_BYTES under the budget; one small part per connection past it.
- * Bulk parts are for a few clients walking a city: many clients that do
- * not read get small parts long before the budget is spent, and few bulk
- * buffers exist at once (freed, the allocator keeps their pages: 100
- * clients that never read took the RSS from 143 to 424 MiB with a half). */
-static size_t part_bytes(const struct server *srv)
+ * answers held, those on their way from workers and the bulk parts being
+ * made, this one too, fit in a sixteenth of the answer budget (*bulk: this
+ * one is reserved, give it back once made); PART_BYTES under the budget;
+ * one small part per connection past it. Bulk parts are for a few clients
+ * walking a city: many clients that do not read get small parts long
+ * before the budget is spent, and few bulk buffers exist at once (freed,
+ * the allocator keeps their pages: 100 clients that never read city-sized
+ * answers peak at 256 MiB RssAnon so, 408 with an eighth, 644 with bulk
+ * parts wherever the budget had room; 143 with no bulk parts). */
+static size_t part_bytes(struct server *srv, bool *bulk)
 {
 	uint64_t held = atomic_load(&srv->stats->answer_bytes) + atomic_load(&srv->answers_in_transit);
 	uint64_t max = srv->config->answer_bytes_max;
-	uint64_t bulk = (uint64_t)srv->config->workers * 2 * PART_BYTES_BULK;
+	*bulk = false;
 	if (held >= max) {
 		return PART_BYTES_TIGHT;
 	}
-	return held + bulk <= max / 8 ? PART_BYTES_BULK : PART_BYTES;
+	size_t reserved = atomic_load(&srv->bulk_reserved);
+	while (held + reserved + PART_BULK_HELD <= max / 16) {
+		if (atomic_compare_exchange_weak(&srv->bulk_reserved, &reserved, reserved + PART_BULK_HELD)) {
+			*bulk = true;
+			return PART_BYTES_BULK;
+		}
+	}
+	return PART_BYTES;
 }
 
 static void *worker_main(void *arg)
@@ -1317,13 +1330,17 @@ static void *worker_main(void *arg)
 			size_t parse = j->frame_size > INLINE_FRAME_BYTES_MAX ? j->elements * PROTO_PARSE_BYTES_PER_ELEMENT : 0;
 			parse_acquire(srv, parse);
 			const uint8_t *response;
-			size_t part = part_bytes(srv);
+			bool bulk;
+			size_t part = part_bytes(srv, &bulk);
 			dispatch_frame_part(d, &j->session, j->frame, j->frame_size, part, &j->resume, &response,
 					    &j->response_size, &j->outcome);
 			/* The answer changes hands, not bytes: a many-megabyte result is copied once, into the socket. */
 			j->response = j->response_size > 0 ? dispatch_take_response(d, &j->response_size) : NULL;
 			if (j->response != NULL) {
 				atomic_fetch_add(&srv->answers_in_transit, j->response_size);
+			}
+			if (bulk) { /* made, and counted in transit: the reservation goes back */
+				atomic_fetch_sub(&srv->bulk_reserved, PART_BULK_HELD);
 			}
 			if (parse > 0) {
 				dispatch_trim(d); /* a big request's parse memory goes back to the system */
@@ -1675,10 +1692,11 @@ int server_run(const struct server_config *config)
 	/* Big blocks (a large request's parse, a city-sized answer) are mapped
 	 * and unmapped on their own: glibc's moving threshold would otherwise
 	 * keep them on the heap after every client has gone. One part of an
-	 * answer is not big: it passes PART_BYTES_BULK by one person's answer, so
-	 * its buffer (doubling) is 2 × PART_BYTES_BULK, made and freed a part at a time on
-	 * a bulk pass; mapped, each part cost its pages' faults and an munmap
-	 * (3.5% of a city walk's CPU, BENCH.md). */
+	 * answer is not big: its buffer is made an eighth over its size, and
+	 * doubles (to 2 × PART_BULK_HELD at most) only when one person's answer
+	 * passes that; parts are made and freed a part at a time on a bulk
+	 * pass, and mapped, each cost its pages' faults and an munmap (3.5% of a
+	 * city walk's CPU with 512 KiB parts, 8-10% with 4 MiB, BENCH.md). */
 #ifndef __SANITIZE_ADDRESS__ /* glibc's allocator only */
 	mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
 #endif

@@ -457,8 +457,6 @@ static ALWAYS_INLINE bool city_at(const uint8_t *p, struct city_memo *memo, uint
 	return true;
 }
 
-/* proto_read_date of the value at p: a day up to 28 of a month 1..12 is a
- * date whatever the year, and needs no calendar. */
 /* u / 100 by a multiplication, exact for every 32-bit u: gcc placed the
  * date checks in blocks it optimizes for size and divided there (two divs a
  * slot, a quarter of the decode's time). */
@@ -467,17 +465,24 @@ static inline uint32_t div100(uint32_t u)
 	return (uint32_t)(((uint64_t)u * 1374389535u) >> 37);
 }
 
+/* A YYYYMMDD whose day is 1..28 of a month 1..12 is a date whatever the
+ * year, and needs no calendar. */
+static inline bool date_in_any_year(uint32_t v)
+{
+	uint32_t month = div100(v);
+	uint32_t dd = v - 100 * month;
+	uint32_t mm = month - 100 * div100(month);
+	return dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12;
+}
+
+/* proto_read_date of the value at p. */
 static inline bool date_at(const uint8_t *p, int32_t *date)
 {
 	int64_t v;
 	if (!int_at(p, 19000101, 21001231, &v)) {
 		return false;
 	}
-	uint32_t day = (uint32_t)v;
-	uint32_t month = div100(day);
-	uint32_t dd = day - 100 * month;
-	uint32_t mm = month - 100 * div100(month);
-	if (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)) {
+	if (!date_in_any_year((uint32_t)v) && !core_date_valid(v)) {
 		return false;
 	}
 	*date = (int32_t)v;
@@ -655,11 +660,7 @@ static ALWAYS_INLINE const uint8_t *paid_date_fast(const uint8_t *p, struct core
 	if (!same(p + 4, "d_date", 6) || (p = int_fast(p + 10, 0, 21001231, &v)) == NULL) {
 		return NULL;
 	}
-	uint32_t day = (uint32_t)v;
-	uint32_t month = div100(day);
-	uint32_t dd = day - 100 * month;
-	uint32_t mm = month - 100 * div100(month);
-	if (v != 0 && (v < 19000101 || (!(dd >= 1 && dd <= 28 && mm >= 1 && mm <= 12) && !core_date_valid(v)))) {
+	if (v != 0 && (v < 19000101 || (!date_in_any_year((uint32_t)v) && !core_date_valid(v)))) {
 		return NULL;
 	}
 	s->paid_date = (int32_t)v;

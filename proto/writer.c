@@ -18,7 +18,7 @@ struct proto_writer {
 	bool failed;
 };
 
-#define TAKE_SLACK_BYTES (64u << 10) /* room a taken answer may keep */
+#define TAKE_SLACK_BYTES 4096u /* room a taken answer may keep, besides an eighth of its size */
 
 /* Room for len more bytes, or false (and failed) when it cannot be had. */
 static bool grow(struct proto_writer *w, size_t len)
@@ -233,7 +233,7 @@ KEY_FN key_month_or_nil(struct proto_writer *w, const char *key, int32_t month)
 }
 
 /* A city code as text, "%06u" without printf (a housing answer has one a person). */
-static void key_city(struct proto_writer *w, const char *key, uint32_t city)
+static void city_str(struct proto_writer *w, uint32_t city)
 {
 	char digits[10];
 	size_t n = 0;
@@ -249,8 +249,13 @@ static void key_city(struct proto_writer *w, const char *key, uint32_t city)
 		text[i] = digits[n - 1 - i];
 	}
 	text[n] = 0;
-	str(w, key);
 	str(w, text);
+}
+
+static void key_city(struct proto_writer *w, const char *key, uint32_t city)
+{
+	str(w, key);
+	city_str(w, city);
 }
 
 static void names(struct proto_writer *w, const char *const *all, uint32_t count, uint8_t mask)
@@ -315,9 +320,10 @@ uint8_t *proto_writer_take(struct proto_writer *w, size_t *size)
 	*size = w->size;
 	if (w->failed) {
 		free(w->data);
-	} else if (w->capacity - w->size > TAKE_SLACK_BYTES) {
-		/* An answer held until the client takes it holds its bytes, not
-		 * the doubling's room: the tail goes back to the allocator. */
+	} else if (w->capacity - w->size > w->size / 8 + TAKE_SLACK_BYTES) {
+		/* An answer held until the client takes it holds its bytes (an
+		 * eighth more at most), not the room it was made in: the tail goes
+		 * back to the allocator. */
 		uint8_t *trimmed = realloc(data, w->size > 0 ? w->size : 1);
 		data = trimmed != NULL ? trimmed : data;
 	}
@@ -602,9 +608,7 @@ void proto_write_years(struct proto_writer *w, const char *id, const struct core
 		str(w, "cities");
 		array(w, end - i);
 		for (; i < end; i++) {
-			char buf[16];
-			snprintf(buf, sizeof(buf), "%06u", dups[i].city);
-			str(w, buf);
+			city_str(w, dups[i].city);
 		}
 	}
 }
@@ -951,9 +955,7 @@ void proto_write_policies(struct proto_writer *w, const uint32_t *cities, const 
 	map(w, n);
 	for (uint32_t i = 0; i < count; i++) {
 		if (used[i]) {
-			char city[8];
-			snprintf(city, sizeof(city), "%06u", cities[i] % 1000000u);
-			str(w, city);
+			city_str(w, cities[i] % 1000000u);
 			int64(w, revisions[i]);
 		}
 	}

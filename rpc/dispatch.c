@@ -16,7 +16,6 @@
 /* Persons of a scan page read in one tight loop (the misses on their pages
  * overlap), then computed while still in the caches and the TLB. */
 #define SCAN_BATCH 64u
-#define PART_SLACK_BYTES (64u << 10) /* a part's room past part_bytes: its last person's answer */
 
 _Static_assert(PROTO_DIGEST_BYTES == STORE_IDEM_DIGEST_BYTES, "the store keeps the whole digest");
 
@@ -937,6 +936,7 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 	 * since is not_found at its place), so that the answer has exactly the
 	 * persons its header announced. */
 	uint32_t limit = req->scan_limit;
+	uint64_t summarized = d->summarized; /* as it was, should the answer turn into an error */
 	struct store_scan *scan = NULL;
 	int rc = txn != NULL ? store_scan_open(txn, req->scan_after, req->scan_after_size, &scan) : STORE_NOT_FOUND;
 	size_t header = proto_write_compute_open(d->writer, msgid, limit, true);
@@ -954,6 +954,9 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 			}
 			if (i == read) {
 				break;
+			}
+			for (uint32_t k = i; k < i + SCAN_PREFETCH_AHEAD && k < read; k++) {
+				prefetch_person(&batch[k - from]);
 			}
 		}
 		if (i + SCAN_PREFETCH_AHEAD < read) {
@@ -989,6 +992,7 @@ static void compute_scan(struct dispatch *d, struct store_txn *txn, const struct
 			r->next = 0;
 		}
 		proto_writer_reset(d->writer);
+		d->summarized = summarized;
 		write_error(d, msgid, PROTO_INTERNAL, "storage fault scanning persons", NULL);
 		return;
 	}
@@ -1050,7 +1054,7 @@ static void handle_compute(struct dispatch *d, const struct proto_envelope *env,
 		view_mark(d, req.city);
 	}
 	if (d->resume != NULL) { /* a part: about part_bytes, passed by one person's answer */
-		proto_writer_reserve(d->writer, d->part_bytes + PART_SLACK_BYTES);
+		proto_writer_reserve(d->writer, d->part_bytes + d->part_bytes / 8);
 	}
 	if (req.selector == PROTO_SELECT_PERSONS) {
 		compute_inline(d, &req, env->msgid);

@@ -632,7 +632,9 @@ class Scenario:
         if faults:
             os.environ["ARREARSD_FAULTS"] = self.spec
         try:
-            self.server = ts.Server(self.data, self.dir, ["--threads", "1"])
+            # A 16 MiB answer budget: parts of 512 KiB (bulk parts need 4.5 MiB
+            # in an eighth of it), so that the debtors' scan comes in many parts.
+            self.server = ts.Server(self.data, self.dir, ["--threads", "1", "--max-answer-memory", str(16 << 20)])
         finally:
             os.environ.pop("ARREARSD_FAULTS", None)
         self.logs.append(self.server.log_path)
