@@ -50,7 +50,7 @@
 #define PREFIX_DIGITS_MAX 17u          /* an id has 18 characters */
 #define PREFIX_DIGITS_AUTO_MAX 12u     /* 12 digits: 110101 and a birth year and month */
 #define PREFIXES_PER_CONNECTION 16u    /* runs of many prefixes come out near equal */
-#define RESPONSE_BYTES_MAX (1u << 30)  /* the buffer: an item of an answer and a read (answers are read as they come) */
+#define IN_BYTES_MAX (1u << 30)  /* the input buffer: an item of an answer and a read (answers are read as they come) */
 #define READ_BYTES (256u << 10)        /* one read */
 #define THREADS_MAX 256u               /* server threads reported */
 #define SAMPLE_MS 50                   /* RssAnon is sampled this often */
@@ -307,8 +307,8 @@ static bool conn_read(struct conn *k)
 	}
 	if (k->in_capacity - k->in_size < READ_BYTES) {
 		size_t capacity = k->in_capacity == 0 ? 4 * READ_BYTES : k->in_capacity * 2;
-		if (capacity > RESPONSE_BYTES_MAX || (k->in = realloc(k->in, capacity)) == NULL) {
-			die("an item of an answer over RESPONSE_BYTES_MAX");
+		if (capacity > IN_BYTES_MAX || (k->in = realloc(k->in, capacity)) == NULL) {
+			die("an item of an answer over IN_BYTES_MAX");
 		}
 		k->in_capacity = capacity;
 	}

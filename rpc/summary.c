@@ -19,6 +19,21 @@ void summarizer_free(struct summarizer *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* A buffer of at least need bytes (its contents need not survive). */
+static bool bytes_reserve(uint8_t **buf, size_t *size, size_t need)
+{
+	if (need <= *size) {
+		return true;
+	}
+	uint8_t *grown = realloc(*buf, need);
+	if (grown == NULL) {
+		return false;
+	}
+	*buf = grown;
+	*size = need;
+	return true;
+}
+
 static bool summarizer_reserve(struct summarizer *s, uint32_t slot_count)
 {
 	if (slot_count > s->scratch.capacity) {
@@ -35,25 +50,8 @@ static bool summarizer_reserve(struct summarizer *s, uint32_t slot_count)
 		}
 		s->scratch.capacity = slot_count;
 	}
-	size_t need = core_summary_size_max(slot_count);
-	if (need > s->out_size) {
-		uint8_t *out = realloc(s->out, need);
-		if (out == NULL) {
-			return false;
-		}
-		s->out = out;
-		s->out_size = need;
-	}
-	need = core_timeline_encode_max(slot_count);
-	if (need > s->runs_size) {
-		uint8_t *runs = realloc(s->runs, need);
-		if (runs == NULL) {
-			return false;
-		}
-		s->runs = runs;
-		s->runs_size = need;
-	}
-	return true;
+	return bytes_reserve(&s->out, &s->out_size, core_summary_size_max(slot_count)) &&
+	       bytes_reserve(&s->runs, &s->runs_size, core_timeline_encode_max(slot_count));
 }
 
 const uint8_t *summarizer_make(struct summarizer *s, const struct core_policy_set *set, const uint32_t *revisions,
